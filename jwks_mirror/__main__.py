@@ -1,0 +1,5 @@
+import sys
+
+from jwks_mirror.cli import main
+
+sys.exit(main())

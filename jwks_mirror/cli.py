@@ -1,0 +1,173 @@
+"""The ``jwks-mirror`` command: parse arguments, build settings, delegate. Nothing else.
+
+Exit codes: 0 success, 1 the operation failed (a fetch, a check), 2 usage or input error.
+Every error is one line on stderr; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from jwks_mirror.errors import AdminError, ConfigError, MirrorError
+from jwks_mirror.settings import CONFIG_ENV, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_ADMIN = "http://127.0.0.1:9090"
+DEFAULT_CONFIG = "/etc/jwks-mirror/config.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jwks-mirror",
+        description="Mirror in-mesh JWKS endpoints over mTLS onto a plain port istiod can reach.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            default=None,
+            help=f"configuration file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
+        )
+
+    def admin_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin URL (default {DEFAULT_ADMIN})")
+        p.add_argument(
+            "--token-file",
+            default=None,
+            help="bearer token for a non-loopback admin port (default: $JWKS_MIRROR_ADMIN_TOKEN)",
+        )
+
+    p = sub.add_parser("serve", help="run the mirror")
+    config_arg(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="self-contained showcase: an mTLS-only issuer, mirrored")
+    p.add_argument("--once", action="store_true", help="run the checks and exit")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    config_arg(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("refresh", help="make a running mirror fetch now")
+    p.add_argument("names", nargs="*", metavar="NAME", help="issuers to refresh (default: all)")
+    p.add_argument("--purge-retained", action="store_true", help="drop retained keys at once")
+    admin_arg(p)
+    p.set_defaults(func=cmd_refresh)
+
+    p = sub.add_parser("status", help="show a running mirror's issuers")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    admin_arg(p)
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except AdminError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except MirrorError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (``| head``): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"jwks-mirror: error: {message}\n")
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = ", ".join(i.name for i in settings.issuers) or "none"
+    print(f"{_config_path(args)}: ok ({len(settings.issuers)} issuers: {names})")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jwks_mirror.server import run
+
+    path = _config_path(args)
+    return run(load_settings(path), config_path=path)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jwks_mirror.demo import run_demo
+
+    return run_demo(once=args.once)
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from jwks_mirror.adminclient import AdminClient
+
+    client = AdminClient(args.admin, token=_admin_token(args))
+    results = client.refresh(args.names, purge_retained=args.purge_retained)
+    ok = True
+    for item in results:
+        outcome = item.get("outcome", "failed")
+        kids = ", ".join(item.get("kids") or []) or "-"
+        line = f"{item.get('name')}: {outcome} (kids: {kids})"
+        if item.get("error"):
+            line += f": {item['error']}"
+        print(line)
+        ok = ok and outcome != "failed"
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from jwks_mirror.adminclient import AdminClient, format_status
+
+    status = AdminClient(args.admin, token=_admin_token(args)).status()
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    issuers = status.get("issuers", [])
+    return EXIT_OK if all(i.get("servable") for i in issuers) else EXIT_FAILED
+
+
+def _admin_token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file: {exc.strerror}: {args.token_file}") from exc
+    return os.environ.get("JWKS_MIRROR_ADMIN_TOKEN") or None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The exceptions jwks-mirror raises, and the one place each foreign error is translated.
+
+Every failure the service reports to an operator is one of these, carrying a short
+machine-readable ``reason`` (used as a metrics label) and a one-line human message::
+
+    MirrorError
+    ├── ConfigError            a configuration file or command-line value is invalid
+    ├── FetchError             one upstream fetch failed; the last good key set stays
+    │   ├── UpstreamError      transport or protocol: timeout, connect, tls, status, redirect,
+    │   │                      too_large, encoding, discovery
+    │   └── KeySetRejected     the body arrived but fails the validation policy
+    └── AdminError             talking to a running mirror's admin port failed (CLI side)
+
+Aiohttp, ssl and jwcrypto exceptions never escape a module boundary: ``fetching`` and
+``keysets`` raise these with ``raise ... from exc`` so the cause is kept for debugging.
+"""
+
+from __future__ import annotations
+
+
+class MirrorError(Exception):
+    """Base class of every error jwks-mirror raises on purpose."""
+
+
+class ConfigError(MirrorError):
+    """Invalid configuration. The message starts with the field's path when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class FetchError(MirrorError):
+    """A fetch did not produce a new key set.
+
+    ``reason`` is a stable, low-cardinality token for metrics and JSON outputs; the message
+    is for humans and never holds more than a truncated excerpt of an upstream body.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class UpstreamError(FetchError):
+    """The upstream could not be reached or did not answer with a usable 200."""
+
+
+class KeySetRejected(FetchError):
+    """The upstream answered, but the body fails the validation policy as a whole."""
+
+
+class AdminError(MirrorError):
+    """A CLI command could not talk to the mirror's admin endpoint."""
