@@ -31,7 +31,9 @@ class AdminClient:
             raise AdminError(f"{self.base_url}/status answered {status}")
         return document
 
-    def refresh(self, names: Iterable[str], *, purge_retained: bool = False) -> list[dict[str, Any]]:
+    def refresh(
+        self, names: Iterable[str], *, purge_retained: bool = False
+    ) -> list[dict[str, Any]]:
         """Refresh the named issuers (all when empty). 200 and 502 both carry results."""
         names = list(names)
         query = "?purge_retained=1" if purge_retained else ""
@@ -49,7 +51,9 @@ class AdminClient:
             if isinstance(results, list):
                 return results
         error = document.get("error") if isinstance(document, dict) else None
-        raise AdminError(f"{self.base_url}{path} answered {status}" + (f": {error}" if error else ""))
+        raise AdminError(
+            f"{self.base_url}{path} answered {status}" + (f": {error}" if error else "")
+        )
 
     def _call(self, method: str, path: str, *, timeout: float) -> tuple[int, Any]:
         request = urllib.request.Request(self.base_url + path, method=method)  # noqa: S310
@@ -80,7 +84,9 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     header = ("ISSUER", "STATE", "KIDS", "RETAINED", "LAST SUCCESS", "FAILURES", "NEXT", "ERROR")
     rows = [header]
     for item in status.get("issuers", []):
-        state = "ok" if item.get("servable") else ("stale" if item.get("last_success") else "no keys")
+        state = (
+            "ok" if item.get("servable") else ("stale" if item.get("last_success") else "no keys")
+        )
         rows.append(
             (
                 str(item.get("name")),
@@ -94,7 +100,10 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     return "\n".join(lines)
 
 

@@ -53,7 +53,9 @@ class Demo:
         cert, key = self.ca.issue(
             namespace="demo", service_account="keys", dns_names=(ISSUER_HOST,)
         ).write(self.workdir, "issuer")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca.write_ca(self.workdir)))
+        context = ssl.create_default_context(
+            ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca.write_ca(self.workdir))
+        )
         context.load_cert_chain(cert, key)
         context.verify_mode = ssl.CERT_REQUIRED
         return context
@@ -97,7 +99,9 @@ class Demo:
                     bare = f"answered {response.status}"
             except aiohttp.ClientError as exc:
                 bare = f"failed ({type(exc).__name__})"
-            self.check(not bare.startswith("answered 200"), f"https without a client certificate {bare}")
+            self.check(
+                not bare.startswith("answered 200"), f"https without a client certificate {bare}"
+            )
 
     async def start_mirror(self, port: int) -> Running:
         cert, key = self.ca.issue(namespace="jwks-mirror", service_account="jwks-mirror").write(
@@ -123,10 +127,12 @@ issuers:
 
     async def check_the_mirror(self, running: Running) -> str:
         self.say("\nThe mirror fetches over mTLS as its own SPIFFE identity and republishes:")
-        deadline = time.monotonic() + 10
-        while running.mirror.not_ready() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        self.check(not running.mirror.not_ready(), "the mirror is ready (key set fetched over mTLS)")
+        # Joins the fetch the mirror started on its own, so this waits for the first set.
+        (outcome,) = await running.mirror.refresh(["demo"])
+        self.check(
+            outcome.outcome != "failed" and not running.mirror.not_ready(),
+            f"the mirror is ready (key set fetched over mTLS){_why(outcome.error)}",
+        )
         url = f"{running.public_url}/demo/jwks.json"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with session.get(url) as response:
@@ -142,8 +148,11 @@ issuers:
         token = jwt.JWT(
             header={"alg": "RS256", "kid": self.signing_key.key_id},
             claims={
-                "iss": ISSUER, "sub": "demo-user", "aud": AUDIENCE,
-                "iat": int(time.time()), "exp": int(time.time()) + 3600,
+                "iss": ISSUER,
+                "sub": "demo-user",
+                "aud": AUDIENCE,
+                "iat": int(time.time()),
+                "exp": int(time.time()) + 3600,
             },
         )
         token.make_signed_token(self.signing_key)
@@ -158,6 +167,10 @@ issuers:
         return str(serialized)
 
 
+def _why(error: str | None) -> str:
+    return f": {error}" if error else ""
+
+
 def run_demo(*, once: bool) -> int:
     """Run the demo; with ``once`` exit after the checks (0 if all held)."""
     return asyncio.run(_run(once=once))
@@ -170,7 +183,9 @@ async def _run(*, once: bool) -> int:
         issuer_runner, port = await demo.start_issuer()
         running = None
         try:
-            demo.say(f"Issuer {ISSUER} listens on https://127.0.0.1:{port} (client certificate required)")
+            demo.say(
+                f"Issuer {ISSUER} listens on https://127.0.0.1:{port} (client certificate required)"
+            )
             await demo.show_the_problem(port)
             running = await demo.start_mirror(port)
             token = await demo.check_the_mirror(running)
