@@ -260,3 +260,28 @@ async def test_config_file_change_is_noticed_by_polling(fake_issuer, mirror_fact
 async def _admin(running, path: str):
     async with aiohttp.ClientSession() as session, session.get(f"{running.admin_url}{path}") as response:
         return response.status, response.headers, await response.read()
+
+
+async def test_unwritable_state_dir_is_reported_and_serving_continues(fake_issuer, mirror_factory, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n", extra=f"state_dir: {state_dir}\n")
+    )
+    await running.mirror.refresh()
+    state_dir.rename(tmp_path / "gone")  # the volume went away under the running mirror
+    issuer.document = jwks("k2")
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome == "changed"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _, _, metrics = await _admin(running, "/metrics")
+        if 'jwks_mirror_persist_errors_total{issuer="a"}' in metrics.decode():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("persist error not counted")
+    status, body = await fetch_public(running, "a")
+    assert status == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1", "k2"]
+    assert (await _admin(running, "/readyz"))[0] == 200
