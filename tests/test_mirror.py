@@ -14,7 +14,7 @@ from aiohttp import web
 
 from jwks_mirror.server import ConfigWatcher
 
-from .conftest import Clock, config_text, hang, jwks
+from .conftest import Clock, answer, config_text, hang, jwks
 
 
 async def fetch_public(running, name: str) -> tuple[int, bytes]:
@@ -285,3 +285,35 @@ async def test_unwritable_state_dir_is_reported_and_serving_continues(fake_issue
     status, body = await fetch_public(running, "a")
     assert status == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1", "k2"]
     assert (await _admin(running, "/readyz"))[0] == 200
+
+
+async def test_a_flapping_issuer_backs_off_without_growing_tasks_or_memory(fake_issuer, mirror_factory):
+    """Up, down, up, down every 100 ms: bounded fetches, bounded tasks, backoff in metrics."""
+    issuer = await fake_issuer(document=jwks("k1"))
+    healthy = issuer.behaviour
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n    refresh_interval: 1s\n"),
+        backoff_base_s=0.02,
+    )
+    await running.mirror.refresh()
+    tasks_before = len(asyncio.all_tasks())
+    seen_failures = 0
+    started = time.monotonic()
+    flips = 0
+    while time.monotonic() - started < 3:
+        issuer.behaviour = healthy if flips % 2 else answer(503)
+        flips += 1
+        await asyncio.sleep(0.1)
+        seen_failures = max(seen_failures, running.mirror.states["a"].consecutive_failures)
+    issuer.behaviour = healthy
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome in {"changed", "unchanged"}
+    tasks_after = len(asyncio.all_tasks())
+    assert tasks_after <= tasks_before + 5, (tasks_before, tasks_after)
+    assert seen_failures >= 1
+    # Backoff is capped by refresh_interval (1 s) and starts at 20 ms: a few dozen fetches
+    # at most in 3 s, not a hot loop.
+    assert 3 <= len(issuer.requests) <= 80, len(issuer.requests)
+    _, _, metrics = await _admin(running, "/metrics")
+    assert 'jwks_mirror_fetch_errors_total{issuer="a",reason="status"}' in metrics.decode()
+    assert "jwks_mirror_consecutive_failures" in metrics.decode()
