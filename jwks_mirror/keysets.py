@@ -44,7 +44,8 @@ EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through.
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 _MAX_X5C_CERTS = 10
 
 
