@@ -345,6 +345,15 @@ def _thumbprint(members: Mapping[str, Any]) -> str:
 
 
 def key_from_jwk(members: Mapping[str, Any]) -> Key:
-    """Re-validate one stored canonical JWK (persisted state). Raises :class:`KeyDropped`."""
+    """Re-validate one stored canonical JWK (persisted state). Raises :class:`KeyDropped`.
+
+    Private and symmetric material is refused, not silently stripped: a stored key holding it
+    means the file was tampered with, and the caller must not trust the rest of it either.
+    """
+    private = sorted(PRIVATE_MEMBERS.intersection(members))
+    if members.get("kty") == "oct" or "k" in private:
+        raise KeyDropped("symmetric_key", "a symmetric (oct) key")
+    if private:
+        raise KeyDropped("private_key", f"holds private key material ({', '.join(private)})")
     key, _ = _validate_key(dict(members))
     return key
