@@ -122,8 +122,14 @@ def validate(body: bytes, *, max_bytes: int, max_keys: int) -> Validated:
         if note:
             dropped[note] += 1
             notes.append(f"keys[{index}]: {note}")
-        if (key.kid, key.ident) in kept:
-            continue  # the same key listed twice: publish it once
+        same = kept.get((key.kid, key.ident))
+        if same is not None:
+            # The same key listed twice: publish it once. The entries may differ in metadata
+            # (alg, use, x5c), so pick by content, not by position: the upstream reordering
+            # its keys must not change the published bytes (and so the version and ETag).
+            if _canonical(key) < _canonical(same):
+                kept[(key.kid, key.ident)] = key
+            continue
         if key.kid is not None:
             other = by_kid.get((key.kid, key.kty))
             if other is not None:
@@ -146,6 +152,10 @@ def render(keys: Iterable[Key]) -> bytes:
     ordered = sorted(keys, key=lambda k: k.sort_key)
     document = {"keys": [dict(k.jwk) for k in ordered]}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _canonical(key: Key) -> str:
+    return json.dumps(dict(key.jwk), sort_keys=True, separators=(",", ":"))
 
 
 def version_of(body: bytes) -> str:
