@@ -246,7 +246,7 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
         allowed_algs = RSA_ALGS
     elif kty == "EC":
         crv = raw.get("crv")
-        if crv not in EC_COORDINATE_BYTES:
+        if not isinstance(crv, str) or crv not in EC_COORDINATE_BYTES:  # a list is unhashable
             raise KeyDropped("unsupported_curve", f"EC curve {crv!r} is not P-256/384/521")
         size = EC_COORDINATE_BYTES[crv]
         out.update(
