@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -392,6 +394,16 @@ class _Loader:
                     f"not a PEM CA bundle: {_oneline(exc)}", field=f"{where}.ca_file"
                 ) from exc
         if tls.cert_file and tls.key_file:
+            # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
+            # that cannot be told apart from a bad certificate, and for an encrypted key it
+            # would prompt for a passphrase on the terminal.
+            try:
+                serialization.load_pem_private_key(tls.key_file.read_bytes(), password=None)
+            except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
+                raise ConfigError(
+                    f"not an unencrypted PEM private key: {_oneline(exc)}",
+                    field=f"{where}.key_file",
+                ) from exc
             try:
                 context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
             except ssl.SSLError as exc:
