@@ -128,7 +128,10 @@ def parse_duration(value: object, *, field: str) -> float:
     if isinstance(value, bool):
         raise ConfigError("expected a duration such as 30s, 5m or 2h", field=field)
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # YAML ints are unbounded; float() refuses huge ones
+            raise ConfigError("duration is too large", field=field) from None
     elif isinstance(value, str):
         text = value.strip()
         pos, seconds = 0, 0.0
