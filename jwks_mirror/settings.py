@@ -176,6 +176,13 @@ def parse_settings(
         raise ConfigError(f"{where}: {problem}") from exc
     except (YAMLError, RecursionError, ValueError) as exc:
         raise ConfigError(f"{source}: invalid YAML: {_oneline(exc)}") from exc
+    except Exception as exc:
+        # ruamel's constructors fail on some malformed tagged scalars with internal errors
+        # ("!!int" alone: IndexError, "!!bool maybe": KeyError); an operator's typo must still
+        # be a one-line ConfigError, never a traceback from check-config or a reload.
+        raise ConfigError(
+            f"{source}: invalid YAML ({type(exc).__name__}): {_oneline(exc)}"
+        ) from exc
     if data is None:
         data = {}
     return _Loader(base_dir or Path.cwd()).settings(data)
