@@ -360,6 +360,8 @@ def key_from_jwk(members: Mapping[str, Any]) -> Key:
     Private and symmetric material is refused, not silently stripped: a stored key holding it
     means the file was tampered with, and the caller must not trust the rest of it either.
     """
+    if not isinstance(members, Mapping):
+        raise KeyDropped("malformed", "not a JSON object")
     private = sorted(PRIVATE_MEMBERS.intersection(members))
     if members.get("kty") == "oct" or "k" in private:
         raise KeyDropped("symmetric_key", "a symmetric (oct) key")

@@ -609,6 +609,8 @@ def test_key_from_jwk_round_trips_a_published_key() -> None:
         pytest.param(lambda: kf.jwk("oct", kid="k"), "symmetric_key", id="oct"),
         pytest.param(lambda: kf.jwk("rsa1024", kid="k"), "weak_key", id="weak"),
         pytest.param(lambda: kf.jwk("p256", kid="k", use="enc"), "not_signing", id="enc"),
+        pytest.param(lambda: "kty", "malformed", id="string"),
+        pytest.param(lambda: [["kty", "EC"]], "malformed", id="pairs"),
     ],
 )
 def test_key_from_jwk_refuses_what_validate_would_not_publish(make: Any, reason: str) -> None:
