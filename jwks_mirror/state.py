@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -224,12 +225,19 @@ class IssuerState:
         last_success = document.get("last_success")
         if not isinstance(last_success, int | float) or isinstance(last_success, bool):
             raise ValueError("no last_success")
+        # json.loads accepts NaN and Infinity: an infinite last_success would never go stale
+        # (max_stale fails open) and a NaN removal time would retain a key for ever.
+        if not math.isfinite(last_success):
+            raise ValueError(f"last_success {last_success!r} is not a finite time")
         try:
             current = tuple(key_from_jwk(m) for m in document["keys"])
             retained = {}
             for item in document.get("retained", []):
                 key = key_from_jwk(item["jwk"])
-                retained[(key.kid, key.ident)] = Retained(key, float(item["removed_at"]))
+                removed_at = float(item["removed_at"])
+                if not math.isfinite(removed_at):
+                    raise ValueError(f"removed_at {removed_at!r} is not a finite time")
+                retained[(key.kid, key.ident)] = Retained(key, removed_at)
         except (KeyDropped, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid key: {exc}") from exc
         if not current:
