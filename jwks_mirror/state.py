@@ -242,6 +242,18 @@ class IssuerState:
             raise ValueError(f"invalid key: {exc}") from exc
         if not current:
             raise ValueError("no keys")
+        # The file must hold what validate() would have accepted: each key once, and no two
+        # different keys of one type under one kid (verifiers could pick either).
+        identities: set[tuple[str | None, str]] = set()
+        kids: dict[tuple[str, str], str] = {}
+        for key in current:
+            if (key.kid, key.ident) in identities:
+                raise ValueError(f"key {_label(key)} is listed twice")
+            identities.add((key.kid, key.ident))
+            if key.kid is not None and kids.setdefault((key.kid, key.kty), key.ident) != key.ident:
+                raise ValueError(f"two different {key.kty} keys share kid {key.kid!r}")
+        for ident in identities:
+            retained.pop(ident, None)  # current again, as in apply()
         self.current = tuple(sorted(current, key=lambda k: k.sort_key))
         self.retained = retained
         self.last_success = float(last_success)
