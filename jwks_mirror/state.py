@@ -179,11 +179,25 @@ class IssuerState:
     def _republish(self, now: float) -> bool:
         keys = list(self.current)
         current_kids = {(k.kid, k.kty) for k in self.current if k.kid is not None}
+        newest: dict[tuple[str, str], Retained] = {}
         for retained in self.retained.values():
-            # A kid the upstream reuses for a new key wins over the retained old key:
-            # publishing both under one kid would let verifiers pick either.
-            if retained.key.kid is None or (retained.key.kid, retained.key.kty) not in current_kids:
+            if retained.key.kid is None:
                 keys.append(retained.key)
+                continue
+            # A kid the upstream reuses for a new key wins over the retained old key:
+            # publishing both under one kid would let verifiers pick either. For the same
+            # reason only one retained key per kid is published: the one removed last (it
+            # was served under that kid most recently).
+            slot = (retained.key.kid, retained.key.kty)
+            if slot in current_kids:
+                continue
+            other = newest.get(slot)
+            if other is None or (retained.removed_at, retained.key.ident) > (
+                other.removed_at,
+                other.key.ident,
+            ):
+                newest[slot] = retained
+        keys.extend(r.key for r in newest.values())
         if not keys:
             return False
         published = Published.of(keys)
