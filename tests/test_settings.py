@@ -685,8 +685,7 @@ def test_yaml_syntax_error_is_file_line_column(tmp_path: Path) -> None:
     path.write_text("public:\n  port: 8080\n  host: [unclosed\nadmin: {}\n")
     with pytest.raises(ConfigError) as info:
         load_settings(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:4:")
+    assert str(info.value) == f"{path}:4:6: expected ',' or ']', but got ':'"
     assert info.value.field is None
 
 
@@ -697,7 +696,9 @@ def test_yaml_syntax_error_column(tmp_path: Path) -> None:
 
 
 def test_tab_indentation_is_a_located_error() -> None:
-    assert error("public:\n\tport: 1\n").startswith("<config>:2:1: ")
+    assert error("public:\n\tport: 1\n") == (
+        "<config>:2:1: found character '\\t' that cannot start any token"
+    )
 
 
 @pytest.mark.parametrize(
@@ -729,8 +730,8 @@ def test_malformed_tagged_scalars_are_config_errors(text: str, message: str) -> 
 
 def test_yaml_without_location_still_names_the_source() -> None:
     with pytest.raises(ConfigError) as info:
-        parse_settings("[" * 5000, source="deep.yaml")
-    assert str(info.value).startswith("deep.yaml:")
+        parse_settings("[" * 1000, source="deep.yaml")
+    assert str(info.value) == "deep.yaml: invalid YAML: maximum recursion depth exceeded"
 
 
 # -- files and relative paths ---------------------------------------------------------------
