@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jwcrypto_jwk
 
@@ -338,7 +339,8 @@ def _x5c_matching(value: object, public_key: Any) -> list[str] | None:
             return None
         for item in value[1:]:
             base64.b64decode(item, validate=True)
-    except (ValueError, binascii.Error, TypeError):
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
+        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know.
         return None
     return list(value)
 
