@@ -3,6 +3,7 @@ is published and in which exact bytes. Keys are generated at test time (``keyfac
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -466,10 +467,20 @@ def test_x5t_is_kept_with_a_matching_x5c() -> None:
     assert published(check(kf.body(source))) == [source]
 
 
+def _unknown_key_algorithm_chain() -> list[str]:
+    """The x5c chain with the leaf's id-ecPublicKey OID changed to an unassigned sibling."""
+    der = base64.b64decode(kf.x5c_chain()[0])
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")
+    assert der.count(ec_public_key) == 1
+    forged = der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
+    return [base64.b64encode(forged).decode("ascii")]
+
+
 @pytest.mark.parametrize(
     "x5c",
     [
         pytest.param(kf.x5c_chain(1), id="another-keys-certificate"),
+        pytest.param(_unknown_key_algorithm_chain(), id="unknown-key-algorithm"),
         pytest.param(["not base64!"], id="garbage-base64"),
         pytest.param(["AAAA"], id="not-a-certificate"),
         pytest.param([], id="empty"),
