@@ -203,6 +203,14 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:160]
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _b64url(value: object, member: str, *, length: int | None = None) -> bytes:
     if not isinstance(value, str) or not value or not _B64URL_RE.match(value):
         raise KeyDropped("malformed", f"{member!r} is not base64url")
@@ -229,6 +237,10 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
     kid = raw.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
         raise KeyDropped("malformed", '"kid" must be a non-empty string of at most 256 chars')
+    if kid is not None and not _is_unicode(kid):
+        # A lone surrogate ("\ud800") decodes from JSON but is not Unicode text: the published
+        # "\ud800" escape is one that strict JSON parsers (verifiers) may refuse, set and all.
+        raise KeyDropped("malformed", '"kid" holds a lone UTF-16 surrogate')
     _check_usage(raw)
     out: dict[str, Any] = {"kty": kty}
     if kty == "RSA":
