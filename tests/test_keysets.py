@@ -318,6 +318,7 @@ DROPPED = [
     pytest.param(lambda: dict(kf.jwk("p256"), kid=7), "malformed", id="numeric-kid"),
     pytest.param(lambda: dict(kf.jwk("p256"), kid=""), "malformed", id="empty-kid"),
     pytest.param(lambda: dict(kf.jwk("p256"), kid="k" * 257), "malformed", id="long-kid"),
+    pytest.param(lambda: dict(kf.jwk("p256"), kid="a\ud800"), "malformed", id="surrogate-kid"),
     pytest.param(lambda: kf.jwk("p256", kid="a", kty=None), "malformed", id="missing-kty"),
     pytest.param(lambda: kf.jwk("p256", kid="a", alg=256), "malformed", id="numeric-alg"),
     pytest.param(lambda: "a key", "malformed", id="string-key"),
@@ -664,7 +665,7 @@ BASE_KEYS = [
 MEMBER_VALUES = (
     JSONISH
     | st.sampled_from(["RS256", "ES256", "EdDSA", "none", "HS256", "sig", "enc", "P-256", "RSA"])
-    | st.sampled_from(["oct", "EC", "OKP", "Ed25519", "X25519", "AQAB", "AQ", ""])
+    | st.sampled_from(["oct", "EC", "OKP", "Ed25519", "X25519", "AQAB", "AQ", "", "\udc80"])
     | st.builds(lambda: ["verify"])
 )
 
@@ -723,6 +724,7 @@ def _assert_safe(body: bytes) -> None:
     document = json.loads(out)
     assert document["keys"]
     assert not _holds_private(document)
+    json.dumps(document, ensure_ascii=False).encode("utf-8")  # no lone surrogates
     assert all(k["kty"] in {"RSA", "EC", "OKP"} for k in document["keys"])
     again = check(out, max_keys=20)
     assert render(again.keys) == out
