@@ -172,7 +172,8 @@ def parse_settings(
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
+        # Squashed to one line: ruamel quotes values in some problems ("duplicate key ...").
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise ConfigError(f"{where}: {problem}") from exc
     except (YAMLError, RecursionError, ValueError) as exc:
         raise ConfigError(f"{source}: invalid YAML: {_oneline(exc)}") from exc
@@ -433,7 +434,7 @@ class _Loader:
         out = []
         for key, value in data.items():
             if not isinstance(key, str) or not _HEADER_NAME_RE.match(key):
-                raise ConfigError("invalid header name", field=f"{where}.{key}")
+                raise ConfigError("invalid header name", field=f"{where}.{_key_text(key)}")
             if key.lower() in _RESERVED_HEADERS:
                 raise ConfigError(
                     "set by jwks-mirror itself; cannot be configured", field=f"{where}.{key}"
@@ -455,7 +456,7 @@ class _Loader:
             raise ConfigError("expected a mapping", field=where or None)
         for key in data:
             if not isinstance(key, str) or key not in allowed:
-                path = f"{where}.{key}" if where else str(key)
+                path = f"{where}.{_key_text(key)}" if where else _key_text(key)
                 raise ConfigError(
                     f"unknown key (expected one of: {', '.join(sorted(allowed))})", field=path
                 )
@@ -505,6 +506,12 @@ class _Loader:
         if any(c.isspace() for c in text):
             raise ConfigError("URL must not contain whitespace", field=where)
         return text
+
+
+def _key_text(key: object) -> str:
+    """A mapping key for an error's field path, quoted when it would break the line."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
 
 
 def _limit_keys() -> tuple[str, ...]:
