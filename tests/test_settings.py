@@ -171,6 +171,24 @@ def test_unknown_key_names_its_path(text: str, field: str) -> None:
     assert error(text).startswith(f"{field}: unknown key (expected one of: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('"a\\nb": 1', "'a\\nb'"),
+        ('public: {"port\\r": 1}', "public.'port\\r'"),
+        (
+            "issuers: [{name: a, jwks_uri: 'http://h/', headers: {\"X\\nY\": 1}}]",
+            "issuers[0].headers.'X\\nY'",
+        ),
+    ],
+)
+def test_field_path_with_a_line_break_stays_on_one_line(text: str, field: str) -> None:
+    message = error(text)
+    assert message.startswith(f"{field}: ")
+    assert "\n" not in message
+    assert "\r" not in message
+
+
 def test_unknown_key_lists_the_allowed_ones() -> None:
     assert error("public: {hots: a}") == "public.hots: unknown key (expected one of: host, port)"
 
@@ -728,6 +746,12 @@ def test_malformed_tagged_scalars_are_config_errors(text: str, message: str) -> 
     assert str(info.value) == f"c.yaml: {message}"
 
 
+def test_duplicate_key_with_a_multi_line_value_is_one_line() -> None:
+    assert error("a: |\n  x\n  y\na: 2\n") == (
+        '<config>:4:1: found duplicate key "a" with value "2" (original value: "x y ")'
+    )
+
+
 def test_yaml_without_location_still_names_the_source() -> None:
     with pytest.raises(ConfigError) as info:
         parse_settings("[" * 1000, source="deep.yaml")
@@ -923,6 +947,7 @@ def test_property_parse_settings_raises_only_config_error(text: str) -> None:
         loaded = parse_settings(text)
     except ConfigError as exc:
         assert str(exc)
+        assert "\n" not in str(exc)  # check-config prints it as one line
     else:
         assert isinstance(loaded, Settings)
 
