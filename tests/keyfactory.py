@@ -31,11 +31,11 @@ KINDS = (
     "ed448",
     "oct",
 )
-_CURVES = {
-    "p256": ec.SECP256R1,
-    "p384": ec.SECP384R1,
-    "p521": ec.SECP521R1,
-    "secp256k1": ec.SECP256K1,
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "p256": ec.SECP256R1(),
+    "p384": ec.SECP384R1(),
+    "p521": ec.SECP521R1(),
+    "secp256k1": ec.SECP256K1(),
 }
 
 
@@ -47,7 +47,7 @@ def private_key(kind: str, index: int = 0) -> Any:
     if kind == "rsa1024":
         return rsa.generate_private_key(public_exponent=65537, key_size=1024)
     if kind in _CURVES:
-        return ec.generate_private_key(_CURVES[kind]())
+        return ec.generate_private_key(_CURVES[kind])
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     if kind == "x25519":
@@ -65,7 +65,7 @@ def _exported(kind: str, index: int, private: bool) -> str:
     if kind == "oct":
         return json.dumps({"kty": "oct", "k": b64url(key)})
     made = jwcrypto_jwk.JWK.from_pyca(key)
-    return made.export_private() if private else made.export_public()
+    return str(made.export_private() if private else made.export_public())
 
 
 def jwk(
