@@ -580,15 +580,25 @@ def test_limit_bounds(limits: dict[str, Any], field: str, message: str, where: s
 
 
 @pytest.mark.parametrize(
-    "limits",
+    ("limits", "expected"),
     [
-        {"max_response_bytes": 1024, "max_keys": 1, "timeout": "50ms", "refresh_interval": 1},
-        {"max_response_bytes": 64 << 20, "max_keys": 10_000, "timeout": "5m"},
-        {"refresh_interval": "10m", "max_stale": "10m", "retain_removed_keys": 0},
+        (
+            {"max_response_bytes": 1024, "max_keys": 1, "timeout": "50ms", "refresh_interval": 1},
+            {"max_response_bytes": 1024, "max_keys": 1, "timeout_s": 0.05, "refresh_interval_s": 1},
+        ),
+        (
+            {"max_response_bytes": 64 << 20, "max_keys": 10_000, "timeout": "5m"},
+            {"max_response_bytes": 64 << 20, "max_keys": 10_000, "timeout_s": 300.0},
+        ),
+        (
+            {"refresh_interval": "10m", "max_stale": "10m", "retain_removed_keys": 0},
+            {"refresh_interval_s": 600.0, "max_stale_s": 600.0, "retain_removed_keys_s": 0.0},
+        ),
     ],
 )
-def test_limit_bounds_are_inclusive(limits: dict[str, Any]) -> None:
-    assert parse_settings(config(issuer(**limits))).issuers[0].limits
+def test_limit_bounds_are_inclusive(limits: dict[str, Any], expected: dict[str, Any]) -> None:
+    loaded = parse_settings(config(issuer(**limits))).issuers[0].limits
+    assert {name: getattr(loaded, name) for name in expected} == expected
 
 
 def test_issuer_refresh_interval_beyond_default_max_stale_names_the_issuer_field() -> None:
