@@ -7,7 +7,6 @@ import base64
 import json
 from typing import Any
 
-import keyfactory as kf
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +22,8 @@ from jwks_mirror.keysets import (
     validate,
     version_of,
 )
+
+from . import keyfactory as kf
 
 MAX_BYTES = 1 << 20
 MAX_KEYS = 100

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from jwks_mirror.server import ConfigWatcher
 
-from .conftest import Clock, answer, config_text, hang, jwks
+from .conftest import Clock, config_text, hang, jwks
 
 
 async def fetch_public(running, name: str) -> tuple[int, bytes]:
@@ -287,33 +287,31 @@ async def test_unwritable_state_dir_is_reported_and_serving_continues(fake_issue
     assert (await _admin(running, "/readyz"))[0] == 200
 
 
-async def test_a_flapping_issuer_backs_off_without_growing_tasks_or_memory(fake_issuer, mirror_factory):
-    """Up, down, up, down every 100 ms: bounded fetches, bounded tasks, backoff in metrics."""
+async def test_a_flapping_issuer_backs_off_without_growing_tasks(fake_issuer, mirror_factory):
+    """Every other answer is a 503: bounded fetches, bounded tasks, failures in metrics."""
     issuer = await fake_issuer(document=jwks("k1"))
-    healthy = issuer.behaviour
+
+    async def flapping(request: web.Request) -> web.StreamResponse:
+        if len(issuer.requests) % 2 == 0:
+            return web.Response(status=503)
+        return web.json_response(jwks("k1"))
+
     running = await mirror_factory(
         config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n    refresh_interval: 1s\n"),
         backoff_base_s=0.02,
     )
     await running.mirror.refresh()
+    issuer.behaviour = flapping
     tasks_before = len(asyncio.all_tasks())
-    seen_failures = 0
-    started = time.monotonic()
-    flips = 0
-    while time.monotonic() - started < 3:
-        issuer.behaviour = healthy if flips % 2 else answer(503)
-        flips += 1
-        await asyncio.sleep(0.1)
-        seen_failures = max(seen_failures, running.mirror.states["a"].consecutive_failures)
-    issuer.behaviour = healthy
-    (outcome,) = await running.mirror.refresh()
-    assert outcome.outcome in {"changed", "unchanged"}
+    await asyncio.sleep(3)
     tasks_after = len(asyncio.all_tasks())
-    assert tasks_after <= tasks_before + 5, (tasks_before, tasks_after)
-    assert seen_failures >= 1
-    # Backoff is capped by refresh_interval (1 s) and starts at 20 ms: a few dozen fetches
-    # at most in 3 s, not a hot loop.
-    assert 3 <= len(issuer.requests) <= 80, len(issuer.requests)
+    assert tasks_after <= tasks_before + 2, (tasks_before, tasks_after)
+    # A success schedules the next fetch ~1 s later, a failure retries after 10-20 ms: about
+    # two fetches a second, never a hot loop.
+    assert 3 <= len(issuer.requests) <= 12, len(issuer.requests)
+    state = running.mirror.states["a"]
+    assert state.published is not None and state.servable(time.time())
     _, _, metrics = await _admin(running, "/metrics")
-    assert 'jwks_mirror_fetch_errors_total{issuer="a",reason="status"}' in metrics.decode()
-    assert "jwks_mirror_consecutive_failures" in metrics.decode()
+    text = metrics.decode()
+    failures = [line for line in text.splitlines() if line.startswith('jwks_mirror_fetch_errors_total{issuer="a",reason="status"}')]
+    assert failures and float(failures[0].split()[-1]) >= 1

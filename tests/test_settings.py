@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import keyfactory as kf
 import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +23,8 @@ from jwks_mirror.settings import (
     parse_duration,
     parse_settings,
 )
+
+from . import keyfactory as kf
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
 HTTPS_UPSTREAM = "https://keys.myns.svc.cluster.local/jwks.json"

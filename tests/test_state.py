@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import keyfactory as kf
 import pytest
 
 from jwks_mirror.errors import KeySetRejected, UpstreamError
 from jwks_mirror.keysets import Validated, render, validate, version_of
 from jwks_mirror.settings import IssuerSettings, Limits
 from jwks_mirror.state import STATE_FORMAT, Change, IssuerState, StateStore
+
+from . import keyfactory as kf
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
 RETAIN = 3600.0
