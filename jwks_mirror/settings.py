@@ -237,6 +237,8 @@ class _Loader:
             return default
         m = self._mapping(data, where, {"host", "port"})
         host = self._str(m.get("host", default.host), f"{where}.host")
+        if not re.fullmatch(r"[A-Za-z0-9.:_\[\]-]{1,253}", host):
+            raise ConfigError(f"{host!r} is not a host name or address", field=f"{where}.host")
         port = self._port(m.get("port", default.port), f"{where}.port")
         return Listener(host, port)
 
@@ -441,6 +443,10 @@ class _Loader:
                 )
             if key.lower() == "authorization" and has_bearer:
                 raise ConfigError("conflicts with bearer_token_file", field=f"{where}.{key}")
+            if any(k.lower() == key.lower() for k, _ in out):
+                raise ConfigError(
+                    "duplicate header name (names are case-insensitive)", field=f"{where}.{key}"
+                )
             if not isinstance(value, str | int) or isinstance(value, bool):
                 raise ConfigError("expected a string", field=f"{where}.{key}")
             text = str(value)

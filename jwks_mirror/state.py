@@ -270,7 +270,9 @@ class IssuerState:
             retained.pop(ident, None)  # current again, as in apply()
         self.current = tuple(sorted(current, key=lambda k: k.sort_key))
         self.retained = retained
-        self.last_success = float(last_success)
+        # A time in the future (a clock that went back, a tampered file) must not extend
+        # how long this set is served: never later than now.
+        self.last_success = min(float(last_success), now)
         self.last_change = document.get("last_change")
         for name in ("upstream_etag", "upstream_last_modified", "upstream_digest"):
             value = document.get(name)

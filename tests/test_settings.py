@@ -1000,3 +1000,15 @@ def test_property_issuer_fields_of_any_type(fields: dict[str, Any]) -> None:
         assert str(exc).startswith("issuers[0]")
     else:
         assert loaded.issuers[0].name
+
+
+def test_header_names_are_case_insensitive_duplicates():
+    text = "issuers:\n  - name: a\n    jwks_uri: http://k.ns.svc/\n    headers: {X-A: one, x-a: two}\n"
+    with pytest.raises(ConfigError, match=r"^issuers\[0\]\.headers\.x-a: duplicate header name"):
+        parse_settings(text)
+
+
+@pytest.mark.parametrize("host", ["a b", "host\nname", "evil/host"])
+def test_listener_host_must_look_like_a_host(host):
+    with pytest.raises(ConfigError, match=r"^public\.host: .* is not a host name or address"):
+        parse_settings(f"public: {{host: {json.dumps(host)}, port: 8080}}\n")

@@ -514,3 +514,12 @@ def test_store_round_trip_restores_the_same_bytes(tmp_path: Path) -> None:
     restored = make_state()
     restored.restore(document, now=2001.0)
     assert served(restored) == served(source)
+
+
+def test_restore_never_moves_last_success_into_the_future() -> None:
+    source = make_state()
+    source.apply(keyset(A()), now=5000.0)
+    restored = make_state()
+    restored.restore(through_json(source.snapshot()), now=1000.0)
+    assert restored.last_success == 1000.0
+    assert restored.is_stale(1000.0 + MAX_STALE + 1)
