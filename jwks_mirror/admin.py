@@ -86,6 +86,7 @@ async def status(request: web.Request) -> web.Response:
                 "consecutive_failures": state.consecutive_failures,
                 "stale": state.is_stale(now),
                 "servable": state.servable(now),
+                "expired": state.is_expired(now),
                 "next_refresh": state.next_refresh,
                 "path": f"/{state.name}/jwks.json",
             }

@@ -84,9 +84,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     header = ("ISSUER", "STATE", "KIDS", "RETAINED", "LAST SUCCESS", "FAILURES", "NEXT", "ERROR")
     rows = [header]
     for item in status.get("issuers", []):
-        state = (
-            "ok" if item.get("servable") else ("stale" if item.get("last_success") else "no keys")
-        )
+        state = _state_label(item)
         rows.append(
             (
                 str(item.get("name")),
@@ -105,6 +103,12 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         for row in rows
     ]
     return "\n".join(lines)
+
+
+def _state_label(item: dict[str, Any]) -> str:
+    if not item.get("servable"):
+        return "expired" if item.get("last_success") else "no keys"
+    return "stale" if item.get("stale") else "ok"
 
 
 def _ago(ts: object, now: float) -> str:

@@ -114,8 +114,14 @@ class StateCollector(Collector):
         )
         stale = GaugeMetricFamily(
             PREFIX + "stale",
-            "1 when the issuer has no servable set (none yet, or older than "
-            "max_stale): the public endpoint answers 503.",
+            "1 when the upstream did not confirm the served set at the last attempt, or "
+            "there is no servable set; the last good set is still served until max_stale.",
+            labels=["issuer"],
+        )
+        servable = GaugeMetricFamily(
+            PREFIX + "servable",
+            "1 when a key set is served; 0 when the public endpoint answers 503 (none yet, "
+            "or older than max_stale: fail closed).",
             labels=["issuer"],
         )
         failures = GaugeMetricFamily(
@@ -144,7 +150,8 @@ class StateCollector(Collector):
             retained.add_metric([name], len(state.retained))
             if state.last_success is not None:
                 last_success.add_metric([name], state.last_success)
-            stale.add_metric([name], 0.0 if state.servable(now) else 1.0)
+            stale.add_metric([name], 1.0 if state.is_stale(now) else 0.0)
+            servable.add_metric([name], 1.0 if state.servable(now) else 0.0)
             failures.add_metric([name], state.consecutive_failures)
             next_refresh.add_metric([name], state.next_refresh)
             if state.published is not None:
@@ -153,7 +160,17 @@ class StateCollector(Collector):
                 requests.add_metric([name, str(code)], count)
         for code, count in sorted(self._unknown.items()):
             requests.add_metric([UNKNOWN_ISSUER, str(code)], count)
-        yield from (keys, retained, last_success, stale, failures, next_refresh, info, requests)
+        yield from (
+            keys,
+            retained,
+            last_success,
+            stale,
+            servable,
+            failures,
+            next_refresh,
+            info,
+            requests,
+        )
 
 
 def new_registry() -> CollectorRegistry:

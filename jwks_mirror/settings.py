@@ -433,7 +433,7 @@ class _Loader:
             return ()
         if not isinstance(data, Mapping):
             raise ConfigError("expected a mapping of header names to values", field=where)
-        out = []
+        out: list[tuple[str, str]] = []
         for key, value in data.items():
             if not isinstance(key, str) or not _HEADER_NAME_RE.match(key):
                 raise ConfigError("invalid header name", field=f"{where}.{_key_text(key)}")

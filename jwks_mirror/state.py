@@ -83,6 +83,8 @@ class IssuerState:
     upstream_etag: str | None = None
     upstream_last_modified: str | None = None
     upstream_digest: str | None = None
+    # When each key (by kid and thumbprint) was first published: for ``explain``.
+    first_seen: dict[tuple[str | None, str], float] = field(default_factory=dict)
     # Request counters by status code, read by the metrics collector at scrape time. Plain
     # ints: the event loop is single-threaded, so no lock is needed on the hot path.
     requests: dict[int, int] = field(default_factory=dict)
@@ -99,11 +101,18 @@ class IssuerState:
             return float("-inf")
         return self.last_success + self.settings.limits.max_stale_s
 
-    def is_stale(self, now: float) -> bool:
+    def is_expired(self, now: float) -> bool:
+        """No successful fetch for ``max_stale``: the set must not be served (fail closed)."""
         return now > self.stale_deadline()
 
     def servable(self, now: float) -> bool:
-        return self.published is not None and not self.is_stale(now)
+        return self.published is not None and not self.is_expired(now)
+
+    def is_stale(self, now: float) -> bool:
+        """The upstream did not confirm the served set at the last attempt, or there is no
+        servable set at all. A stale set is still served until ``max_stale``; this is what
+        operators alert on before it expires."""
+        return self.consecutive_failures > 0 or not self.servable(now)
 
     def next_retention_expiry(self) -> float | None:
         keep = self.settings.limits.retain_removed_keys_s
@@ -126,6 +135,7 @@ class IssuerState:
             self.retained.setdefault((key.kid, key.ident), Retained(key, removed_at=now))
         for ident in new_ids:
             self.retained.pop(ident, None)  # a key that came back is current again
+            self.first_seen.setdefault(ident, now)
         self.current = validated.keys
         self._mark_success(now)
         self._drop_expired(now)
@@ -200,6 +210,9 @@ class IssuerState:
         keys.extend(r.key for r in newest.values())
         if not keys:
             return False
+        live = {(k.kid, k.ident) for k in self.current} | set(self.retained)
+        for ident in [i for i in self.first_seen if i not in live]:
+            del self.first_seen[ident]
         published = Published.of(keys)
         if self.published is not None and published.body == self.published.body:
             return False
@@ -224,6 +237,7 @@ class IssuerState:
             "retained": [
                 {"jwk": dict(r.key.jwk), "removed_at": r.removed_at} for r in self.retained.values()
             ],
+            "first_seen": [[kid, ident, ts] for (kid, ident), ts in self.first_seen.items()],
         }
 
     def restore(self, document: Mapping[str, Any], *, now: float) -> None:
@@ -270,6 +284,7 @@ class IssuerState:
             retained.pop(ident, None)  # current again, as in apply()
         self.current = tuple(sorted(current, key=lambda k: k.sort_key))
         self.retained = retained
+        self.first_seen = _first_seen(document.get("first_seen"), default=self.last_success)
         # A time in the future (a clock that went back, a tampered file) must not extend
         # how long this set is served: never later than now.
         self.last_success = min(float(last_success), now)
@@ -279,6 +294,23 @@ class IssuerState:
             setattr(self, name, value if isinstance(value, str) else None)
         self._drop_expired(now)
         self._republish(now)
+
+
+def _first_seen(value: object, *, default: float | None) -> dict[tuple[str | None, str], float]:
+    """Best effort: a malformed entry only loses a timestamp shown by ``explain``."""
+    out: dict[tuple[str | None, str], float] = {}
+    if isinstance(value, list):
+        for item in value:
+            if (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str | None)
+                and isinstance(item[1], str)
+                and isinstance(item[2], int | float)
+                and math.isfinite(item[2])
+            ):
+                out[(item[0], item[1])] = float(item[2])
+    return out
 
 
 class StateStore:

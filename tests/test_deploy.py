@@ -516,8 +516,8 @@ def test_alerts_cover_the_issue_and_link_their_runbook() -> None:
     rules = [r for g in one("monitoring", "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
     alerts = {r["alert"]: r for r in rules}
     assert set(alerts) == {
-        "JwksMirrorKeySetStale", "JwksMirrorFetchesFailing", "JwksMirrorNoReadyReplica",
-        "JwksMirrorKeySetRejected",
+        "JwksMirrorKeySetStale", "JwksMirrorKeySetNotServed", "JwksMirrorFetchesFailing",
+        "JwksMirrorNoReadyReplica", "JwksMirrorKeySetRejected",
     }
     anchors = readme_anchors()
     for name, rule in alerts.items():

@@ -58,7 +58,7 @@ def test_new_state_serves_nothing() -> None:
     state = make_state()
     assert state.published is None
     assert state.stale_deadline() == float("-inf")
-    assert state.is_stale(0.0)
+    assert state.is_expired(0.0)
     assert not state.servable(0.0)
     assert state.next_retention_expiry() is None
 
@@ -211,8 +211,8 @@ def test_staleness_boundary_servable_until_not_after() -> None:
     deadline = 1000.0 + MAX_STALE
     assert state.stale_deadline() == deadline
     assert state.servable(deadline)
-    assert not state.is_stale(deadline)
-    assert state.is_stale(deadline + 0.001)
+    assert not state.is_expired(deadline)
+    assert state.is_expired(deadline + 0.001)
     assert not state.servable(deadline + 0.001)
 
 
@@ -522,4 +522,4 @@ def test_restore_never_moves_last_success_into_the_future() -> None:
     restored = make_state()
     restored.restore(through_json(source.snapshot()), now=1000.0)
     assert restored.last_success == 1000.0
-    assert restored.is_stale(1000.0 + MAX_STALE + 1)
+    assert restored.is_expired(1000.0 + MAX_STALE + 1)
