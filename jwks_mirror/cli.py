@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def admin_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin URL (default {DEFAULT_ADMIN})")
+        p.add_argument("--admin", default=DEFAULT_ADMIN, help=f"default {DEFAULT_ADMIN}")
         p.add_argument(
             "--token-file",
             default=None,

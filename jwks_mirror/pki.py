@@ -38,7 +38,9 @@ class Issued:
 class MeshCA:
     """A root CA that issues SPIFFE workload certificates."""
 
-    def __init__(self, trust_domain: str = "cluster.local", *, name: str = "jwks-mirror test CA") -> None:
+    def __init__(
+        self, trust_domain: str = "cluster.local", *, name: str = "jwks-mirror test CA"
+    ) -> None:
         self.trust_domain = trust_domain
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
@@ -54,9 +56,15 @@ class MeshCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )

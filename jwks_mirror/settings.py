@@ -33,8 +33,16 @@ _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # body limits or connection handling in ways that are hard to diagnose.
 _RESERVED_HEADERS = frozenset(
     {
-        "connection", "content-length", "transfer-encoding", "accept-encoding", "te",
-        "upgrade", "if-none-match", "if-modified-since", "proxy-authorization", "keep-alive",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "accept-encoding",
+        "te",
+        "upgrade",
+        "if-none-match",
+        "if-modified-since",
+        "proxy-authorization",
+        "keep-alive",
     }
 )
 
@@ -150,7 +158,9 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     return parse_settings(text, source=str(path), base_dir=path.parent)
 
 
-def parse_settings(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Settings:
+def parse_settings(
+    text: str, *, source: str = "<config>", base_dir: Path | None = None
+) -> Settings:
     """Validate configuration text. Relative file paths resolve against ``base_dir``."""
     try:
         data = YAML(typ="safe", pure=True).load(text)
@@ -231,9 +241,15 @@ class _Loader:
                 raise ConfigError("token file is empty", field="admin.token_file")
         return AdminSettings(host=listener.host, port=listener.port, token_file=token_file)
 
-    def _limits(self, data: object, where: str, base: Limits, extra: set[str] | None = None) -> Limits:
+    def _limits(
+        self, data: object, where: str, base: Limits, extra: set[str] | None = None
+    ) -> Limits:
         keys = {
-            "refresh_interval", "timeout", "max_response_bytes", "max_keys", "max_stale",
+            "refresh_interval",
+            "timeout",
+            "max_response_bytes",
+            "max_keys",
+            "max_stale",
             "retain_removed_keys",
         }
         if data is None:
@@ -271,15 +287,20 @@ class _Loader:
         if limits.max_stale_s < limits.refresh_interval_s:
             field_name = "max_stale" if "max_stale" in m else "refresh_interval"
             raise ConfigError(
-                "max_stale is shorter than refresh_interval: keys would go stale between "
-                "refreshes",
+                "max_stale is shorter than refresh_interval: keys would go stale between refreshes",
                 field=f"{where}.{field_name}",
             )
         return limits
 
     def _issuer(self, data: object, where: str, defaults: Limits) -> IssuerSettings:
         own = {
-            "name", "jwks_uri", "issuer", "discovery", "proxy", "bearer_token_file", "headers",
+            "name",
+            "jwks_uri",
+            "issuer",
+            "discovery",
+            "proxy",
+            "bearer_token_file",
+            "headers",
             "tls",
         }
         m = self._mapping(data, where, own | set(_limit_keys()))
@@ -328,8 +349,15 @@ class _Loader:
                 )
         limits = self._limits({k: m[k] for k in _limit_keys() if k in m}, where, defaults)
         return IssuerSettings(
-            name=name, jwks_uri=jwks_uri, issuer=issuer, discovery=discovery, proxy=proxy,
-            bearer_token_file=bearer, headers=headers, tls=tls, limits=limits,
+            name=name,
+            jwks_uri=jwks_uri,
+            issuer=issuer,
+            discovery=discovery,
+            proxy=proxy,
+            bearer_token_file=bearer,
+            headers=headers,
+            tls=tls,
+            limits=limits,
         )
 
     def _tls(self, data: object, where: str) -> TLSSettings:
@@ -346,17 +374,23 @@ class _Loader:
         if m.get("server_name") is not None:
             server_name = self._str(m["server_name"], f"{where}.server_name")
             if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", server_name):
-                raise ConfigError(f"{server_name!r} is not a host name", field=f"{where}.server_name")
+                raise ConfigError(
+                    f"{server_name!r} is not a host name", field=f"{where}.server_name"
+                )
         tls = TLSSettings(
-            ca_file=files.get("ca_file"), cert_file=files.get("cert_file"),
-            key_file=files.get("key_file"), server_name=server_name,
+            ca_file=files.get("ca_file"),
+            cert_file=files.get("cert_file"),
+            key_file=files.get("key_file"),
+            server_name=server_name,
         )
         context = ssl.create_default_context()
         if tls.ca_file:
             try:
                 context.load_verify_locations(cafile=str(tls.ca_file))
             except (ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"not a PEM CA bundle: {_oneline(exc)}", field=f"{where}.ca_file") from exc
+                raise ConfigError(
+                    f"not a PEM CA bundle: {_oneline(exc)}", field=f"{where}.ca_file"
+                ) from exc
         if tls.cert_file and tls.key_file:
             try:
                 context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
@@ -367,7 +401,9 @@ class _Loader:
                 ) from exc
         return tls
 
-    def _headers(self, data: object, where: str, *, has_bearer: bool) -> tuple[tuple[str, str], ...]:
+    def _headers(
+        self, data: object, where: str, *, has_bearer: bool
+    ) -> tuple[tuple[str, str], ...]:
         if data is None:
             return ()
         if not isinstance(data, Mapping):
@@ -377,7 +413,9 @@ class _Loader:
             if not isinstance(key, str) or not _HEADER_NAME_RE.match(key):
                 raise ConfigError("invalid header name", field=f"{where}.{key}")
             if key.lower() in _RESERVED_HEADERS:
-                raise ConfigError("set by jwks-mirror itself; cannot be configured", field=f"{where}.{key}")
+                raise ConfigError(
+                    "set by jwks-mirror itself; cannot be configured", field=f"{where}.{key}"
+                )
             if key.lower() == "authorization" and has_bearer:
                 raise ConfigError("conflicts with bearer_token_file", field=f"{where}.{key}")
             if not isinstance(value, str | int) or isinstance(value, bool):
@@ -396,7 +434,9 @@ class _Loader:
         for key in data:
             if not isinstance(key, str) or key not in allowed:
                 path = f"{where}.{key}" if where else str(key)
-                raise ConfigError(f"unknown key (expected one of: {', '.join(sorted(allowed))})", field=path)
+                raise ConfigError(
+                    f"unknown key (expected one of: {', '.join(sorted(allowed))})", field=path
+                )
         return dict(data)
 
     def _str(self, value: object, where: str) -> str:
@@ -447,16 +487,18 @@ class _Loader:
 
 def _limit_keys() -> tuple[str, ...]:
     return (
-        "refresh_interval", "timeout", "max_response_bytes", "max_keys", "max_stale",
+        "refresh_interval",
+        "timeout",
+        "max_response_bytes",
+        "max_keys",
+        "max_stale",
         "retain_removed_keys",
     )
 
 
 def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
     """A verifying client context: system CAs or ``ca_file``, plus the client certificate."""
-    context = ssl.create_default_context(
-        cafile=str(tls.ca_file) if tls and tls.ca_file else None
-    )
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls and tls.cert_file and tls.key_file:
         context.load_cert_chain(str(tls.cert_file), str(tls.key_file))

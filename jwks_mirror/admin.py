@@ -1,0 +1,137 @@
+"""The admin port: liveness, readiness, metrics, status, and the refresh write action.
+
+``POST /refresh`` is the only write. It is allowed from loopback (``kubectl exec ... --
+jwks-mirror refresh``) or with ``Authorization: Bearer <admin.token_file>``. Loopback means
+exactly 127.0.0.1 and ::1: Istio's sidecar forwards inbound mesh traffic from 127.0.0.6, so
+"anything in 127.0.0.0/8" would let every workload in the mesh trigger refreshes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from jwks_mirror.mirror import Mirror, UnknownIssuer
+
+MIRROR = web.AppKey("mirror", Mirror)
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+
+
+def create_admin_app(mirror: Mirror) -> web.Application:
+    app = web.Application()
+    app[MIRROR] = mirror
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    app.router.add_post("/refresh", refresh)
+    app.router.add_post("/refresh/{name}", refresh)
+    return app
+
+
+def _json(data: Any, *, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, indent=2, sort_keys=True) + "\n",
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR]
+    if mirror.draining:
+        return _json({"ready": False, "draining": True, "not_ready": []}, status=503)
+    not_ready = mirror.not_ready()
+    if not_ready:
+        return _json({"ready": False, "draining": False, "not_ready": not_ready}, status=503)
+    return _json({"ready": True, "draining": False, "not_ready": []})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[MIRROR].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def status(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR]
+    now = mirror.clock()
+    issuers = []
+    for state in mirror.states.values():
+        published = state.published
+        issuers.append(
+            {
+                "name": state.name,
+                "upstream": state.settings.upstream,
+                "issuer": state.settings.issuer,
+                "kids": list(published.kids) if published else [],
+                "upstream_kids": sorted({k.kid for k in state.current if k.kid is not None}),
+                "retained_kids": list(state.retained_kids()),
+                "etag": published.etag if published else None,
+                "version": published.version if published else None,
+                "keys": len(state.current),
+                "last_attempt": state.last_attempt,
+                "last_success": state.last_success,
+                "last_change": state.last_change,
+                "last_error": state.last_error,
+                "last_error_reason": state.last_error_reason,
+                "consecutive_failures": state.consecutive_failures,
+                "stale": state.is_stale(now),
+                "servable": state.servable(now),
+                "next_refresh": state.next_refresh,
+                "path": f"/{state.name}/jwks.json",
+            }
+        )
+    return _json({"now": now, "draining": mirror.draining, "issuers": issuers})
+
+
+async def refresh(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR]
+    denied = _authorize(request, mirror)
+    if denied is not None:
+        return denied
+    name = request.match_info.get("name")
+    purge = request.query.get("purge_retained", "").lower() in ("1", "true", "yes")
+    try:
+        outcomes = await mirror.refresh([name] if name else None, purge_retained=purge)
+    except UnknownIssuer as exc:
+        return _json({"error": f"unknown issuer: {exc.args[0]}"}, status=404)
+    ok = all(o.outcome != "failed" for o in outcomes)
+    return _json({"results": [o.as_json() for o in outcomes]}, status=200 if ok else 502)
+
+
+def _authorize(request: web.Request, mirror: Mirror) -> web.Response | None:
+    if request.remote in LOOPBACK:
+        return None
+    token_file = mirror.settings.admin.token_file
+    if token_file is None:
+        return _json(
+            {
+                "error": "refresh is allowed from loopback only (set admin.token_file to allow "
+                "bearer tokens)"
+            },
+            status=403,
+        )
+    try:
+        expected = token_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        return _json({"error": "admin token unavailable"}, status=503)
+    supplied = request.headers.get("Authorization", "")
+    scheme, _, token = supplied.partition(" ")
+    if (
+        not expected
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(token.strip().encode(), expected.encode())
+    ):
+        return web.Response(
+            status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return None

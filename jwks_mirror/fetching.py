@@ -1,0 +1,314 @@
+"""One upstream fetch: HTTP(S) with the issuer's TLS profile, limits and conditional request.
+
+This module is the only place aiohttp client and ssl errors are seen; each leaves as an
+:class:`UpstreamError` with a stable ``reason``:
+
+    timeout     connect or total deadline passed (a hang or a slow drip)
+    connect     no TCP connection (refused, DNS, unreachable)
+    tls         handshake or certificate verification failed
+    connection  the peer reset or closed the connection mid-request
+    protocol    the response was not valid HTTP
+    status      a status other than 200 (or 304 to a conditional request)
+    redirect    a 3xx: never followed, an upstream moving its keys is an operator decision
+    too_large   the body (after decompression) exceeds max_response_bytes
+    encoding    a Content-Encoding we did not ask for, or a corrupt compressed body
+    discovery   the OpenID discovery document is unusable
+
+Bodies are read in chunks and decompressed here, never by aiohttp, so the size cap applies to
+the decompressed bytes and a compression bomb stops at ``max_response_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from jwks_mirror import __version__
+from jwks_mirror.errors import KeySetRejected, UpstreamError
+from jwks_mirror.keysets import parse_json
+from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context, discovery_url
+
+USER_AGENT = f"jwks-mirror/{__version__}"
+_EXCERPT_BYTES = 200  # enough to recognise an error page; never log a whole upstream body
+_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A 200 (``body`` set) or a 304 to our conditional request (``body`` None)."""
+
+    url: str
+    body: bytes | None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.body is None
+
+
+class Fetcher:
+    """Owns the client sessions: one per TLS profile, rebuilt when its files change.
+
+    Mesh certificates rotate (Istio's every 24 h), so a profile is keyed by its files' paths
+    *and* their modification times; the previous session of a rotated profile is closed
+    once a newer one exists and it has had time to finish in-flight requests.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[object, ...], aiohttp.ClientSession] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _session(self, tls: TLSSettings | None) -> aiohttp.ClientSession:
+        key = _profile_key(tls)
+        session = self._sessions.get(key)
+        if session is None:
+            for old_key in [k for k in self._sessions if k[0] == key[0]]:
+                self._retire(self._sessions.pop(old_key))
+            try:
+                context = build_ssl_context(tls)
+            except (ssl.SSLError, OSError) as exc:
+                raise UpstreamError("tls", f"cannot load TLS files: {_oneline(exc)}") from exc
+            connector = aiohttp.TCPConnector(ssl=context, limit=0, ttl_dns_cache=30)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            self._sessions[key] = session
+        return session
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(60)
+            await session.close()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def fetch(
+        self,
+        issuer: IssuerSettings,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> FetchResult:
+        """Fetch the issuer's JWKS once (after discovery, when configured)."""
+        session = self._session(issuer.tls)
+        url = issuer.jwks_uri
+        if url is None:
+            url = await self._discover(issuer, session)
+        headers = dict(self._headers(issuer))
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        return await self._get(
+            issuer, session, url, headers, conditional=bool(etag or last_modified)
+        )
+
+    async def _discover(self, issuer: IssuerSettings, session: aiohttp.ClientSession) -> str:
+        assert issuer.issuer is not None
+        url = discovery_url(issuer.issuer)
+        result = await self._get(
+            issuer, session, url, dict(self._headers(issuer)), conditional=False
+        )
+        assert result.body is not None
+        try:
+            document = parse_json(result.body)
+        except KeySetRejected as exc:
+            raise UpstreamError("discovery", f"discovery document: {exc}") from exc
+        if not isinstance(document, dict):
+            raise UpstreamError("discovery", "discovery document is not a JSON object")
+        if document.get("issuer") != issuer.issuer:
+            raise UpstreamError(
+                "discovery",
+                f"discovery document names issuer {str(document.get('issuer'))[:100]!r}, "
+                f"expected {issuer.issuer!r}",
+            )
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in ("http", "https"):
+            raise UpstreamError("discovery", "discovery document has no http(s) jwks_uri")
+        return jwks_uri
+
+    def _headers(self, issuer: IssuerSettings) -> Mapping[str, str]:
+        headers = dict(issuer.headers)
+        headers["Accept-Encoding"] = "gzip, deflate"
+        if issuer.bearer_token_file is not None:
+            # Re-read every time: projected service-account tokens rotate on disk.
+            token = _read_token(issuer.bearer_token_file)
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _get(
+        self,
+        issuer: IssuerSettings,
+        session: aiohttp.ClientSession,
+        url: str,
+        headers: dict[str, str],
+        *,
+        conditional: bool,
+    ) -> FetchResult:
+        limits = issuer.limits
+        timeout = aiohttp.ClientTimeout(total=limits.timeout_s, sock_connect=limits.timeout_s)
+        server_name = issuer.tls.server_name if issuer.tls else None
+        try:
+            async with session.get(
+                url,
+                headers=headers,
+                allow_redirects=False,
+                proxy=issuer.proxy,
+                timeout=timeout,
+                server_hostname=server_name,
+            ) as response:
+                if response.status == 304 and conditional:
+                    return FetchResult(url=url, body=None)
+                if 300 <= response.status < 400:
+                    location = response.headers.get("Location", "")[:200]
+                    raise UpstreamError(
+                        "redirect",
+                        f"{url} answered {response.status} to {location!r}; redirects are not "
+                        "followed",
+                    )
+                if response.status != 200:
+                    excerpt = await _excerpt(response)
+                    raise UpstreamError("status", f"{url} answered {response.status}{excerpt}")
+                body = await _read_body(response, limits.max_response_bytes)
+                return FetchResult(
+                    url=url,
+                    body=body,
+                    etag=response.headers.get("ETag"),
+                    last_modified=response.headers.get("Last-Modified"),
+                )
+        except UpstreamError:
+            raise
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "timeout", f"{url}: no complete answer in {limits.timeout_s:g}s"
+            ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise UpstreamError(
+                "tls", f"{url}: certificate not accepted: {_oneline(exc.certificate_error)}"
+            ) from exc
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            raise UpstreamError("tls", f"{url}: TLS failed: {_oneline(exc)}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError(
+                "connect", f"{url}: cannot connect: {_oneline(exc.os_error)}"
+            ) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise UpstreamError("connect", f"{url}: cannot reach proxy: {_oneline(exc)}") from exc
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError,
+        ) as exc:
+            raise UpstreamError("connection", f"{url}: connection lost: {_oneline(exc)}") from exc
+        except aiohttp.ClientResponseError as exc:
+            raise UpstreamError("protocol", f"{url}: bad HTTP answer: {_oneline(exc)}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise UpstreamError("connect", f"{url}: invalid URL") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("connection", f"{url}: {_oneline(exc)}") from exc
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read at most ``limit`` decompressed bytes; more is an error, not a truncation."""
+    declared = response.content_length
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        decompressor = None
+        if declared is not None and declared > limit:
+            raise UpstreamError("too_large", f"Content-Length {declared} exceeds {limit} bytes")
+    elif encoding in ("gzip", "x-gzip"):
+        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    elif encoding == "deflate":
+        decompressor = zlib.decompressobj()
+    else:
+        raise UpstreamError("encoding", f"unrequested Content-Encoding {encoding[:40]!r}")
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            data = chunk if decompressor is None else _inflate(decompressor, chunk, limit - size)
+            size += len(data)
+            if size > limit:
+                raise UpstreamError("too_large", f"body exceeds {limit} bytes")
+            parts.append(data)
+        if decompressor is not None and not decompressor.eof:
+            raise UpstreamError("encoding", f"truncated {encoding} body")
+    except zlib.error as exc:
+        raise UpstreamError("encoding", f"corrupt {encoding} body: {_oneline(exc)}") from exc
+    return b"".join(parts)
+
+
+def _inflate(decompressor: zlib._Decompress, chunk: bytes, room: int) -> bytes:
+    """Decompress ``chunk`` but stop one byte past ``room``: a bomb never fully expands."""
+    out: list[bytes] = []
+    produced = 0
+    pending = chunk
+    while pending:
+        piece = decompressor.decompress(pending, room - produced + 1)
+        out.append(piece)
+        produced += len(piece)
+        if produced > room:
+            break
+        pending = decompressor.unconsumed_tail
+    return b"".join(out)
+
+
+async def _excerpt(response: aiohttp.ClientResponse) -> str:
+    """A short, printable excerpt of an error body, for the log and /status."""
+    try:
+        raw = await asyncio.wait_for(response.content.read(_EXCERPT_BYTES), timeout=1.0)
+    except (TimeoutError, aiohttp.ClientError):
+        return ""
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+        return ""
+    text = "".join(c if c.isprintable() else " " for c in raw.decode("utf-8", "replace"))
+    text = " ".join(text.split())
+    return f": {text[:_EXCERPT_BYTES]!r}" if text else ""
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UpstreamError("credentials", f"bearer_token_file {path}: {exc.strerror}") from exc
+    if not token or any(c in token for c in "\r\n"):
+        raise UpstreamError("credentials", f"bearer_token_file {path} holds no usable token")
+    return token
+
+
+def _profile_key(tls: TLSSettings | None) -> tuple[object, ...]:
+    if tls is None:
+        return (None,)
+    files = (tls.ca_file, tls.cert_file, tls.key_file)
+    stamps = []
+    for path in files:
+        try:
+            stat = path.stat() if path else None
+        except OSError:
+            stat = None
+        stamps.append((stat.st_mtime_ns, stat.st_size) if stat else None)
+    return (files, *stamps)
+
+
+def _oneline(exc: object) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__

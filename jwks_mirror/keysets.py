@@ -1,0 +1,349 @@
+"""The validation policy: untrusted bytes in, a canonical public key set out (or a rejection).
+
+Pure: no I/O, no aiohttp, no clock. Everything jwks-mirror publishes passes through
+:func:`validate`, and :func:`render` is the only producer of published bytes.
+
+The policy, and why (see DESIGN.md, "Validation"):
+
+* Any private member (``d p q dp dq qi oth``) or any symmetric (``oct``) key rejects the *whole*
+  set. Such an upstream is broken or compromised; publishing "the rest" of its answer would
+  launder it. The last good set keeps being served.
+* Keys that are merely unusable (weak RSA, unknown curves, encryption keys, malformed members)
+  are dropped and counted by reason, as RFC 7517 section 5 asks for keys one does not
+  understand; Envoy would skip them anyway, so dropping changes nothing for verification.
+* What is kept is what Envoy's ``jwt_authn`` can verify with: RSA >= 2048 bits, EC P-256/384/521
+  on the curve, OKP Ed25519. A set left with no usable key is rejected: istiod would push it and
+  Envoy would NACK the listener (worse than a stale set).
+* Output members are an allow-list, so unknown upstream members never reach verifiers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from jwcrypto import jwk as jwcrypto_jwk
+
+from jwks_mirror.errors import KeySetRejected
+
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+PUBLIC_MEMBERS = frozenset(
+    {"kty", "kid", "use", "key_ops", "alg", "n", "e", "crv", "x", "y", "x5c", "x5t", "x5t#S256"}
+)
+EC_COORDINATE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66}
+EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16384
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+_MAX_X5C_CERTS = 10
+
+
+@dataclass(frozen=True)
+class Key:
+    """One validated public key, in canonical form.
+
+    ``ident`` is the RFC 7638 thumbprint of the key material; two entries are the same key
+    when both ``kid`` and ``ident`` match.
+    """
+
+    kid: str | None
+    kty: str
+    ident: str
+    jwk: Mapping[str, Any] = field(compare=False, hash=False)
+
+    @property
+    def sort_key(self) -> tuple[str, str, str]:
+        return (self.kid or "", self.kty, self.ident)
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A usable key set and what was dropped on the way (reason -> count)."""
+
+    keys: tuple[Key, ...]
+    dropped: Mapping[str, int]
+    notes: tuple[str, ...] = ()
+
+
+class KeyDropped(Exception):
+    """One key fails the policy; ``reason`` is its metrics label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+def validate(body: bytes, *, max_bytes: int, max_keys: int) -> Validated:
+    """Parse and validate an upstream JWKS body. Raises :class:`KeySetRejected`."""
+    if len(body) > max_bytes:
+        raise KeySetRejected("too_large", f"body of {len(body)} bytes exceeds {max_bytes}")
+    document = parse_json(body)
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise KeySetRejected("not_a_key_set", 'expected a JSON object with a "keys" array')
+    raw_keys: list[Any] = document["keys"]
+    if len(raw_keys) > max_keys:
+        raise KeySetRejected("too_many_keys", f"{len(raw_keys)} keys exceed max_keys {max_keys}")
+    # Whole-set rejections first: one private or symmetric key poisons the answer.
+    for index, raw in enumerate(raw_keys):
+        if isinstance(raw, dict):
+            private = sorted(PRIVATE_MEMBERS.intersection(raw))
+            if raw.get("kty") == "oct" or "k" in private:
+                raise KeySetRejected(
+                    "symmetric_key", f"keys[{index}] is a symmetric (oct) key; nothing is published"
+                )
+            if private:
+                raise KeySetRejected(
+                    "private_key",
+                    f"keys[{index}] holds private key material ({', '.join(private)}); "
+                    "nothing is published",
+                )
+    dropped: Counter[str] = Counter()
+    notes: list[str] = []
+    kept: dict[tuple[str | None, str], Key] = {}
+    by_kid: dict[tuple[str, str], Key] = {}
+    for index, raw in enumerate(raw_keys):
+        try:
+            key, note = _validate_key(raw)
+        except KeyDropped as exc:
+            dropped[exc.reason] += 1
+            notes.append(f"keys[{index}] dropped ({exc.reason}): {exc}")
+            continue
+        if note:
+            dropped[note] += 1
+            notes.append(f"keys[{index}]: {note}")
+        if (key.kid, key.ident) in kept:
+            continue  # the same key listed twice: publish it once
+        if key.kid is not None:
+            other = by_kid.get((key.kid, key.kty))
+            if other is not None:
+                raise KeySetRejected(
+                    "kid_conflict",
+                    f"two different {key.kty} keys share kid {key.kid!r}; verifiers could pick "
+                    "either",
+                )
+            by_kid[(key.kid, key.kty)] = key
+        kept[(key.kid, key.ident)] = key
+    if not kept:
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(dropped.items())) or "empty"
+        raise KeySetRejected("no_usable_keys", f"no usable signing key ({reasons})")
+    keys = tuple(sorted(kept.values(), key=lambda k: k.sort_key))
+    return Validated(keys=keys, dropped=dict(dropped), notes=tuple(notes))
+
+
+def render(keys: Iterable[Key]) -> bytes:
+    """The canonical published bytes: keys sorted by kid, members sorted, compact ASCII."""
+    ordered = sorted(keys, key=lambda k: k.sort_key)
+    document = {"keys": [dict(k.jwk) for k in ordered]}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def version_of(body: bytes) -> str:
+    """A short content version: the same bytes give the same version on every replica."""
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no duplicate members, no NaN/Infinity, bounded nesting."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KeySetRejected("invalid_utf8", f"body is not UTF-8 (byte {exc.start})") from exc
+    if text.startswith("\ufeff"):
+        raise KeySetRejected("invalid_json", "body starts with a byte-order mark")
+    try:
+        return json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constants)
+    except _DuplicateMember as exc:
+        raise KeySetRejected("duplicate_member", f"duplicate JSON member {exc}") from None
+    except RecursionError:
+        raise KeySetRejected("invalid_json", "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN, over-long integers
+        raise KeySetRejected("invalid_json", f"invalid JSON: {_short(exc)}") from None
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateMember(repr(key[:64]))
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
+
+
+def _b64url(value: object, member: str, *, length: int | None = None) -> bytes:
+    if not isinstance(value, str) or not value or not _B64URL_RE.match(value):
+        raise KeyDropped("malformed", f"{member!r} is not base64url")
+    try:
+        data = base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise KeyDropped("malformed", f"{member!r} is not base64url") from exc
+    if length is not None and len(data) != length:
+        raise KeyDropped("malformed", f"{member!r} is {len(data)} bytes, expected {length}")
+    return data
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _validate_key(raw: object) -> tuple[Key, str | None]:
+    """One key: dropped via :class:`KeyDropped`, or kept canonically (plus an optional note)."""
+    if not isinstance(raw, dict):
+        raise KeyDropped("malformed", "not a JSON object")
+    kty = raw.get("kty")
+    if not isinstance(kty, str):
+        raise KeyDropped("malformed", '"kty" missing')
+    kid = raw.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
+        raise KeyDropped("malformed", '"kid" must be a non-empty string of at most 256 chars')
+    _check_usage(raw)
+    out: dict[str, Any] = {"kty": kty}
+    if kty == "RSA":
+        n = _b64url(raw.get("n"), "n")
+        e = _b64url(raw.get("e"), "e")
+        modulus, exponent = int.from_bytes(n, "big"), int.from_bytes(e, "big")
+        bits = modulus.bit_length()
+        if bits < MIN_RSA_BITS:
+            raise KeyDropped("weak_key", f"RSA modulus of {bits} bits (minimum {MIN_RSA_BITS})")
+        if bits > MAX_RSA_BITS:
+            raise KeyDropped("malformed", f"RSA modulus of {bits} bits is implausible")
+        if exponent < 3 or exponent % 2 == 0 or exponent >= modulus:
+            raise KeyDropped("invalid_key", "RSA public exponent is invalid")
+        out["n"] = _b64url_encode(modulus.to_bytes((bits + 7) // 8, "big"))
+        out["e"] = _b64url_encode(exponent.to_bytes((exponent.bit_length() + 7) // 8, "big"))
+        allowed_algs = RSA_ALGS
+    elif kty == "EC":
+        crv = raw.get("crv")
+        if crv not in EC_COORDINATE_BYTES:
+            raise KeyDropped("unsupported_curve", f"EC curve {crv!r} is not P-256/384/521")
+        size = EC_COORDINATE_BYTES[crv]
+        out.update(
+            crv=crv,
+            x=_b64url_encode(_b64url(raw.get("x"), "x", length=size)),
+            y=_b64url_encode(_b64url(raw.get("y"), "y", length=size)),
+        )
+        allowed_algs = frozenset({EC_ALG[crv]})
+    elif kty == "OKP":
+        crv = raw.get("crv")
+        if crv != "Ed25519":
+            raise KeyDropped(
+                "unsupported_curve", f"OKP curve {crv!r} (Envoy verifies Ed25519 only)"
+            )
+        out.update(crv=crv, x=_b64url_encode(_b64url(raw.get("x"), "x", length=32)))
+        allowed_algs = frozenset({"EdDSA"})
+    else:
+        raise KeyDropped("unsupported_key_type", f"key type {kty[:32]!r}")
+    alg = raw.get("alg")
+    if alg is not None:
+        if alg not in allowed_algs:
+            raise KeyDropped("bad_alg", f"alg {str(alg)[:32]!r} does not fit a {kty} key")
+        out["alg"] = alg
+    if kid is not None:
+        out["kid"] = kid
+    if "use" in raw:
+        out["use"] = "sig"
+    if "key_ops" in raw:
+        out["key_ops"] = ["verify"]
+    public_key = _load(out)
+    note = None
+    for member in ("x5t", "x5t#S256"):
+        value = raw.get(member)
+        if isinstance(value, str) and _B64URL_RE.match(value) and len(value) <= 64:
+            out[member] = value
+    if "x5c" in raw:
+        chain = _x5c_matching(raw["x5c"], public_key)
+        if chain is None:
+            note = "x5c_removed"
+            out.pop("x5t", None)
+            out.pop("x5t#S256", None)
+        else:
+            out["x5c"] = chain
+    ident = _thumbprint(out)
+    return Key(kid=kid, kty=kty, ident=ident, jwk=out), note
+
+
+def _check_usage(raw: Mapping[str, Any]) -> None:
+    use = raw.get("use")
+    if "use" in raw and use != "sig":
+        raise KeyDropped("not_signing", f"use {str(use)[:32]!r} is not a signature key")
+    if "key_ops" in raw:
+        ops = raw["key_ops"]
+        if not isinstance(ops, list) or ops != ["verify"]:
+            raise KeyDropped("not_signing", 'key_ops must be exactly ["verify"]')
+    alg = raw.get("alg")
+    if "alg" in raw and not isinstance(alg, str):
+        raise KeyDropped("malformed", '"alg" must be a string')
+    if isinstance(alg, str) and (alg == "none" or alg.startswith("HS")):
+        raise KeyDropped("bad_alg", f"alg {alg[:32]!r} is never allowed for a published key")
+
+
+def _load(members: Mapping[str, Any]) -> Any:
+    """Parse with jwcrypto (which checks EC points lie on the curve) and return the key object."""
+    material = {k: members[k] for k in ("kty", "n", "e", "crv", "x", "y") if k in members}
+    try:
+        return jwcrypto_jwk.JWK(**material).get_op_key("verify")
+    except Exception as exc:  # jwcrypto raises a variety of types for bad material
+        raise KeyDropped("invalid_key", f"unusable key material: {_short(exc)}") from exc
+
+
+def _spki(public_key: Any) -> bytes:
+    der: bytes = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
+
+def _x5c_matching(value: object, public_key: Any) -> list[str] | None:
+    """The ``x5c`` chain when its first certificate holds ``public_key``, else None."""
+    if not isinstance(value, list) or not 1 <= len(value) <= _MAX_X5C_CERTS:
+        return None
+    if not all(isinstance(item, str) and len(item) <= 16384 for item in value):
+        return None
+    try:
+        der = base64.b64decode(value[0], validate=True)
+        cert = x509.load_der_x509_certificate(der)
+        if _spki(cert.public_key()) != _spki(public_key):
+            return None
+        for item in value[1:]:
+            base64.b64decode(item, validate=True)
+    except (ValueError, binascii.Error, TypeError):
+        return None
+    return list(value)
+
+
+def _thumbprint(members: Mapping[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) over the required members."""
+    required = {
+        "RSA": ("e", "kty", "n"),
+        "EC": ("crv", "kty", "x", "y"),
+        "OKP": ("crv", "kty", "x"),
+    }[members["kty"]]
+    canonical = json.dumps({k: members[k] for k in required}, sort_keys=True, separators=(",", ":"))
+    return _b64url_encode(hashlib.sha256(canonical.encode()).digest())
+
+
+def key_from_jwk(members: Mapping[str, Any]) -> Key:
+    """Re-validate one stored canonical JWK (persisted state). Raises :class:`KeyDropped`."""
+    key, _ = _validate_key(dict(members))
+    return key

@@ -1,0 +1,225 @@
+"""The running mirror: the issuer states and their refreshers, started, reloaded and stopped.
+
+This is the object both web apps hold (via an ``AppKey``). It owns the fetcher (client
+sessions) and the refresher tasks; ``stop()`` is the one place they are torn down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from jwks_mirror.fetching import Fetcher
+from jwks_mirror.logs import event
+from jwks_mirror.metrics import Metrics
+from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
+from jwks_mirror.settings import IssuerSettings, Settings
+from jwks_mirror.state import IssuerState, StateStore
+
+
+class UnknownIssuer(KeyError):
+    """A refresh named an issuer that is not configured."""
+
+
+@dataclass(frozen=True)
+class ReloadSummary:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    restart_needed: tuple[str, ...]
+
+
+class Mirror:
+    """All mirrored issuers. Everything here runs on one event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        backoff_base_s: float = BACKOFF_BASE_S,
+    ) -> None:
+        self.settings = settings
+        self.states: dict[str, IssuerState] = {}
+        self.unknown_requests: dict[int, int] = {}
+        self.draining = False
+        self.clock = clock
+        self.metrics = Metrics(
+            registry,
+            states=lambda: list(self.states.values()),
+            unknown_requests=self.unknown_requests,
+            clock=clock,
+        )
+        self._rng = rng or random.Random()  # noqa: S311 - jitter only
+        self._backoff_base_s = backoff_base_s
+        self._fetcher = Fetcher()
+        self._refreshers: dict[str, IssuerRefresher] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def store(self) -> StateStore | None:
+        directory = self.settings.state_dir
+        return StateStore(directory) if directory is not None else None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load persisted sets (served at once, within max_stale) and start every issuer."""
+        for issuer in self.settings.issuers:
+            self._start_issuer(self._new_state(issuer))
+
+    async def stop(self) -> None:
+        """Shutdown order: cancel the schedules, finish pending state writes, close sessions."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(r.drain() for r in self._refreshers.values()))
+        self._tasks.clear()
+        self._refreshers.clear()
+        await self._fetcher.close()
+
+    async def reload(self, new: Settings) -> ReloadSummary:
+        """Apply a new, already validated configuration.
+
+        Unchanged issuers keep running untouched. An issuer whose settings changed but whose
+        upstream did not keeps its keys (and is fetched again at once); a changed upstream is
+        a new issuer. Listener addresses cannot change without a restart; that is reported.
+        """
+        old = self.settings
+        restart = tuple(
+            name
+            for name, before, after in (
+                ("public", old.public, new.public),
+                ("admin", (old.admin.host, old.admin.port), (new.admin.host, new.admin.port)),
+            )
+            if before != after
+        )
+        self.settings = new
+        wanted = {i.name: i for i in new.issuers}
+        removed = tuple(sorted(n for n in self.states if n not in wanted))
+        for name in removed:
+            await self._stop_issuer(name)
+            del self.states[name]
+            self.metrics.forget(name)
+        added, changed, unchanged = [], [], []
+        for issuer in new.issuers:
+            state = self.states.get(issuer.name)
+            if state is None:
+                added.append(issuer.name)
+                self._start_issuer(self._new_state(issuer))
+            elif state.settings == issuer and old.state_dir == new.state_dir:
+                unchanged.append(issuer.name)
+            else:
+                changed.append(issuer.name)
+                await self._stop_issuer(issuer.name)
+                if state.settings.upstream == issuer.upstream:
+                    state.settings = issuer
+                else:
+                    state = self._new_state(issuer)
+                self._start_issuer(state)
+        return ReloadSummary(
+            added=tuple(added),
+            removed=removed,
+            changed=tuple(changed),
+            unchanged=tuple(unchanged),
+            restart_needed=restart,
+        )
+
+    def _new_state(self, issuer: IssuerSettings) -> IssuerState:
+        state = IssuerState(issuer)
+        store = self.store
+        if store is None:
+            return state
+        try:
+            document = store.load(issuer.name)
+            if document is not None:
+                state.restore(document, now=self.clock())
+                event(
+                    "state_loaded",
+                    issuer=issuer.name,
+                    kids=list(state.published.kids if state.published else ()),
+                    servable=state.servable(self.clock()),
+                )
+        except ValueError as exc:
+            state = IssuerState(issuer)
+            event(
+                "state_ignored",
+                issuer=issuer.name,
+                path=str(store.path(issuer.name)),
+                error=str(exc),
+                level=logging.WARNING,
+            )
+        return state
+
+    def _start_issuer(self, state: IssuerState) -> None:
+        refresher = IssuerRefresher(
+            state,
+            fetcher=self._fetcher,
+            metrics=self.metrics,
+            store=self.store,
+            clock=self.clock,
+            rng=self._rng,
+            backoff_base_s=self._backoff_base_s,
+        )
+        self.states[state.name] = state
+        self._refreshers[state.name] = refresher
+        task = asyncio.get_running_loop().create_task(
+            self._guarded(refresher), name=f"refresh:{state.name}"
+        )
+        self._tasks[state.name] = task
+
+    async def _guarded(self, refresher: IssuerRefresher) -> None:
+        """Run one issuer's loop; a bug in it is logged and the loop restarts after a pause."""
+        while True:
+            try:
+                await refresher.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                event(
+                    "refresher_crashed",
+                    issuer=refresher.state.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                    level=logging.ERROR,
+                )
+                await asyncio.sleep(5)
+
+    async def _stop_issuer(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        refresher = self._refreshers.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if refresher is not None:
+            await refresher.drain()
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def refresh(
+        self, names: Iterable[str] | None = None, *, purge_retained: bool = False
+    ) -> list[Outcome]:
+        """Refresh the named issuers (all when None) concurrently; raises UnknownIssuer."""
+        selected = list(names) if names else list(self._refreshers)
+        unknown = [n for n in selected if n not in self._refreshers]
+        if unknown:
+            raise UnknownIssuer(", ".join(unknown))
+        refreshers = [self._refreshers[n] for n in selected]
+        return list(
+            await asyncio.gather(*(r.refresh(purge_retained=purge_retained) for r in refreshers))
+        )
+
+    def not_ready(self) -> list[str]:
+        now = self.clock()
+        return [name for name, state in self.states.items() if not state.servable(now)]

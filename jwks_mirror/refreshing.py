@@ -1,0 +1,271 @@
+"""Scheduling for one issuer: jittered intervals, backoff, single-flight, triggered refresh.
+
+Each issuer runs its own task; nothing one issuer does (hang, fail, raise) can delay another,
+because the only shared things are the client sessions and the event loop, and every fetch
+has a hard total timeout.
+
+Schedule:
+  * after a success, the next fetch is ``refresh_interval`` x uniform(0.9, 1.1) later, so many
+    issuers drift apart instead of fetching in lockstep;
+  * after the n-th consecutive failure, ``min(refresh_interval, 1s x 2^(n-1))`` x
+    uniform(0.5, 1.0) later (exponential backoff with jitter, capped at the normal interval);
+  * retained keys are dropped exactly when ``retain_removed_keys`` ends, fetch or no fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jwks_mirror.errors import FetchError, KeySetRejected
+from jwks_mirror.fetching import Fetcher
+from jwks_mirror.keysets import validate
+from jwks_mirror.logs import event
+from jwks_mirror.metrics import Metrics
+from jwks_mirror.state import Change, IssuerState, StateStore
+
+BACKOFF_BASE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one refresh, as ``POST /refresh`` and the CLI report it."""
+
+    name: str
+    outcome: str  # changed | unchanged | failed
+    kids: tuple[str, ...] = ()
+    error: str | None = None
+    reason: str | None = None
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    retained: tuple[str, ...] = ()
+    purged: tuple[str, ...] = field(default=())
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "kids": list(self.kids),
+            "error": self.error,
+            "reason": self.reason,
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "retained": list(self.retained),
+            "purged": list(self.purged),
+        }
+
+
+class IssuerRefresher:
+    """Keeps one :class:`IssuerState` fresh. ``run()`` is its background task."""
+
+    def __init__(
+        self,
+        state: IssuerState,
+        *,
+        fetcher: Fetcher,
+        metrics: Metrics,
+        store: StateStore | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        backoff_base_s: float = BACKOFF_BASE_S,
+    ) -> None:
+        self.state = state
+        self._fetcher = fetcher
+        self._metrics = metrics
+        self._store = store
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._backoff_base_s = backoff_base_s
+        self._inflight: asyncio.Task[Outcome] | None = None
+        self._wake = asyncio.Event()
+        self._persisting: asyncio.Task[None] | None = None
+
+    # -- the background loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fetch now, then on schedule, forever (until cancelled)."""
+        self.state.next_refresh = self._clock()
+        while True:
+            now = self._clock()
+            due = self.state.next_refresh
+            expiry = self.state.next_retention_expiry()
+            wake_at = due if expiry is None else min(due, expiry)
+            if wake_at > now:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=wake_at - now)
+                continue
+            if due <= now:
+                await self.refresh()
+            elif self.state.expire_retained(now):
+                event(
+                    "retention_expired",
+                    issuer=self.state.name,
+                    retained=list(self.state.retained_kids()),
+                )
+                self._persist()
+
+    def reschedule(self) -> None:
+        """Re-read the schedule (after a triggered refresh or a purge)."""
+        self._wake.set()
+
+    # -- single-flight refresh --------------------------------------------------------------
+
+    async def refresh(self, *, purge_retained: bool = False) -> Outcome:
+        """Fetch now, or join the fetch already in flight; never two at once per issuer.
+
+        Shielded: a caller that gives up (an HTTP client hanging up) does not cancel the fetch
+        the others are waiting for.
+        """
+        task = self._inflight
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._refresh_once())
+            self._inflight = task
+            task.add_done_callback(self._clear_inflight)
+        outcome = await asyncio.shield(task)
+        if purge_retained:
+            purged = self.state.purge_retained(now=self._clock())
+            if purged:
+                event("retained_purged", issuer=self.state.name, kids=list(purged))
+                self._persist()
+            kids = self.state.published.kids if self.state.published else ()
+            outcome = Outcome(
+                **{**outcome.__dict__, "purged": purged, "retained": (), "kids": kids}
+            )
+        return outcome
+
+    def _clear_inflight(self, task: asyncio.Task[Outcome]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+    async def _refresh_once(self) -> Outcome:
+        state = self.state
+        started = time.perf_counter()
+        try:
+            change = await self._fetch_and_apply()
+        except FetchError as exc:
+            outcome = self._failed(exc)
+        else:
+            outcome = self._succeeded(change)
+        duration = time.perf_counter() - started
+        self._metrics.fetch_duration_seconds.labels(state.name).observe(duration)
+        self._metrics.fetch_total.labels(state.name, outcome.outcome).inc()
+        event(
+            "fetch",
+            issuer=state.name,
+            outcome=outcome.outcome,
+            duration_s=round(duration, 4),
+            kids_added=list(outcome.added),
+            kids_removed=list(outcome.removed),
+            reason=outcome.reason,
+            error=outcome.error,
+            consecutive_failures=state.consecutive_failures,
+            next_refresh_in_s=round(state.next_refresh - self._clock(), 3),
+        )
+        self.reschedule()
+        return outcome
+
+    async def _fetch_and_apply(self) -> Change:
+        state = self.state
+        limits = state.settings.limits
+        result = await self._fetcher.fetch(
+            state.settings, etag=state.upstream_etag, last_modified=state.upstream_last_modified
+        )
+        now = self._clock()
+        if result.body is None:
+            if state.published is None:
+                # A 304 with nothing to fall back on (validators from another replica's
+                # state file, say): ask again unconditionally.
+                state.upstream_etag = state.upstream_last_modified = None
+                return await self._fetch_and_apply()
+            return state.mark_unchanged(now=now)
+        digest = hashlib.sha256(result.body).hexdigest()
+        if digest == state.upstream_digest and state.published is not None:
+            change = state.mark_unchanged(now=now)  # same bytes: skip re-validation
+        else:
+            try:
+                validated = validate(
+                    result.body, max_bytes=limits.max_response_bytes, max_keys=limits.max_keys
+                )
+            except KeySetRejected as exc:
+                self._metrics.keys_rejected_total.labels(state.name, exc.reason).inc()
+                raise
+            for reason, count in validated.dropped.items():
+                self._metrics.keys_rejected_total.labels(state.name, reason).inc(count)
+            if validated.notes:
+                event("keys_dropped", issuer=state.name, notes=list(validated.notes[:20]))
+            change = state.apply(validated, now=now)
+            state.upstream_digest = digest
+        state.upstream_etag = result.etag
+        state.upstream_last_modified = result.last_modified
+        return change
+
+    def _succeeded(self, change: Change) -> Outcome:
+        state = self.state
+        interval = state.settings.limits.refresh_interval_s
+        state.next_refresh = self._clock() + interval * self._rng.uniform(0.9, 1.1)
+        self._persist()
+        return Outcome(
+            name=state.name,
+            outcome="changed" if change.changed else "unchanged",
+            kids=state.published.kids if state.published else (),
+            added=change.added,
+            removed=change.removed,
+            retained=change.retained,
+        )
+
+    def _failed(self, exc: FetchError) -> Outcome:
+        state = self.state
+        state.mark_failure(exc, now=self._clock())
+        self._metrics.fetch_errors_total.labels(state.name, exc.reason).inc()
+        interval = state.settings.limits.refresh_interval_s
+        exponent = min(state.consecutive_failures - 1, 30)
+        delay = min(interval, self._backoff_base_s * 2**exponent) * self._rng.uniform(0.5, 1.0)
+        state.next_refresh = self._clock() + delay
+        kind = "rejected" if isinstance(exc, KeySetRejected) else "upstream"
+        return Outcome(
+            name=state.name,
+            outcome="failed",
+            kids=state.published.kids if state.published else (),
+            error=f"{kind}: {exc}",
+            reason=exc.reason,
+            retained=state.retained_kids(),
+        )
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _persist(self) -> None:
+        """Write the state file in a thread; a failure is logged and counted, never fatal."""
+        if self._store is None or self.state.published is None:
+            return
+        document = self.state.snapshot()
+        store, name = self._store, self.state.name
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(store.save, name, document)
+            except OSError as exc:
+                self._metrics.persist_errors_total.labels(name).inc()
+                event("persist_failed", issuer=name, error=f"{exc.strerror or exc}", level=40)
+
+        previous = self._persisting
+
+        async def chained() -> None:
+            # Writes of one issuer happen in order, so an older snapshot never wins.
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            await write()
+
+        self._persisting = asyncio.get_running_loop().create_task(chained())
+
+    async def drain(self) -> None:
+        """Wait for the pending state write (on shutdown)."""
+        if self._persisting is not None:
+            with contextlib.suppress(Exception):
+                await self._persisting

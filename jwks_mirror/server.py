@@ -1,0 +1,194 @@
+"""``jwks-mirror serve``: both ports, signals, config watching, and orderly shutdown.
+
+Shutdown order (SIGTERM or SIGINT), written down here because it matters:
+  1. readiness goes 503 (``mirror.draining``) so Kubernetes stops routing new requests;
+  2. the public port stops accepting and waits for in-flight requests to finish;
+  3. the refreshers stop and pending state writes complete;
+  4. the admin port closes last, so probes see the drain until the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from jwks_mirror.admin import create_admin_app
+from jwks_mirror.errors import ConfigError
+from jwks_mirror.logs import configure, event
+from jwks_mirror.metrics import new_registry
+from jwks_mirror.mirror import Mirror
+from jwks_mirror.public import make_handler
+from jwks_mirror.settings import Settings, load_settings
+
+SHUTDOWN_TIMEOUT_S = 10.0
+CONFIG_POLL_S = 5.0
+
+
+@dataclass
+class Running:
+    """A started mirror: what tests and the demo need to talk to it and stop it."""
+
+    mirror: Mirror
+    public_url: str
+    admin_url: str
+    _public: web.BaseRunner
+    _admin: web.BaseRunner
+
+    async def stop(self) -> None:
+        self.mirror.draining = True
+        await self._public.cleanup()
+        await self.mirror.stop()
+        await self._admin.cleanup()
+
+
+async def start(settings: Settings, *, mirror: Mirror | None = None) -> Running:
+    """Start the mirror and bind both ports (port 0 picks a free one)."""
+    mirror = mirror or Mirror(settings, registry=new_registry())
+    await mirror.start()
+    public = web.ServerRunner(
+        web.Server(make_handler(mirror)), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    )
+    admin = web.AppRunner(
+        create_admin_app(mirror), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    )
+    try:
+        await public.setup()
+        await admin.setup()
+        public_site = web.TCPSite(
+            public, settings.public.host, settings.public.port, reuse_address=True
+        )
+        await public_site.start()
+        admin_site = web.TCPSite(
+            admin, settings.admin.host, settings.admin.port, reuse_address=True
+        )
+        await admin_site.start()
+    except OSError:
+        await public.cleanup()
+        await admin.cleanup()
+        await mirror.stop()
+        raise
+    return Running(
+        mirror=mirror,
+        public_url=_url(public),
+        admin_url=_url(admin),
+        _public=public,
+        _admin=admin,
+    )
+
+
+def _url(runner: web.BaseRunner) -> str:
+    host, port = runner.addresses[0][:2]
+    host = "127.0.0.1" if host == "0.0.0.0" else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run(settings: Settings, *, config_path: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; exit code 0 after a clean drain."""
+    configure()
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return asyncio.run(serve(settings, config_path=config_path))
+    return uvloop.run(serve(settings, config_path=config_path))  # type: ignore[no-any-return,unused-ignore]
+
+
+async def serve(
+    settings: Settings, *, config_path: str | None = None, poll_s: float = CONFIG_POLL_S
+) -> int:
+    try:
+        running = await start(settings)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen: {exc.strerror or exc}") from exc
+    event(
+        "listening",
+        public=running.public_url,
+        admin=running.admin_url,
+        issuers=[i.name for i in settings.issuers],
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    watcher = ConfigWatcher(running.mirror, config_path) if config_path else None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if watcher is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: watcher.trigger(forced=True))
+    watch_task = loop.create_task(watcher.run(poll_s)) if watcher else None
+    try:
+        await stop.wait()
+    finally:
+        event("shutting_down")
+        if watch_task is not None:
+            watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch_task
+        await running.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    event("stopped")
+    return 0
+
+
+class ConfigWatcher:
+    """Reloads on SIGHUP, and when the file's content changes (a ConfigMap update swaps a
+    symlink, so the content is compared, not the mtime). A bad file is reported once and the
+    running configuration stays."""
+
+    def __init__(self, mirror: Mirror, path: str) -> None:
+        self._mirror = mirror
+        self._path = Path(path)
+        self._digest = self._read_digest()
+        self._wake = asyncio.Event()
+        self._forced = False
+
+    def _read_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self._path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def trigger(self, *, forced: bool) -> None:
+        self._forced = self._forced or forced
+        self._wake.set()
+
+    async def run(self, poll_s: float) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=poll_s)
+            self._wake.clear()
+            forced, self._forced = self._forced, False
+            digest = self._read_digest()
+            if digest is None or (digest == self._digest and not forced):
+                continue
+            self._digest = digest
+            await self.reload()
+
+    async def reload(self) -> None:
+        counter = self._mirror.metrics.config_reloads_total
+        try:
+            settings = load_settings(self._path)
+        except ConfigError as exc:
+            counter.labels("failure").inc()
+            event("config_rejected", error=str(exc), level=logging.ERROR)
+            return
+        summary = await self._mirror.reload(settings)
+        counter.labels("success").inc()
+        event(
+            "config_reloaded",
+            added=list(summary.added),
+            removed=list(summary.removed),
+            changed=list(summary.changed),
+            unchanged=len(summary.unchanged),
+        )
+        if summary.restart_needed:
+            event(
+                "config_restart_needed",
+                listeners=list(summary.restart_needed),
+                level=logging.WARNING,
+            )
