@@ -139,6 +139,26 @@ class Mesh:
         ]
         return self.verifier(providers, **kwargs)
 
+    def mirrored(self, names: list[str], *, direct: tuple[str, ...] = (),
+                 defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
+                 ) -> tuple[Mirror, Verifier]:
+        """The whole path for ``names``: issuers, the mirror's sidecar, mirror, verifier.
+
+        Issuers in ``direct`` are fetched over direct mTLS with the mirror's certificate;
+        the others through the mirror's sidecar (``proxy``).
+        """
+        for name in names:
+            if name not in self.issuers:
+                self.add_issuer(name)
+        proxy_url = self.mirror_sidecar().url if set(names) - set(direct) else ""
+        entries = [
+            self.issuers[n].direct_entry(self.mirror_identity, self.ca_file) if n in direct
+            else self.issuers[n].proxied_entry(proxy_url)
+            for n in names
+        ]
+        mirror = self.mirror(entries, defaults=defaults, state_dir=state_dir)
+        return mirror, self.verifier_for(mirror, names)
+
     def close(self) -> None:
         errors: list[BaseException] = []
         for cleanup in reversed(self._cleanups):
