@@ -33,7 +33,7 @@ class Mode(enum.Enum):
     UNAVAILABLE = "503"          # 503 Service Unavailable
     HANG = "hang"                # accept the request, never answer (until the mode changes)
     RESET = "reset"              # read the request, then reset the TCP connection (RST)
-    PRIVATE_KEY = "private-key"  # publish the full private JWK, plus a new public key
+    PRIVATE_KEY = "private-key"  # publish the full private JWK, plus a valid new public key
     SYMMETRIC_KEY = "oct"        # publish an HS256 secret next to the real keys
     GARBAGE = "garbage"          # 200 with bytes that are not JSON
 
@@ -59,6 +59,7 @@ class PlainIssuer:
         self.last_headers: dict[str, str] = {}
         self.port = 0
         self._generation = 1
+        self._extra: SigningKey | None = None
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -87,6 +88,14 @@ class PlainIssuer:
     def jwks(self) -> dict[str, Any]:
         with self._lock:
             return {"keys": [k.public for k in self.keys]}
+
+    @property
+    def extra_key(self) -> SigningKey:
+        """A valid new public key a hostile set carries next to its poison (made once)."""
+        with self._lock:
+            if self._extra is None:
+                self._extra = SigningKey(kid=f"{self.name}-smuggled")
+            return self._extra
 
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
@@ -186,8 +195,7 @@ class PlainIssuer:
             return web.Response(body=body, content_type="application/json")
         document = self.jwks()
         if mode is Mode.PRIVATE_KEY:
-            leaked = SigningKey(kid=f"{self.name}-leaked")
-            document = {"keys": [self.current.private, leaked.public]}
+            document = {"keys": [self.current.private, self.extra_key.public]}
         elif mode is Mode.SYMMETRIC_KEY:
             oct_key = {
                 "kty": "oct", "kid": SYMMETRIC_KID, "alg": "HS256", "use": "sig",
