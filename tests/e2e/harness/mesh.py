@@ -141,19 +141,22 @@ class Mesh:
 
     def mirrored(self, names: list[str], *, direct: tuple[str, ...] = (),
                  defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
+                 limits: dict[str, dict[str, Any]] | None = None,
                  ) -> tuple[Mirror, Verifier]:
         """The whole path for ``names``: issuers, the mirror's sidecar, mirror, verifier.
 
         Issuers in ``direct`` are fetched over direct mTLS with the mirror's certificate;
-        the others through the mirror's sidecar (``proxy``).
+        the others through the mirror's sidecar (``proxy``). ``limits`` holds per-issuer
+        overrides (``{"beta": {"timeout": "5s"}}``).
         """
+        limits = limits or {}
         for name in names:
             if name not in self.issuers:
                 self.add_issuer(name)
         proxy_url = self.mirror_sidecar().url if set(names) - set(direct) else ""
         entries = [
-            self.issuers[n].direct_entry(self.mirror_identity, self.ca_file) if n in direct
-            else self.issuers[n].proxied_entry(proxy_url)
+            self.issuers[n].direct_entry(self.mirror_identity, self.ca_file, **limits.get(n, {}))
+            if n in direct else self.issuers[n].proxied_entry(proxy_url, **limits.get(n, {}))
             for n in names
         ]
         mirror = self.mirror(entries, defaults=defaults, state_dir=state_dir)

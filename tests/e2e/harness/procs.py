@@ -8,6 +8,7 @@ it (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -101,6 +102,17 @@ class Registry:
 
 REGISTRY = Registry()
 
+# Last line of defence: fixtures stop what they start, but if the test process exits some
+# other way (an interrupted run), nothing it started may outlive it.
+_LIVE: set[Proc] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.kill()
+
 
 class Proc:
     """A subprocess whose output goes to ``log_path``; registered for failure reports."""
@@ -124,6 +136,7 @@ class Proc:
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, cwd=self.cwd, start_new_session=True,
             )
+        _LIVE.add(self)
 
     @property
     def running(self) -> bool:
@@ -141,6 +154,7 @@ class Proc:
         popen = self.popen
         if popen is None:
             return None
+        _LIVE.discard(self)
         if popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 popen.send_signal(sig)
