@@ -38,6 +38,8 @@ from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context,
 USER_AGENT = f"jwks-mirror/{__version__}"
 _EXCERPT_BYTES = 200  # enough to recognise an error page; never log a whole upstream body
 _CHUNK = 16384
+_RETIRE_AFTER_S = 330.0  # longer than the largest allowed timeout (300 s)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,18 @@ class Fetcher:
 
     def __init__(self) -> None:
         self._sessions: dict[tuple[object, ...], aiohttp.ClientSession] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._retired: dict[aiohttp.ClientSession, asyncio.TimerHandle] = {}
+        self._closing_tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
+        """Close every session now, retired ones included."""
+        sessions = [*self._sessions.values(), *self._retired]
+        for handle in self._retired.values():
+            handle.cancel()
+        self._sessions, self._retired = {}, {}
         for session in sessions:
             await session.close()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await asyncio.gather(*self._closing_tasks, return_exceptions=True)
 
     def _session(self, tls: TLSSettings | None) -> aiohttp.ClientSession:
         key = _profile_key(tls)
@@ -94,13 +100,16 @@ class Fetcher:
         return session
 
     def _retire(self, session: aiohttp.ClientSession) -> None:
-        async def close_later() -> None:
-            await asyncio.sleep(60)
-            await session.close()
+        """Close a superseded session once its in-flight fetches have surely timed out."""
+        loop = asyncio.get_running_loop()
 
-        task = asyncio.get_running_loop().create_task(close_later())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        def close() -> None:
+            self._retired.pop(session, None)
+            task = loop.create_task(session.close())
+            self._closing_tasks.add(task)
+            task.add_done_callback(self._closing_tasks.discard)
+
+        self._retired[session] = loop.call_later(_RETIRE_AFTER_S, close)
 
     async def fetch(
         self,
@@ -179,7 +188,7 @@ class Fetcher:
             ) as response:
                 if response.status == 304 and conditional:
                     return FetchResult(url=url, body=None)
-                if 300 <= response.status < 400:
+                if response.status in _REDIRECTS:
                     location = response.headers.get("Location", "")[:200]
                     raise UpstreamError(
                         "redirect",

@@ -37,7 +37,9 @@ def make_handler(mirror: Mirror) -> Handler:
     clock = mirror.clock
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
+        # The raw target, not the decoded path: names are DNS labels, so anything encoded
+        # is not one of ours, and nothing is decoded into a name by accident.
+        path = request.raw_path.partition("?")[0]
         state = states.get(path[1 : -len(_SUFFIX)]) if path.endswith(_SUFFIX) else None
         if state is None:
             unknown[404] = unknown.get(404, 0) + 1

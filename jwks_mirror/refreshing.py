@@ -110,6 +110,11 @@ class IssuerRefresher:
                 )
                 self._persist()
 
+    @property
+    def inflight(self) -> asyncio.Task[Outcome] | None:
+        """The fetch running now, if any."""
+        return self._inflight
+
     def reschedule(self) -> None:
         """Re-read the schedule (after a triggered refresh or a purge)."""
         self._wake.set()

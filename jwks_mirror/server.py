@@ -29,6 +29,10 @@ from jwks_mirror.settings import Settings, load_settings
 
 SHUTDOWN_TIMEOUT_S = 10.0
 CONFIG_POLL_S = 5.0
+# aiohttp arms this timer when a connection opens and after each response, and closes the
+# connection if no complete request arrived by then: it is both the idle timeout and the
+# header timeout that stops slow clients (slowloris) from holding connections forever.
+KEEPALIVE_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -48,15 +52,26 @@ class Running:
         await self._admin.cleanup()
 
 
-async def start(settings: Settings, *, mirror: Mirror | None = None) -> Running:
+async def start(
+    settings: Settings,
+    *,
+    mirror: Mirror | None = None,
+    keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
+) -> Running:
     """Start the mirror and bind both ports (port 0 picks a free one)."""
     mirror = mirror or Mirror(settings, registry=new_registry())
     await mirror.start()
     public = web.ServerRunner(
-        web.Server(make_handler(mirror)), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+        web.Server(
+            make_handler(mirror), keepalive_timeout=keepalive_timeout_s, access_log=None
+        ),
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
     admin = web.AppRunner(
-        create_admin_app(mirror), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+        create_admin_app(mirror),
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log=None,
+        keepalive_timeout=keepalive_timeout_s,
     )
     try:
         await public.setup()
@@ -92,11 +107,22 @@ def _url(runner: web.BaseRunner) -> str:
 def run(settings: Settings, *, config_path: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT; exit code 0 after a clean drain."""
     configure()
+    _raise_open_files_limit()
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return asyncio.run(serve(settings, config_path=config_path))
     return uvloop.run(serve(settings, config_path=config_path))  # type: ignore[no-any-return,unused-ignore]
+
+
+def _raise_open_files_limit() -> None:
+    """Use the hard limit on open files: each client connection holds one descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def serve(

@@ -1,0 +1,250 @@
+"""Shared fixtures: a test mesh CA, real fake issuers on 127.0.0.1:0, and a mirror factory.
+
+Everything here is real: TLS uses certificates made at test time, servers listen on loopback,
+the mirror is the production code bound to port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from jwcrypto import jwk
+
+from jwks_mirror.metrics import new_registry
+from jwks_mirror.mirror import Mirror
+from jwks_mirror.pki import MeshCA
+from jwks_mirror.server import Running, start
+from jwks_mirror.settings import Settings, parse_settings
+
+ISSUER_HOST = "keys.myns.svc.cluster.local"
+
+_KEYS: dict[str, jwk.JWK] = {}
+
+
+def signing_key(kid: str, kty: str = "RSA") -> jwk.JWK:
+    """A private signing key, generated once per test session and kid."""
+    cache_key = f"{kty}:{kid}"
+    if cache_key not in _KEYS:
+        if kty == "RSA":
+            _KEYS[cache_key] = jwk.JWK.generate(kty="RSA", size=2048, kid=kid, alg="RS256")
+        else:
+            _KEYS[cache_key] = jwk.JWK.generate(kty="EC", crv="P-256", kid=kid, alg="ES256")
+    return _KEYS[cache_key]
+
+
+def public_jwk(kid: str, kty: str = "RSA") -> dict[str, Any]:
+    return dict(json.loads(signing_key(kid, kty).export_public()))
+
+
+def jwks(*kids: str) -> dict[str, Any]:
+    return {"keys": [public_jwk(k) for k in kids]}
+
+
+@dataclass
+class Pki:
+    """Certificates on disk for one test: the CA, the issuer's and the mirror's identities."""
+
+    ca: MeshCA
+    directory: Path
+    ca_file: Path
+    issuer_cert: Path
+    issuer_key: Path
+    mirror_cert: Path
+    mirror_key: Path
+
+    def server_context(self, *, require_client: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca_file))
+        context.load_cert_chain(self.issuer_cert, self.issuer_key)
+        context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_NONE
+        return context
+
+
+@pytest.fixture(scope="session")
+def mesh_ca() -> MeshCA:
+    return MeshCA()
+
+
+@pytest.fixture
+def pki(mesh_ca: MeshCA, tmp_path: Path) -> Pki:
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    issuer_cert, issuer_key = mesh_ca.issue(
+        namespace="myns", service_account="keys", dns_names=(ISSUER_HOST,)
+    ).write(directory, "issuer")
+    mirror_cert, mirror_key = mesh_ca.issue(
+        namespace="jwks-mirror", service_account="jwks-mirror"
+    ).write(directory, "mirror")
+    return Pki(
+        ca=mesh_ca,
+        directory=directory,
+        ca_file=mesh_ca.write_ca(directory),
+        issuer_cert=issuer_cert,
+        issuer_key=issuer_key,
+        mirror_cert=mirror_cert,
+        mirror_key=mirror_key,
+    )
+
+
+Behaviour = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class FakeIssuer:
+    """A real HTTP(S) server whose JWKS answer a test can change at any moment."""
+
+    document: Any = field(default_factory=lambda: jwks("k1"))
+    etag: str | None = None
+    last_modified: str | None = None
+    behaviour: Behaviour | None = None
+    requests: list[web.Request] = field(default_factory=list)
+    port: int = 0
+    scheme: str = "http"
+    _runner: web.AppRunner | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/jwks.json"
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def body(self) -> bytes:
+        if isinstance(self.document, bytes):
+            return self.document
+        return json.dumps(self.document).encode()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request)
+        if self.behaviour is not None:
+            return await self.behaviour(request)
+        headers = {}
+        if self.etag:
+            headers["ETag"] = self.etag
+            if request.headers.get("If-None-Match") == self.etag:
+                return web.Response(status=304, headers=headers)
+        if self.last_modified:
+            headers["Last-Modified"] = self.last_modified
+            if request.headers.get("If-Modified-Since") == self.last_modified:
+                return web.Response(status=304, headers=headers)
+        return web.Response(body=self.body(), content_type="application/json", headers=headers)
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> FakeIssuer:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=ssl_context)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.scheme = "https" if ssl_context else "http"
+        return self
+
+    async def stop(self) -> None:
+        self.released.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+# -- canned misbehaviours ---------------------------------------------------------------------
+
+
+def answer(status: int, body: bytes = b"", **headers: str) -> Behaviour:
+    async def behave(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body, headers=headers)
+
+    return behave
+
+
+def hang(issuer: FakeIssuer) -> Behaviour:
+    async def behave(request: web.Request) -> web.StreamResponse:
+        await issuer.released.wait()
+        return web.Response(status=503)
+
+    return behave
+
+
+def reset() -> Behaviour:
+    async def behave(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(status=500)
+
+    return behave
+
+
+def gzipped(body: bytes) -> Behaviour:
+    async def behave(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip.compress(body),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    return behave
+
+
+@pytest.fixture
+async def fake_issuer() -> AsyncIterator[Callable[..., Awaitable[FakeIssuer]]]:
+    started: list[FakeIssuer] = []
+
+    async def make(ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> FakeIssuer:
+        issuer = await FakeIssuer(**kwargs).start(ssl_context)
+        started.append(issuer)
+        return issuer
+
+    yield make
+    for issuer in started:
+        await issuer.stop()
+
+
+def config_text(issuers: str, *, extra: str = "", defaults: str = "") -> str:
+    """A config on loopback, both ports on 0; ``issuers`` is the YAML list body."""
+    return (
+        "public: {host: 127.0.0.1, port: 0}\n"
+        "admin: {host: 127.0.0.1, port: 0}\n"
+        f"{extra}"
+        f"defaults: {{refresh_interval: 60s, timeout: 2s{defaults}}}\n"
+        f"issuers:\n{issuers}"
+    )
+
+
+class Clock:
+    """A settable wall clock for tests that must not sleep."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+async def mirror_factory() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+    """Start real mirrors (both ports bound on loopback) and stop them after the test."""
+    running: list[Running] = []
+
+    async def make(settings: Settings | str, **kwargs: Any) -> Running:
+        if isinstance(settings, str):
+            settings = parse_settings(settings)
+        mirror = Mirror(settings, registry=new_registry(), **kwargs)
+        instance = await start(settings, mirror=mirror)
+        running.append(instance)
+        return instance
+
+    yield make
+    for instance in running:
+        await instance.stop()

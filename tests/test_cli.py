@@ -1,0 +1,212 @@
+"""The command line: exit codes, one-line errors, and the real ``serve`` process with signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from jwks_mirror.cli import main
+
+from .conftest import config_text, jwks
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_check_config_ok_and_invalid(tmp_path: Path, capsys):
+    good = write_config(tmp_path, config_text("  - name: a\n    jwks_uri: http://keys.ns.svc/jwks.json\n"))
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert "ok (1 issuers: a)" in capsys.readouterr().out
+    good.write_text(config_text("  - name: a\n    jwks_uri: http://k/\n    tls: {cert_file: /missing.pem}\n"))
+    assert main(["check-config", "--config", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert err == "jwks-mirror: error: issuers[0].tls.cert_file: no such file\n"
+
+
+def test_check_config_reads_the_environment(tmp_path: Path, capsys, monkeypatch):
+    path = write_config(tmp_path, "issuers: []\n")
+    monkeypatch.setenv("JWKS_MIRROR_CONFIG", str(path))
+    assert main(["check-config"]) == 0
+    monkeypatch.setenv("JWKS_MIRROR_CONFIG", str(tmp_path / "nope.yaml"))
+    assert main(["check-config"]) == 2
+    assert "nope.yaml: no such file" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2_in_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice" in err
+
+
+def test_admin_unreachable_is_exit_1(capsys):
+    assert main(["status", "--admin", "http://127.0.0.1:9"]) == 1
+    assert "cannot reach the mirror" in capsys.readouterr().err
+    assert main(["refresh", "--admin", "not a url"]) == 2
+
+
+async def test_refresh_and_status_commands(fake_issuer, mirror_factory, capsys):
+    issuer = await fake_issuer(document=jwks("k1"))
+    down = await fake_issuer()
+    down_url = down.url
+    await down.stop()
+    running = await mirror_factory(
+        config_text(f"  - name: up\n    jwks_uri: {issuer.url}\n  - name: down\n    jwks_uri: {down_url}\n")
+    )
+    admin = ["--admin", running.admin_url]
+    assert await asyncio.to_thread(main, ["refresh", "up", *admin]) == 0
+    # The startup fetch may or may not have finished before this refresh joined or followed it.
+    assert capsys.readouterr().out.strip() in {"up: changed (kids: k1)", "up: unchanged (kids: k1)"}
+    issuer.document = jwks("k1", "k2")
+    assert await asyncio.to_thread(main, ["refresh", "up", *admin]) == 0
+    assert "up: changed (kids: k1, k2)" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["refresh", *admin]) == 1
+    out = capsys.readouterr().out
+    assert "down: failed" in out and "cannot connect" in out
+    assert await asyncio.to_thread(main, ["refresh", "nope", *admin]) == 1
+    assert "unknown issuer: nope" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, ["status", *admin]) == 1  # "down" is not servable
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["ISSUER", "STATE", "KIDS"]
+    assert any(line.startswith("up") and "k1,k2" in line for line in table.splitlines())
+    assert any(line.startswith("down") and "no keys" in line for line in table.splitlines())
+    assert await asyncio.to_thread(main, ["status", "--json", *admin]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert {i["name"] for i in document["issuers"]} == {"up", "down"}
+
+
+def _wait_for_line(process: subprocess.Popen, predicate, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        record = json.loads(line)
+        if predicate(record):
+            return record
+    raise AssertionError("expected log line not seen")
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer, tmp_path: Path):
+    issuer = await fake_issuer()
+    path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
+        fetched = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
+        assert fetched["issuer"] == "a" and fetched["outcome"] == "changed"
+        assert fetched["kids_added"] == ["k1"] and isinstance(fetched["duration_s"], float)
+        status, body = await asyncio.to_thread(_get, f"{listening['public']}/a/jwks.json")
+        assert status == 200 and b"k1" in body
+
+        path.write_text(config_text(f"  - name: b\n    jwks_uri: {issuer.url}\n"))
+        process.send_signal(signal.SIGHUP)
+        reloaded = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "config_reloaded")
+        assert reloaded["added"] == ["b"] and reloaded["removed"] == ["a"]
+
+        path.write_text("issuers: 7\n")
+        process.send_signal(signal.SIGHUP)
+        rejected = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "config_rejected")
+        assert "issuers: expected a list" in rejected["error"]
+        status, _ = await asyncio.to_thread(_get, f"{listening['admin']}/healthz")
+        assert status == 200
+
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "stopped")
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        stderr = process.stderr.read()
+        process.stderr.close()
+    assert "Traceback" not in stderr
+
+
+async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Path):
+    """A refresh in flight when SIGTERM arrives still gets its answer; then exit 0."""
+    gate = asyncio.Event()
+    from aiohttp import web
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        if len(issuer.requests) > 1:
+            await asyncio.wait_for(gate.wait(), 5)
+        return web.json_response(jwks("k1"))
+
+    issuer = await fake_issuer(behaviour=slow)
+    path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
+        await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
+        request = urllib.request.Request(f"{listening['admin']}/refresh/a", method="POST")
+        pending = asyncio.create_task(asyncio.to_thread(_post, request))
+        while len(issuer.requests) < 2:
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        gate.set()
+        status, body = await pending
+        assert status == 200 and json.loads(body)["results"][0]["outcome"] == "unchanged"
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def _post(request: urllib.request.Request) -> tuple[int, bytes]:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+def test_demo_once_passes_its_checks():
+    result = subprocess.run(
+        [sys.executable, "-m", "jwks_mirror", "demo", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All checks passed." in result.stdout
+    assert result.stdout.count("  ok   ") == 7
+    assert "curl -s http://127.0.0.1:" in result.stdout

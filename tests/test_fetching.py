@@ -1,0 +1,384 @@
+"""Every upstream mode and failure of one fetch, against real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from jwks_mirror.errors import UpstreamError
+from jwks_mirror.fetching import Fetcher
+from jwks_mirror.settings import IssuerSettings, parse_settings
+
+from .conftest import ISSUER_HOST, Pki, answer, gzipped, hang, jwks, reset
+
+
+def issuer_settings(body: str, *, timeout: str = "2s") -> IssuerSettings:
+    text = f"defaults: {{timeout: {timeout}}}\nissuers:\n  - name: keys-myns\n{body}"
+    return parse_settings(text).issuers[0]
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[Fetcher]:
+    instance = Fetcher()
+    yield instance
+    await instance.close()
+
+
+async def test_plain_http_fetch_returns_body_and_validators(fake_issuer, fetcher):
+    issuer = await fake_issuer(etag='"v1"', last_modified="Sun, 29 Nov 2026 00:00:00 GMT")
+    result = await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert json.loads(result.body) == issuer.document
+    assert result.etag == '"v1"'
+    assert result.last_modified == "Sun, 29 Nov 2026 00:00:00 GMT"
+    request = issuer.requests[0]
+    assert request.headers["User-Agent"].startswith("jwks-mirror/")
+    assert "If-None-Match" not in request.headers
+
+
+async def test_conditional_get_sends_validators_and_maps_304(fake_issuer, fetcher):
+    issuer = await fake_issuer(etag='"v1"')
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n")
+    result = await fetcher.fetch(settings, etag='"v1"')
+    assert result.not_modified
+    assert issuer.requests[0].headers["If-None-Match"] == '"v1"'
+    issuer.etag, issuer.last_modified = None, "Sat, 28 Nov 2026 10:00:00 GMT"
+    result = await fetcher.fetch(settings, last_modified="Sat, 28 Nov 2026 10:00:00 GMT")
+    assert result.not_modified
+    assert issuer.requests[1].headers["If-Modified-Since"] == "Sat, 28 Nov 2026 10:00:00 GMT"
+
+
+async def test_unsolicited_304_is_a_status_error(fake_issuer, fetcher):
+    issuer = await fake_issuer(behaviour=answer(304))
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "status"
+
+
+@pytest.mark.parametrize("status", [201, 204, 401, 403, 404, 500, 503])
+async def test_only_200_is_success(fake_issuer, fetcher, status):
+    issuer = await fake_issuer(behaviour=answer(status, json.dumps(jwks("k1")).encode()))
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "status"
+    assert f"answered {status}" in str(info.value)
+
+
+async def test_error_body_excerpt_is_truncated_and_printable(fake_issuer, fetcher):
+    issuer = await fake_issuer(behaviour=answer(500, b"\x1b[31m" + b"x" * 5000))
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    message = str(info.value)
+    assert "\x1b" not in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirects_are_not_followed(fake_issuer, fetcher, status):
+    target = await fake_issuer()
+    issuer = await fake_issuer(behaviour=answer(status, Location=target.url))
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "redirect"
+    assert target.requests == []
+
+
+async def test_explicit_proxy_carries_the_request(fake_issuer, fetcher):
+    """As through a sidecar: the mesh host name only resolves at the proxy."""
+    upstream = await fake_issuer()
+    seen: list[str] = []
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        seen.append(request.raw_path)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{upstream.base}{request.path}") as response:
+                return web.Response(status=response.status, body=await response.read())
+
+    proxy = await fake_issuer(behaviour=forward)
+    settings = issuer_settings(
+        f"    jwks_uri: http://{ISSUER_HOST}/jwks.json\n    proxy: http://127.0.0.1:{proxy.port}\n"
+    )
+    result = await fetcher.fetch(settings)
+    assert json.loads(result.body) == upstream.document
+    assert seen == [f"http://{ISSUER_HOST}/jwks.json"]
+
+
+async def test_direct_mtls_with_private_ca_and_server_name(fake_issuer, fetcher, pki: Pki):
+    """Connect to an address, verify the certificate for the mesh name, present ours."""
+    issuer = await fake_issuer(ssl_context=pki.server_context())
+    settings = issuer_settings(
+        f"    jwks_uri: {issuer.url}\n"
+        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
+        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
+    )
+    result = await fetcher.fetch(settings)
+    assert json.loads(result.body) == issuer.document
+    peer = issuer.requests[0].transport.get_extra_info("peercert")
+    uris = [value for kind, value in peer["subjectAltName"] if kind == "URI"]
+    assert uris == [pki.ca.spiffe_id("jwks-mirror", "jwks-mirror")]
+
+
+@pytest.mark.parametrize(
+    "tls_yaml",
+    [
+        pytest.param(
+            "{ca_file: CA, server_name: keys.myns.svc.cluster.local}", id="no-client-cert"
+        ),
+        pytest.param(
+            "{cert_file: CERT, key_file: KEY, server_name: keys.myns.svc.cluster.local}",
+            id="system-ca-does-not-know-mesh-ca",
+        ),
+        pytest.param(
+            "{ca_file: CA, cert_file: CERT, key_file: KEY, server_name: wrong.svc.cluster.local}",
+            id="wrong-name",
+        ),
+    ],
+)
+async def test_tls_failures_are_reported_as_tls(fake_issuer, fetcher, pki: Pki, tls_yaml):
+    issuer = await fake_issuer(ssl_context=pki.server_context())
+    tls = (
+        tls_yaml.replace("CA", str(pki.ca_file))
+        .replace("CERT", str(pki.mirror_cert))
+        .replace("KEY", str(pki.mirror_key))
+    )
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n    tls: {tls}\n")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason in {"tls", "connection"}
+    assert issuer.requests == []
+
+
+async def test_expired_server_certificate_is_refused(
+    fake_issuer, fetcher, pki: Pki, tmp_path: Path
+):
+    import ssl
+
+    expired_cert, expired_key = pki.ca.issue(
+        namespace="myns",
+        service_account="keys",
+        dns_names=(ISSUER_HOST,),
+        not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
+        valid_for=dt.timedelta(days=1),
+    ).write(tmp_path, "expired")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(expired_cert, expired_key)
+    issuer = await fake_issuer(ssl_context=context)
+    settings = issuer_settings(
+        f"    jwks_uri: {issuer.url}\n    tls: {{ca_file: {pki.ca_file}, server_name: {ISSUER_HOST}}}\n"
+    )
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "tls"
+    assert "expired" in str(info.value)
+
+
+async def test_bearer_token_file_is_reread_on_every_fetch(fake_issuer, fetcher, tmp_path: Path):
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    issuer = await fake_issuer()
+    settings = issuer_settings(
+        f"    jwks_uri: {issuer.url}\n    bearer_token_file: {token}\n"
+        "    headers: {X-Tenant: blue, Accept-Language: en}\n"
+    )
+    await fetcher.fetch(settings)
+    token.write_text("second")
+    await fetcher.fetch(settings)
+    assert [r.headers["Authorization"] for r in issuer.requests] == [
+        "Bearer first",
+        "Bearer second",
+    ]
+    assert issuer.requests[0].headers["X-Tenant"] == "blue"
+    token.write_text("")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "credentials"
+
+
+async def test_discovery_follows_the_issuers_jwks_uri(fake_issuer, fetcher):
+    keys = await fake_issuer()
+    issuer_url = ""
+
+    async def discovery(request: web.Request) -> web.StreamResponse:
+        if request.path == "/.well-known/openid-configuration":
+            return web.json_response({"issuer": issuer_url, "jwks_uri": keys.url})
+        return web.Response(status=404)
+
+    oidc = await fake_issuer(behaviour=discovery)
+    issuer_url = oidc.base
+    settings = issuer_settings(f"    issuer: {issuer_url}\n    discovery: true\n")
+    result = await fetcher.fetch(settings)
+    assert result.url == keys.url
+    assert json.loads(result.body) == keys.document
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(
+            {"issuer": "https://evil.example", "jwks_uri": "http://x/"}, id="issuer-mismatch"
+        ),
+        pytest.param({"issuer": "ISSUER"}, id="no-jwks-uri"),
+        pytest.param({"issuer": "ISSUER", "jwks_uri": "file:///etc/passwd"}, id="not-http"),
+        pytest.param(["not", "an", "object"], id="not-object"),
+    ],
+)
+async def test_bad_discovery_documents(fake_issuer, fetcher, document):
+    holder: dict[str, str] = {}
+
+    async def discovery(request: web.Request) -> web.StreamResponse:
+        text = json.dumps(document).replace("ISSUER", holder["issuer"])
+        return web.Response(text=text, content_type="application/json")
+
+    oidc = await fake_issuer(behaviour=discovery)
+    holder["issuer"] = oidc.base
+    settings = issuer_settings(f"    issuer: {oidc.base}\n    discovery: true\n")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "discovery"
+
+
+async def test_hanging_upstream_times_out(fake_issuer, fetcher):
+    issuer = await fake_issuer()
+    issuer.behaviour = hang(issuer)
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n", timeout="300ms")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "timeout"
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_slow_drip_body_hits_the_total_timeout(fake_issuer, fetcher):
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 10_000
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b" ")
+            await asyncio.sleep(0.05)
+        return response
+
+    issuer = await fake_issuer(behaviour=drip)
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n", timeout="400ms")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "timeout"
+
+
+async def test_connection_reset_and_refused(fake_issuer, fetcher):
+    issuer = await fake_issuer(behaviour=reset())
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "connection"
+    port = issuer.port
+    await issuer.stop()
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: http://127.0.0.1:{port}/jwks.json\n"))
+    assert info.value.reason == "connect"
+
+
+async def test_declared_oversize_body_is_refused(fake_issuer, fetcher):
+    issuer = await fake_issuer(document=b" " * 5000)
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n    max_response_bytes: 4096\n")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "too_large"
+
+
+async def test_chunked_oversize_body_is_refused_while_reading(fake_issuer, fetcher):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(1000):
+            await response.write(b"x" * 1024)
+        return response
+
+    issuer = await fake_issuer(behaviour=endless)
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n    max_response_bytes: 4096\n")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "too_large"
+
+
+async def test_gzip_body_is_decompressed(fake_issuer, fetcher):
+    body = json.dumps(jwks("k1")).encode()
+    issuer = await fake_issuer(behaviour=gzipped(body))
+    result = await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert result.body == body
+    assert "gzip" in issuer.requests[0].headers["Accept-Encoding"]
+
+
+async def test_gzip_bomb_stops_at_the_limit(fake_issuer, fetcher):
+    """64 MiB of zeros compress to ~64 KiB; the cap applies after decompression."""
+    bomb_source = b"0" * (64 << 20)
+    issuer = await fake_issuer(behaviour=gzipped(bomb_source))
+    settings = issuer_settings(f"    jwks_uri: {issuer.url}\n")
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "too_large"
+    assert "262144" in str(info.value)
+
+
+async def test_deflate_and_unknown_encodings(fake_issuer, fetcher):
+    body = json.dumps(jwks("k1")).encode()
+
+    async def deflated(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=zlib.compress(body), headers={"Content-Encoding": "deflate"})
+
+    issuer = await fake_issuer(behaviour=deflated)
+    assert (await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))).body == body
+    issuer.behaviour = answer(200, body, **{"Content-Encoding": "br"})
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "encoding"
+    issuer.behaviour = answer(200, b"not gzip at all", **{"Content-Encoding": "gzip"})
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "encoding"
+
+
+async def test_truncated_body_is_a_connection_error(fake_issuer, fetcher):
+    async def truncated(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"keys": [')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    issuer = await fake_issuer(behaviour=truncated)
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
+    assert info.value.reason == "connection"
+
+
+async def test_rotated_client_certificate_is_picked_up(fake_issuer, fetcher, pki: Pki):
+    """Mesh certificates rotate on disk; the next fetch presents the new one."""
+    issuer = await fake_issuer(ssl_context=pki.server_context())
+    settings = issuer_settings(
+        f"    jwks_uri: {issuer.url}\n"
+        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
+        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
+    )
+    await fetcher.fetch(settings)
+    rotated = pki.ca.issue(namespace="jwks-mirror", service_account="rotated")
+    pki.mirror_cert.write_bytes(rotated.cert_pem)
+    pki.mirror_key.write_bytes(rotated.key_pem)
+    await fetcher.fetch(settings)
+    identities = [
+        [v for k, v in r.transport.get_extra_info("peercert")["subjectAltName"] if k == "URI"]
+        for r in issuer.requests
+    ]
+    assert identities == [
+        [pki.ca.spiffe_id("jwks-mirror", "jwks-mirror")],
+        [pki.ca.spiffe_id("jwks-mirror", "rotated")],
+    ]

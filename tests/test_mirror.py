@@ -1,0 +1,287 @@
+"""Scheduling, single-flight, isolation, retention, persistence and reload of a running mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from jwks_mirror.server import ConfigWatcher
+
+from .conftest import Clock, config_text, hang, jwks
+
+
+async def fetch_public(running, name: str) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{running.public_url}/{name}/jwks.json") as response,
+    ):
+        return response.status, await response.read()
+
+
+async def test_concurrent_refreshes_share_one_fetch(fake_issuer, mirror_factory):
+    gate = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await gate.wait()
+        return web.json_response(jwks("k1"))
+
+    issuer = await fake_issuer(behaviour=slow)
+    running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    callers = [asyncio.create_task(running.mirror.refresh(["a"])) for _ in range(10)]
+    await asyncio.sleep(0.2)
+    gate.set()
+    results = await asyncio.gather(*callers)
+    assert len(issuer.requests) == 1  # the scheduled first fetch, joined by all ten callers
+    assert {r[0].outcome for r in results} == {"changed"}
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(fake_issuer, mirror_factory):
+    gate = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await gate.wait()
+        return web.json_response(jwks("k1"))
+
+    issuer = await fake_issuer(behaviour=slow)
+    running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    impatient = asyncio.create_task(running.mirror.refresh(["a"]))
+    await asyncio.sleep(0.1)
+    impatient.cancel()
+    gate.set()
+    (outcome,) = await running.mirror.refresh(["a"])
+    assert outcome.outcome in {"changed", "unchanged"}
+    assert running.mirror.states["a"].published is not None
+
+
+async def test_backoff_grows_exponentially_with_jitter_and_caps(fake_issuer, mirror_factory):
+    issuer = await fake_issuer()
+    url = issuer.url
+    await issuer.stop()
+    clock = Clock()
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {url}\n    refresh_interval: 20s\n"),
+        clock=clock,
+        rng=random.Random(7),
+        backoff_base_s=1.0,
+    )
+    state = running.mirror.states["a"]
+    delays = []
+    for _ in range(7):
+        await running.mirror.refresh(["a"])
+        delays.append(state.next_refresh - clock.now)
+    failures = state.consecutive_failures
+    assert failures >= 7
+    # The n-th failure waits min(20, 2^(n-1)) x [0.5, 1.0]; the first few double.
+    first = failures - 6
+    for offset, delay in enumerate(delays):
+        bound = min(20.0, 2.0 ** (first + offset - 1))
+        assert 0.5 * bound <= delay <= bound, (offset, delay, bound)
+    assert delays[-1] <= 20.0
+
+
+async def test_success_schedules_the_next_fetch_with_jitter(fake_issuer, mirror_factory):
+    issuer = await fake_issuer()
+    running = await mirror_factory(
+        config_text(
+            "".join(f"  - name: i{n}\n    jwks_uri: {issuer.url}\n    refresh_interval: 100s\n" for n in range(20))
+        )
+    )
+    await running.mirror.refresh()
+    now = time.time()
+    delays = [s.next_refresh - now for s in running.mirror.states.values()]
+    assert all(88 <= d <= 111 for d in delays)
+    assert max(delays) - min(delays) > 2  # not in lockstep
+
+
+async def test_a_hanging_issuer_never_delays_another(fake_issuer, mirror_factory):
+    healthy = await fake_issuer()
+    stuck = await fake_issuer()
+    stuck.behaviour = hang(stuck)
+    running = await mirror_factory(
+        config_text(
+            f"  - name: stuck\n    jwks_uri: {stuck.url}\n    timeout: 30s\n"
+            f"  - name: healthy\n    jwks_uri: {healthy.url}\n"
+        )
+    )
+    started = time.monotonic()
+    (outcome,) = await asyncio.wait_for(running.mirror.refresh(["healthy"]), timeout=2)
+    assert outcome.outcome in {"changed", "unchanged"}
+    for _ in range(20):
+        status, _ = await fetch_public(running, "healthy")
+        assert status == 200
+    assert time.monotonic() - started < 2
+    assert running.mirror.states["stuck"].published is None
+
+
+async def test_retained_keys_expire_on_schedule_without_a_fetch(fake_issuer, mirror_factory):
+    issuer = await fake_issuer(document=jwks("old"))
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n    retain_removed_keys: 500ms\n")
+    )
+    await running.mirror.refresh()
+    issuer.document = jwks("new")
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.kids == ("new", "old")
+    requests_before = len(issuer.requests)
+    deadline = time.monotonic() + 5
+    while running.mirror.states["a"].retained and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    _, body = await fetch_public(running, "a")
+    assert [k["kid"] for k in json.loads(body)["keys"]] == ["new"]
+    assert len(issuer.requests) == requests_before
+
+
+async def test_unchanged_bytes_skip_revalidation_and_304_keeps_the_set(fake_issuer, mirror_factory):
+    issuer = await fake_issuer(etag='"e1"')
+    running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    (first,) = await running.mirror.refresh()
+    (second,) = await running.mirror.refresh()
+    assert second.outcome == "unchanged"
+    assert issuer.requests[-1].headers["If-None-Match"] == '"e1"'
+    issuer.etag = None
+    (third,) = await running.mirror.refresh()
+    assert third.outcome == "unchanged"
+    assert first.kids == third.kids == ("k1",)
+
+
+async def test_restart_during_an_outage_serves_the_persisted_set(fake_issuer, mirror_factory, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    issuer = await fake_issuer(document=jwks("k1", "k2"))
+    config = config_text(
+        f"  - name: a\n    jwks_uri: {issuer.url}\n", extra=f"state_dir: {state_dir}\n"
+    )
+    first = await mirror_factory(config)
+    await first.mirror.refresh()
+    _, served_before = await fetch_public(first, "a")
+    await first.stop()
+    assert (state_dir / "a.json").exists()
+    assert not [p for p in state_dir.iterdir() if p.name.endswith(".tmp")]
+    await issuer.stop()
+
+    second = await mirror_factory(config)
+    status, served_after = await fetch_public(second, "a")  # before any fetch could succeed
+    assert status == 200 and served_after == served_before
+    (outcome,) = await second.mirror.refresh()
+    assert outcome.outcome == "failed"
+    assert (await fetch_public(second, "a"))[1] == served_before
+
+
+async def test_persisted_set_older_than_max_stale_is_not_served(fake_issuer, mirror_factory, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    issuer = await fake_issuer()
+    config = config_text(
+        f"  - name: a\n    jwks_uri: {issuer.url}\n    max_stale: 1h\n", extra=f"state_dir: {state_dir}\n"
+    )
+    clock = Clock()
+    first = await mirror_factory(config, clock=clock)
+    await first.mirror.refresh()
+    await first.stop()
+    await issuer.stop()
+    clock.advance(3601)
+    second = await mirror_factory(config, clock=clock)
+    assert (await fetch_public(second, "a"))[0] == 503
+
+
+async def test_corrupt_state_file_is_ignored_never_served(fake_issuer, mirror_factory, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    issuer = await fake_issuer()
+    url = issuer.url
+    await issuer.stop()
+    (state_dir / "a.json").write_text('{"format": 1, "keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {url}\n", extra=f"state_dir: {state_dir}\n")
+    )
+    assert (await fetch_public(running, "a"))[0] == 503
+
+
+async def test_reload_adds_removes_and_keeps_unchanged_issuers(fake_issuer, mirror_factory, tmp_path: Path):
+    one = await fake_issuer(document=jwks("k1"))
+    two = await fake_issuer(document=jwks("k2"))
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(f"  - name: one\n    jwks_uri: {one.url}\n  - name: two\n    jwks_uri: {two.url}\n"))
+    from jwks_mirror.settings import load_settings
+
+    running = await mirror_factory(load_settings(path))
+    await running.mirror.refresh()
+    kept_state = running.mirror.states["one"]
+    requests_to_one = len(one.requests)
+    watcher = ConfigWatcher(running.mirror, str(path))
+
+    three = await fake_issuer(document=jwks("k3"))
+    path.write_text(config_text(f"  - name: one\n    jwks_uri: {one.url}\n  - name: three\n    jwks_uri: {three.url}\n"))
+    await watcher.reload()
+    assert set(running.mirror.states) == {"one", "three"}
+    assert running.mirror.states["one"] is kept_state
+    assert (await fetch_public(running, "one"))[0] == 200
+    assert (await fetch_public(running, "two"))[0] == 404
+    await running.mirror.refresh(["three"])
+    assert (await fetch_public(running, "three"))[0] == 200
+    assert len(one.requests) == requests_to_one  # unchanged issuer was not refetched
+
+    path.write_text("issuers: [{name: Bad_Name, jwks_uri: x}]\n")
+    await watcher.reload()
+    assert set(running.mirror.states) == {"one", "three"}
+    _, _, metrics = await _admin(running, "/metrics")
+    assert 'jwks_mirror_config_reloads_total{outcome="failure"} 1.0' in metrics.decode()
+    assert 'jwks_mirror_config_reloads_total{outcome="success"} 1.0' in metrics.decode()
+
+
+async def test_config_file_change_is_noticed_by_polling(fake_issuer, mirror_factory, tmp_path: Path):
+    one = await fake_issuer()
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(f"  - name: one\n    jwks_uri: {one.url}\n"))
+    from jwks_mirror.settings import load_settings
+
+    running = await mirror_factory(load_settings(path))
+    watcher = ConfigWatcher(running.mirror, str(path))
+    task = asyncio.create_task(watcher.run(0.05))
+    try:
+        path.write_text(config_text(f"  - name: renamed\n    jwks_uri: {one.url}\n"))
+        deadline = time.monotonic() + 5
+        while "renamed" not in running.mirror.states and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert set(running.mirror.states) == {"renamed"}
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def _admin(running, path: str):
+    async with aiohttp.ClientSession() as session, session.get(f"{running.admin_url}{path}") as response:
+        return response.status, response.headers, await response.read()
+
+
+async def test_unwritable_state_dir_is_reported_and_serving_continues(fake_issuer, mirror_factory, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n", extra=f"state_dir: {state_dir}\n")
+    )
+    await running.mirror.refresh()
+    state_dir.rename(tmp_path / "gone")  # the volume went away under the running mirror
+    issuer.document = jwks("k2")
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome == "changed"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _, _, metrics = await _admin(running, "/metrics")
+        if 'jwks_mirror_persist_errors_total{issuer="a"}' in metrics.decode():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("persist error not counted")
+    status, body = await fetch_public(running, "a")
+    assert status == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1", "k2"]
+    assert (await _admin(running, "/readyz"))[0] == 200
