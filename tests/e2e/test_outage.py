@@ -124,6 +124,31 @@ def test_tokens_keep_verifying_through_an_outage_and_the_mirror_recovers(
     assert mirror.jwks("idp").body == published
 
 
+def test_fails_closed_once_max_stale_passes_and_reopens_by_itself(mesh: Mesh) -> None:
+    """The other side of serving the last good copy: not forever. Past ``max_stale`` the
+    mirror answers 503, the verifier's next fetch fails and it rejects tokens."""
+    mirror, verifier = mesh.mirrored(
+        ["idp"], defaults={"refresh_interval": "1s", "timeout": "1s", "max_stale": "3s"})
+    workload = mesh.issuers["idp"]
+    token = workload.app.token()
+    assert verifier.accepts("idp", token)
+
+    _pod_gone(workload)
+    wait_until(lambda: mirror.jwks("idp").status == 503, timeout=10,
+               what="the mirror to stop serving a set older than max_stale")
+    assert mirror.readyz().status == 503
+    assert mirror.status("idp")["servable"] is False
+    assert mirror.metric("jwks_mirror_stale", issuer="idp") == 1
+    wait_until(lambda: verifier.status("idp", token) == 401, timeout=5,
+               what="the verifier to reject tokens once the mirror fails closed")
+
+    _pod_back(workload)
+    wait_until(lambda: verifier.accepts("idp", token), timeout=10,
+               what="tokens to verify again once the issuer is back")
+    assert mirror.readyz().status == 200
+    assert mirror.metric("jwks_mirror_stale", issuer="idp") == 0
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="service gap: /status 'stale' and jwks_mirror_stale mean 'not servable' (no set, or "

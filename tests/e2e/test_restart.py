@@ -31,8 +31,14 @@ def test_restart_with_state_dir_serves_the_last_good_set_at_once(
     state_dir.mkdir()
     mirror, verifier = mesh.mirrored(["idp"], defaults=FAST, state_dir=state_dir)
     workload = mesh.issuers["idp"]
+    old_token = workload.app.token(subject="signed-before-rotation")
+    # A rotation just before the outage: the last good set holds a retained key too.
+    old, new = workload.app.rotate()
+    mirror.refresh("idp")
     token = workload.app.token()
-    assert verifier.accepts("idp", token)
+    wait_until(lambda: verifier.accepts("idp", token), timeout=5, what="the new key to verify")
+    assert verifier.accepts("idp", old_token)
+    assert mirror.kids("idp") == sorted([old.kid, new.kid])
     before = mirror.jwks("idp")
     wait_until(lambda: any(state_dir.iterdir()), timeout=5, what="the state to be persisted")
 
@@ -52,6 +58,8 @@ def test_restart_with_state_dir_serves_the_last_good_set_at_once(
     assert after.headers["etag"] == before.headers["etag"]
     wait_until(lambda: verifier.accepts("idp", token), timeout=5,
                what="the verifier to accept tokens from the restored set")
+    assert verifier.accepts("idp", old_token), "the retained key was lost in the restart"
+    assert mirror.status("idp")["retained_kids"] == [old.kid]
 
     # The restored set is served although every fetch of this process fails.
     wait_until(lambda: mirror.status("idp")["consecutive_failures"] >= 2, timeout=10,

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .procs import REGISTRY
 from .tokens import SigningKey, claims
 
 T = TypeVar("T")
@@ -102,11 +103,19 @@ class PlainIssuer:
         if mode is not Mode.HANG and self._loop is not None:
             self._loop.call_soon_threadsafe(self._release_hung)
 
+    def describe(self) -> str:
+        """One line for failure reports: what the issuer was doing and who asked."""
+        caller = self.last_headers.get("x-forwarded-client-cert", "-")
+        return (f"mode={self.mode.value} listening={self._runner is not None} port={self.port} "
+                f"requests={self.requests} kids={[k.kid for k in self.keys]} "
+                f"last caller (xfcc)={caller}")
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start serving (on the same port as before after :meth:`go_away`)."""
         if self._loop is None:
+            REGISTRY.add(f"plain issuer {self.name}", self.describe)
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(
                 target=self._loop.run_forever, name=f"issuer-{self.name}", daemon=True

@@ -81,23 +81,33 @@ def tail(path: Path, lines: int = 40) -> str:
 
 @dataclass
 class Registry:
-    """Logs of everything started for the current test, in start order.
-
-    Sources stay listed after their process stops (a restarted mirror has two logs worth
-    reading) and are cleared between tests by the conftest.
+    """What to show for the current test if it fails, in start order: log files of the
+    processes it started (kept after they stop: a restarted mirror has two logs worth
+    reading) and live summaries of in-process pieces (the plain issuer's mode and counters).
+    Cleared between tests by the conftest.
     """
 
-    sources: list[tuple[str, Path]] = field(default_factory=list)
+    sources: list[tuple[str, Path | Callable[[], str]]] = field(default_factory=list)
 
-    def add(self, name: str, path: Path) -> None:
-        if (name, path) not in self.sources:
-            self.sources.append((name, path))
+    def add(self, name: str, source: Path | Callable[[], str]) -> None:
+        if (name, source) not in self.sources:
+            self.sources.append((name, source))
 
     def clear(self) -> None:
         self.sources.clear()
 
     def report(self, lines: int = 40) -> list[tuple[str, str]]:
-        return [(f"log tail: {name} ({path})", tail(path, lines)) for name, path in self.sources]
+        out = []
+        for name, source in self.sources:
+            if isinstance(source, Path):
+                out.append((f"log tail: {name} ({source})", tail(source, lines)))
+            else:
+                try:
+                    text = source()
+                except Exception as exc:
+                    text = f"(unavailable: {exc!r})"
+                out.append((name, text))
+        return out
 
 
 REGISTRY = Registry()
