@@ -82,6 +82,7 @@ def test_restart_without_state_dir_has_nothing_to_serve(mesh: Mesh) -> None:
     wait_until(lambda: mirror.status("idp")["consecutive_failures"] >= 1, timeout=10,
                what="the restarted mirror to try the (down) issuer")
     assert mirror.readyz().status == 503
+    assert mirror.cli("status", "--admin", mirror.admin_url).returncode == 1
     resp = mirror.jwks("idp")
     assert resp.status == 503 and "retry-after" in resp.headers, resp
     wait_until(lambda: verifier.status("idp", token) == 401, timeout=5,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -110,6 +111,12 @@ class Mirror:
 
         wait_until(ready, timeout=timeout, what=f"{self.name} /readyz to answer 200",
                    describe=lambda: self.readyz().text)
+
+    def reload(self) -> None:
+        """Rewrite the config file from ``issuers``/``defaults`` and send SIGHUP."""
+        assert self.proc is not None and self.proc.popen is not None
+        self.write_config()
+        self.proc.popen.send_signal(signal.SIGHUP)
 
     def stop(self) -> int | None:
         """SIGTERM, as Kubernetes sends; returns the exit code."""
