@@ -108,8 +108,8 @@ def test_tokens_keep_verifying_through_an_outage_and_the_mirror_recovers(
     status = mirror.status("idp")
     assert status["consecutive_failures"] >= 2 and status["last_error"], status
     assert status["servable"] is True, status
-    assert mirror.metric("jwks_mirror_consecutive_failures", issuer="idp") >= 2
-    assert mirror.metric("jwks_mirror_fetch_total", issuer="idp", outcome="failed") >= 2
+    assert (mirror.metric("jwks_mirror_consecutive_failures", issuer="idp") or 0) >= 2
+    assert (mirror.metric("jwks_mirror_fetch_total", issuer="idp", outcome="failed") or 0) >= 2
     assert mirror.jwks("idp").body == published
     assert mirror.readyz().status == 200
 

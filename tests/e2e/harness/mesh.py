@@ -74,7 +74,7 @@ class Mesh:
         self.ca_file = self.ca.write_ca(workdir)
         self.mirror_identity = self.identity(MIRROR_NS, MIRROR_SA)
         self.issuers: dict[str, IssuerWorkload] = {}
-        self._cleanups: list[Callable[[], None]] = []
+        self._cleanups: list[Callable[[], object]] = []
 
     def identity(self, namespace: str, service_account: str, *,
                  dns_names: tuple[str, ...] = ()) -> Identity:
