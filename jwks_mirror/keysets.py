@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jwcrypto_jwk
 
@@ -44,7 +45,8 @@ EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through.
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 _MAX_X5C_CERTS = 10
 
 
@@ -121,8 +123,14 @@ def validate(body: bytes, *, max_bytes: int, max_keys: int) -> Validated:
         if note:
             dropped[note] += 1
             notes.append(f"keys[{index}]: {note}")
-        if (key.kid, key.ident) in kept:
-            continue  # the same key listed twice: publish it once
+        same = kept.get((key.kid, key.ident))
+        if same is not None:
+            # The same key listed twice: publish it once. The entries may differ in metadata
+            # (alg, use, x5c), so pick by content, not by position: the upstream reordering
+            # its keys must not change the published bytes (and so the version and ETag).
+            if _canonical(key) < _canonical(same):
+                kept[(key.kid, key.ident)] = key
+            continue
         if key.kid is not None:
             other = by_kid.get((key.kid, key.kty))
             if other is not None:
@@ -145,6 +153,10 @@ def render(keys: Iterable[Key]) -> bytes:
     ordered = sorted(keys, key=lambda k: k.sort_key)
     document = {"keys": [dict(k.jwk) for k in ordered]}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _canonical(key: Key) -> str:
+    return json.dumps(dict(key.jwk), sort_keys=True, separators=(",", ":"))
 
 
 def version_of(body: bytes) -> str:
@@ -191,6 +203,14 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:160]
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _b64url(value: object, member: str, *, length: int | None = None) -> bytes:
     if not isinstance(value, str) or not value or not _B64URL_RE.match(value):
         raise KeyDropped("malformed", f"{member!r} is not base64url")
@@ -217,6 +237,10 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
     kid = raw.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
         raise KeyDropped("malformed", '"kid" must be a non-empty string of at most 256 chars')
+    if kid is not None and not _is_unicode(kid):
+        # A lone surrogate ("\ud800") decodes from JSON but is not Unicode text: the published
+        # "\ud800" escape is one that strict JSON parsers (verifiers) may refuse, set and all.
+        raise KeyDropped("malformed", '"kid" holds a lone UTF-16 surrogate')
     _check_usage(raw)
     out: dict[str, Any] = {"kty": kty}
     if kty == "RSA":
@@ -235,7 +259,7 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
         allowed_algs = RSA_ALGS
     elif kty == "EC":
         crv = raw.get("crv")
-        if crv not in EC_COORDINATE_BYTES:
+        if not isinstance(crv, str) or crv not in EC_COORDINATE_BYTES:  # a list is unhashable
             raise KeyDropped("unsupported_curve", f"EC curve {crv!r} is not P-256/384/521")
         size = EC_COORDINATE_BYTES[crv]
         out.update(
@@ -327,7 +351,8 @@ def _x5c_matching(value: object, public_key: Any) -> list[str] | None:
             return None
         for item in value[1:]:
             base64.b64decode(item, validate=True)
-    except (ValueError, binascii.Error, TypeError):
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
+        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know.
         return None
     return list(value)
 
@@ -344,6 +369,17 @@ def _thumbprint(members: Mapping[str, Any]) -> str:
 
 
 def key_from_jwk(members: Mapping[str, Any]) -> Key:
-    """Re-validate one stored canonical JWK (persisted state). Raises :class:`KeyDropped`."""
+    """Re-validate one stored canonical JWK (persisted state). Raises :class:`KeyDropped`.
+
+    Private and symmetric material is refused, not silently stripped: a stored key holding it
+    means the file was tampered with, and the caller must not trust the rest of it either.
+    """
+    if not isinstance(members, Mapping):
+        raise KeyDropped("malformed", "not a JSON object")
+    private = sorted(PRIVATE_MEMBERS.intersection(members))
+    if members.get("kty") == "oct" or "k" in private:
+        raise KeyDropped("symmetric_key", "a symmetric (oct) key")
+    if private:
+        raise KeyDropped("private_key", f"holds private key material ({', '.join(private)})")
     key, _ = _validate_key(dict(members))
     return key

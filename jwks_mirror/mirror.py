@@ -79,18 +79,24 @@ class Mirror:
             self._start_issuer(self._new_state(issuer))
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
-        """Shutdown order: cancel the schedules, let fetches in flight finish (a caller may be
-        waiting on one) for up to ``grace_s``, finish state writes, close the sessions."""
+        """Shutdown order: cancel the schedules; give fetches that a caller still waits for
+        (an admin refresh) up to ``grace_s`` and cancel the rest; finish state writes; close
+        the sessions."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        inflight = [r.inflight for r in self._refreshers.values() if r.inflight is not None]
-        if inflight:
-            _, late = await asyncio.wait(inflight, timeout=grace_s)
-            for fetch in late:
-                fetch.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        waited = [r.inflight for r in self._refreshers.values() if r.awaited and r.inflight]
+        unwaited = [
+            r.inflight for r in self._refreshers.values() if not r.awaited and r.inflight
+        ]
+        late = set(unwaited)
+        if waited:
+            _, overdue = await asyncio.wait(waited, timeout=grace_s)
+            late |= overdue
+        for fetch in late:
+            fetch.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         await asyncio.gather(*(r.drain() for r in self._refreshers.values()))
         self._tasks.clear()
         self._refreshers.clear()

@@ -82,6 +82,7 @@ class IssuerRefresher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._backoff_base_s = backoff_base_s
         self._inflight: asyncio.Task[Outcome] | None = None
+        self._waiters = 0  # callers awaiting the in-flight fetch (the schedule included)
         self._wake = asyncio.Event()
         self._persisting: asyncio.Task[None] | None = None
 
@@ -115,6 +116,11 @@ class IssuerRefresher:
         """The fetch running now, if any."""
         return self._inflight
 
+    @property
+    def awaited(self) -> bool:
+        """True while someone (an admin request, say) waits for the in-flight fetch."""
+        return self._inflight is not None and self._waiters > 0
+
     def reschedule(self) -> None:
         """Re-read the schedule (after a triggered refresh or a purge)."""
         self._wake.set()
@@ -132,7 +138,11 @@ class IssuerRefresher:
             task = asyncio.get_running_loop().create_task(self._refresh_once())
             self._inflight = task
             task.add_done_callback(self._clear_inflight)
-        outcome = await asyncio.shield(task)
+        self._waiters += 1
+        try:
+            outcome = await asyncio.shield(task)
+        finally:
+            self._waiters -= 1
         if purge_retained:
             purged = self.state.purge_retained(now=self._clock())
             if purged:

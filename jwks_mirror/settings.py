@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -126,7 +128,10 @@ def parse_duration(value: object, *, field: str) -> float:
     if isinstance(value, bool):
         raise ConfigError("expected a duration such as 30s, 5m or 2h", field=field)
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # YAML ints are unbounded; float() refuses huge ones
+            raise ConfigError("duration is too large", field=field) from None
     elif isinstance(value, str):
         text = value.strip()
         pos, seconds = 0, 0.0
@@ -167,10 +172,18 @@ def parse_settings(
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
+        # Squashed to one line: ruamel quotes values in some problems ("duplicate key ...").
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise ConfigError(f"{where}: {problem}") from exc
     except (YAMLError, RecursionError, ValueError) as exc:
         raise ConfigError(f"{source}: invalid YAML: {_oneline(exc)}") from exc
+    except Exception as exc:
+        # ruamel's constructors fail on some malformed tagged scalars with internal errors
+        # ("!!int" alone: IndexError, "!!bool maybe": KeyError); an operator's typo must still
+        # be a one-line ConfigError, never a traceback from check-config or a reload.
+        raise ConfigError(
+            f"{source}: invalid YAML ({type(exc).__name__}): {_oneline(exc)}"
+        ) from exc
     if data is None:
         data = {}
     return _Loader(base_dir or Path.cwd()).settings(data)
@@ -224,6 +237,8 @@ class _Loader:
             return default
         m = self._mapping(data, where, {"host", "port"})
         host = self._str(m.get("host", default.host), f"{where}.host")
+        if not re.fullmatch(r"[A-Za-z0-9.:_\[\]-]{1,253}", host):
+            raise ConfigError(f"{host!r} is not a host name or address", field=f"{where}.host")
         port = self._port(m.get("port", default.port), f"{where}.port")
         return Listener(host, port)
 
@@ -392,6 +407,16 @@ class _Loader:
                     f"not a PEM CA bundle: {_oneline(exc)}", field=f"{where}.ca_file"
                 ) from exc
         if tls.cert_file and tls.key_file:
+            # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
+            # that cannot be told apart from a bad certificate, and for an encrypted key it
+            # would prompt for a passphrase on the terminal.
+            try:
+                serialization.load_pem_private_key(tls.key_file.read_bytes(), password=None)
+            except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
+                raise ConfigError(
+                    f"not an unencrypted PEM private key: {_oneline(exc)}",
+                    field=f"{where}.key_file",
+                ) from exc
             try:
                 context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
             except ssl.SSLError as exc:
@@ -411,13 +436,17 @@ class _Loader:
         out = []
         for key, value in data.items():
             if not isinstance(key, str) or not _HEADER_NAME_RE.match(key):
-                raise ConfigError("invalid header name", field=f"{where}.{key}")
+                raise ConfigError("invalid header name", field=f"{where}.{_key_text(key)}")
             if key.lower() in _RESERVED_HEADERS:
                 raise ConfigError(
                     "set by jwks-mirror itself; cannot be configured", field=f"{where}.{key}"
                 )
             if key.lower() == "authorization" and has_bearer:
                 raise ConfigError("conflicts with bearer_token_file", field=f"{where}.{key}")
+            if any(k.lower() == key.lower() for k, _ in out):
+                raise ConfigError(
+                    "duplicate header name (names are case-insensitive)", field=f"{where}.{key}"
+                )
             if not isinstance(value, str | int) or isinstance(value, bool):
                 raise ConfigError("expected a string", field=f"{where}.{key}")
             text = str(value)
@@ -433,7 +462,7 @@ class _Loader:
             raise ConfigError("expected a mapping", field=where or None)
         for key in data:
             if not isinstance(key, str) or key not in allowed:
-                path = f"{where}.{key}" if where else str(key)
+                path = f"{where}.{_key_text(key)}" if where else _key_text(key)
                 raise ConfigError(
                     f"unknown key (expected one of: {', '.join(sorted(allowed))})", field=path
                 )
@@ -483,6 +512,12 @@ class _Loader:
         if any(c.isspace() for c in text):
             raise ConfigError("URL must not contain whitespace", field=where)
         return text
+
+
+def _key_text(key: object) -> str:
+    """A mapping key for an error's field path, quoted when it would break the line."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
 
 
 def _limit_keys() -> tuple[str, ...]:

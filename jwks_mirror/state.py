@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -178,11 +179,25 @@ class IssuerState:
     def _republish(self, now: float) -> bool:
         keys = list(self.current)
         current_kids = {(k.kid, k.kty) for k in self.current if k.kid is not None}
+        newest: dict[tuple[str, str], Retained] = {}
         for retained in self.retained.values():
-            # A kid the upstream reuses for a new key wins over the retained old key:
-            # publishing both under one kid would let verifiers pick either.
-            if retained.key.kid is None or (retained.key.kid, retained.key.kty) not in current_kids:
+            if retained.key.kid is None:
                 keys.append(retained.key)
+                continue
+            # A kid the upstream reuses for a new key wins over the retained old key:
+            # publishing both under one kid would let verifiers pick either. For the same
+            # reason only one retained key per kid is published: the one removed last (it
+            # was served under that kid most recently).
+            slot = (retained.key.kid, retained.key.kty)
+            if slot in current_kids:
+                continue
+            other = newest.get(slot)
+            if other is None or (retained.removed_at, retained.key.ident) > (
+                other.removed_at,
+                other.key.ident,
+            ):
+                newest[slot] = retained
+        keys.extend(r.key for r in newest.values())
         if not keys:
             return False
         published = Published.of(keys)
@@ -224,19 +239,40 @@ class IssuerState:
         last_success = document.get("last_success")
         if not isinstance(last_success, int | float) or isinstance(last_success, bool):
             raise ValueError("no last_success")
+        # json.loads accepts NaN and Infinity: an infinite last_success would never go stale
+        # (max_stale fails open) and a NaN removal time would retain a key for ever.
+        if not math.isfinite(last_success):
+            raise ValueError(f"last_success {last_success!r} is not a finite time")
         try:
             current = tuple(key_from_jwk(m) for m in document["keys"])
             retained = {}
             for item in document.get("retained", []):
                 key = key_from_jwk(item["jwk"])
-                retained[(key.kid, key.ident)] = Retained(key, float(item["removed_at"]))
+                removed_at = float(item["removed_at"])
+                if not math.isfinite(removed_at):
+                    raise ValueError(f"removed_at {removed_at!r} is not a finite time")
+                retained[(key.kid, key.ident)] = Retained(key, removed_at)
         except (KeyDropped, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid key: {exc}") from exc
         if not current:
             raise ValueError("no keys")
+        # The file must hold what validate() would have accepted: each key once, and no two
+        # different keys of one type under one kid (verifiers could pick either).
+        identities: set[tuple[str | None, str]] = set()
+        kids: dict[tuple[str, str], str] = {}
+        for key in current:
+            if (key.kid, key.ident) in identities:
+                raise ValueError(f"key {_label(key)} is listed twice")
+            identities.add((key.kid, key.ident))
+            if key.kid is not None and kids.setdefault((key.kid, key.kty), key.ident) != key.ident:
+                raise ValueError(f"two different {key.kty} keys share kid {key.kid!r}")
+        for ident in identities:
+            retained.pop(ident, None)  # current again, as in apply()
         self.current = tuple(sorted(current, key=lambda k: k.sort_key))
         self.retained = retained
-        self.last_success = float(last_success)
+        # A time in the future (a clock that went back, a tampered file) must not extend
+        # how long this set is served: never later than now.
+        self.last_success = min(float(last_success), now)
         self.last_change = document.get("last_change")
         for name in ("upstream_etag", "upstream_last_modified", "upstream_digest"):
             value = document.get(name)

@@ -210,3 +210,56 @@ def test_demo_once_passes_its_checks():
     assert "All checks passed." in result.stdout
     assert result.stdout.count("  ok   ") == 7
     assert "curl -s http://127.0.0.1:" in result.stdout
+
+
+async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_path: Path):
+    """Requests the server accepted complete; afterwards new connections are refused."""
+    import aiohttp
+
+    issuer = await fake_issuer()
+    path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    ok, refused, failed = 0, 0, []
+    try:
+        listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
+        await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
+        url = f"{listening['public']}/a/jwks.json"
+        stop_at = time.monotonic() + 3
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def worker() -> None:
+                nonlocal ok, refused
+                while time.monotonic() < stop_at:
+                    try:
+                        async with session.get(url) as response:
+                            await response.read()
+                            if response.status == 200:
+                                ok += 1
+                            else:
+                                failed.append(response.status)
+                    except aiohttp.ClientConnectorError:
+                        refused += 1
+                        await asyncio.sleep(0.01)
+                    except aiohttp.ClientError as exc:
+                        failed.append(type(exc).__name__)
+
+            workers = [asyncio.create_task(worker()) for _ in range(16)]
+            await asyncio.sleep(0.7)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.gather(*workers)
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert ok > 50 and refused > 0
+    assert failed == []

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
+import prometheus_client
 import promql_parser
 import pytest
 import yaml
@@ -50,21 +51,45 @@ KUSTOMIZATIONS = [
 # unhealthyPodEvictionPolicy is on by default from 1.27, GA in 1.31) and the newest schema.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
-# The metrics the service exports, from DESIGN.md "Metrics" (prefix jwks_mirror_), with their
-# labels. A hand-kept list for now: the lead may replace it with a scrape of the real registry.
-METRICS: dict[str, set[str]] = {
-    "jwks_mirror_fetch_total": {"issuer", "outcome"},
-    "jwks_mirror_fetch_errors_total": {"issuer", "reason"},
-    "jwks_mirror_fetch_duration_seconds": {"issuer"},
-    "jwks_mirror_keys": {"issuer"},
-    "jwks_mirror_retained_keys": {"issuer"},
-    "jwks_mirror_keys_rejected_total": {"issuer", "reason"},
-    "jwks_mirror_last_success_timestamp_seconds": {"issuer"},
-    "jwks_mirror_stale": {"issuer"},
-    "jwks_mirror_key_set_info": {"issuer", "etag"},
-    "jwks_mirror_requests_total": {"issuer", "code"},
-    "jwks_mirror_config_reloads_total": {"outcome"},
+def _exported_metrics() -> dict[str, set[str]]:
+    """Metric names and labels as the service's real registry exports them.
+
+    Every labelled metric is touched once so that its samples (and so its label names) show.
+    """
+    from jwks_mirror.keysets import validate
+    from jwks_mirror.metrics import Metrics
+    from jwks_mirror.settings import parse_settings
+    from jwks_mirror.state import IssuerState
+
+    registry = prometheus_client.CollectorRegistry()
+    issuer = parse_settings("issuers: [{name: a, jwks_uri: http://k.ns.svc/}]").issuers[0]
+    state = IssuerState(issuer)
+    state.requests[200] = 1
+    metrics = Metrics(registry, states=lambda: [state], unknown_requests={}, clock=lambda: 0.0)
+    body = json.dumps({"keys": [_SAMPLE_JWK]}).encode()
+    state.apply(validate(body, max_bytes=1 << 16, max_keys=10), now=0.0)
+    metrics.fetch_total.labels("a", "changed").inc()
+    metrics.fetch_errors_total.labels("a", "timeout").inc()
+    metrics.fetch_duration_seconds.labels("a").observe(0.1)
+    metrics.keys_rejected_total.labels("a", "weak_key").inc()
+    metrics.config_reloads_total.labels("success").inc()
+    metrics.persist_errors_total.labels("a").inc()
+    out: dict[str, set[str]] = {}
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        out[name] = {label for sample in family.samples for label in sample.labels} - {"le"}
+    return out
+
+
+_SAMPLE_JWK = {
+    "kty": "EC",
+    "crv": "P-256",
+    "kid": "k1",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
 }
+# The metrics the service exports, read from its real registry.
+METRICS: dict[str, set[str]] = _exported_metrics()
 CONFIG_MAP = "jwks-mirror-config"
 # Kustomizations that render the mirror itself, with its configuration.
 WITH_CONFIG = ["base", "examples/install", "examples/kubernetes-issuer"]
@@ -625,3 +650,16 @@ def test_checkov_passes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}
     assert sum(r["summary"]["passed"] for r in reports) > 100
+
+
+def test_rejected_set_alert_names_exactly_the_validators_set_level_reasons():
+    """The alert must fire for every whole-set rejection and for no transport failure."""
+    rule = yaml.safe_load((DEPLOY / "monitoring" / "prometheusrule.yaml").read_text())
+    (alert,) = [
+        r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "JwksMirrorKeySetRejected"
+    ]
+    match = re.search(r'reason=~"([^"]+)"', alert["expr"])
+    assert match, alert["expr"]
+    source = (ROOT / "jwks_mirror" / "keysets.py").read_text()
+    reasons = set(re.findall(r'KeySetRejected\(\s*"(\w+)"', source)) - {"too_large"}
+    assert set(match.group(1).split("|")) == reasons

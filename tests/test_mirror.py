@@ -285,3 +285,33 @@ async def test_unwritable_state_dir_is_reported_and_serving_continues(fake_issue
     status, body = await fetch_public(running, "a")
     assert status == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1", "k2"]
     assert (await _admin(running, "/readyz"))[0] == 200
+
+
+async def test_a_flapping_issuer_backs_off_without_growing_tasks(fake_issuer, mirror_factory):
+    """Every other answer is a 503: bounded fetches, bounded tasks, failures in metrics."""
+    issuer = await fake_issuer(document=jwks("k1"))
+
+    async def flapping(request: web.Request) -> web.StreamResponse:
+        if len(issuer.requests) % 2 == 0:
+            return web.Response(status=503)
+        return web.json_response(jwks("k1"))
+
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n    refresh_interval: 1s\n"),
+        backoff_base_s=0.02,
+    )
+    await running.mirror.refresh()
+    issuer.behaviour = flapping
+    tasks_before = len(asyncio.all_tasks())
+    await asyncio.sleep(3)
+    tasks_after = len(asyncio.all_tasks())
+    assert tasks_after <= tasks_before + 2, (tasks_before, tasks_after)
+    # A success schedules the next fetch ~1 s later, a failure retries after 10-20 ms: about
+    # two fetches a second, never a hot loop.
+    assert 3 <= len(issuer.requests) <= 12, len(issuer.requests)
+    state = running.mirror.states["a"]
+    assert state.published is not None and state.servable(time.time())
+    _, _, metrics = await _admin(running, "/metrics")
+    text = metrics.decode()
+    failures = [line for line in text.splitlines() if line.startswith('jwks_mirror_fetch_errors_total{issuer="a",reason="status"}')]
+    assert failures and float(failures[0].split()[-1]) >= 1

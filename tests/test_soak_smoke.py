@@ -1,0 +1,29 @@
+"""The soak script, shortened for CI: zero errors under load with rotations and refreshes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_short_soak_has_no_errors(tmp_path: Path):
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", "4", "--issuers", "5",
+            "--concurrency", "8", "--rotate-every", "1.2", "--json", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["errors"] == {}
+    assert report["requests"] > 100
+    assert report["rotations"] >= 2
+    assert report["exit_code"] == 0
