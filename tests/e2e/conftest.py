@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     if report.failed and report.when in ("setup", "call"):
+        time.sleep(0.2)  # Envoy flushes its access logs every 50 ms (see harness/envoy.py)
         for title, text in REGISTRY.report(lines=40):
             report.sections.append((title, text))
     return report

@@ -130,6 +130,16 @@ def _bootstrap(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) 
     return {
         "admin": {"address": _socket(0)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        # A connection limit, as production sidecars have; it also keeps Envoy's startup
+        # warning about its absence out of the logs a failing test prints.
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": f"{_TYPES}.resource_monitors.downstream_connections.v3."
+                         "DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 1000,
+            },
+        }]},
     }
 
 
@@ -279,6 +289,8 @@ class Envoy:
             self.binary, "-c", str(self.config_path),
             "--concurrency", "1", "--log-level", "warn", "--disable-hot-restart",
             "--admin-address-path", str(self.admin_path),
+            # Access logs reach the file within 50 ms, so a failing test's report has them.
+            "--file-flush-interval-msec", "50",
             "--service-cluster", self.name, "--service-node", self.name,
         ], log_path=self.workdir / f"{self.name}.log")
 
