@@ -1,0 +1,193 @@
+"""``jwks-mirror serve`` as a real subprocess, and the operator's view of it.
+
+The mirror's ports are chosen once and kept across restarts, so the verifier (which names the
+public port in its config) keeps working when the mirror comes back, as a Kubernetes Service
+would. Everything here goes through the product's public surface: the config file, the JSON
+log lines, the admin endpoints and the ``jwks-mirror`` command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import http
+from .procs import Proc, free_port, wait_until
+
+
+def cli_argv() -> list[str]:
+    """How to run ``jwks-mirror``: the console script of this environment if installed."""
+    script = Path(sys.executable).parent / "jwks-mirror"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("jwks-mirror")
+    return [found] if found else [sys.executable, "-m", "jwks_mirror"]
+
+
+class Mirror:
+    """A mirror configured with ``issuers`` (config dicts as in DESIGN.md)."""
+
+    def __init__(self, workdir: Path, *, issuers: list[dict[str, Any]],
+                 defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
+                 name: str = "mirror") -> None:
+        self.workdir = workdir
+        self.name = name
+        self.public_port = free_port()
+        self.admin_port = free_port()
+        self.issuers = issuers
+        self.defaults = defaults or {}
+        self.state_dir = state_dir
+        self.config_path = workdir / f"{name}.yaml"
+        self.starts = 0
+        self.listening: dict[str, Any] | None = None
+        self.proc: Proc | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def write_config(self) -> None:
+        config: dict[str, Any] = {
+            "public": {"host": "127.0.0.1", "port": self.public_port},
+            "admin": {"host": "127.0.0.1", "port": self.admin_port},
+            "defaults": self.defaults,
+            "issuers": self.issuers,
+        }
+        if self.state_dir is not None:
+            config["state_dir"] = str(self.state_dir)
+        # JSON is YAML; it keeps the harness free of a YAML writer.
+        self.config_path.write_text(json.dumps(config, indent=2))
+
+    def start(self, *, ready: bool = True, timeout: float = 15.0) -> Mirror:
+        """Start ``serve``; wait for its ``listening`` log line and, if ``ready``, /readyz."""
+        self.write_config()
+        self.starts += 1
+        log_path = self.workdir / f"{self.name}.{self.starts}.log"
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = Proc(f"{self.name} (start {self.starts})",
+                         [*cli_argv(), "serve", "--config", str(self.config_path)],
+                         log_path=log_path, env=env)
+        self.proc.start()
+        self.listening = wait_until(self._listening_event, timeout=timeout,
+                                    what=f"{self.name} to log its listening event")
+        if ready:
+            self.wait_ready(timeout=timeout)
+        return self
+
+    def _listening_event(self) -> dict[str, Any] | None:
+        assert self.proc is not None
+        self.proc.check_alive()
+        for event in self.log_events():
+            if event.get("event") == "listening":
+                return event
+        return None
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The JSON lines of the current process's log (other lines are skipped)."""
+        if self.proc is None or not self.proc.log_path.exists():
+            return []
+        events = []
+        for line in self.proc.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+        return events
+
+    def wait_ready(self, *, timeout: float = 15.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            self.proc.check_alive()
+            return self.readyz().status == 200
+
+        wait_until(ready, timeout=timeout, what=f"{self.name} /readyz to answer 200",
+                   describe=lambda: self.readyz().text)
+
+    def reload(self) -> None:
+        """Rewrite the config file from ``issuers``/``defaults`` and send SIGHUP."""
+        assert self.proc is not None and self.proc.popen is not None
+        self.write_config()
+        self.proc.popen.send_signal(signal.SIGHUP)
+
+    def stop(self) -> int | None:
+        """SIGTERM, as Kubernetes sends; returns the exit code."""
+        return self.proc.stop(grace=10) if self.proc else None
+
+    # -- public port --------------------------------------------------------------------------
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.public_port}"
+
+    def jwks_url(self, name: str, query: str = "") -> str:
+        return f"{self.public_url}/{name}/jwks.json" + (f"?{query}" if query else "")
+
+    def jwks(self, name: str, query: str = "") -> http.Response:
+        return http.get(self.jwks_url(name, query))
+
+    def kids(self, name: str) -> list[str]:
+        resp = self.jwks(name)
+        assert resp.status == 200, f"{name}: {resp.status} {resp.text}"
+        return sorted(k["kid"] for k in resp.json()["keys"])
+
+    # -- admin port ---------------------------------------------------------------------------
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def readyz(self) -> http.Response:
+        return http.get(f"{self.admin_url}/readyz", timeout=2)
+
+    def status(self, name: str) -> dict[str, Any]:
+        resp = http.get(f"{self.admin_url}/status", timeout=5)
+        assert resp.status == 200, resp.text
+        for item in resp.json()["issuers"]:
+            if item["name"] == name:
+                return dict(item)
+        raise AssertionError(f"{name} not in /status: {resp.text}")
+
+    def metric(self, sample: str, **labels: str) -> float | None:
+        """The value of one Prometheus sample (``None`` if absent)."""
+        resp = http.get(f"{self.admin_url}/metrics", timeout=5)
+        assert resp.status == 200, resp.text
+        for family in text_string_to_metric_families(resp.text):
+            for s in family.samples:
+                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return None
+
+    def served(self, name: str, code: str = "200") -> float:
+        """How many public requests for ``name`` the mirror answered with ``code``."""
+        return self.metric("jwks_mirror_requests_total", issuer=name, code=code) or 0.0
+
+    # -- command line -------------------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli_argv(), *args], capture_output=True, text=True, timeout=timeout, check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def refresh(self, *names: str, purge_retained: bool = False,
+                expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        """``jwks-mirror refresh``; asserts the exit code unless ``expect`` is None."""
+        args: Sequence[str] = ["refresh", *names, "--admin", self.admin_url]
+        if purge_retained:
+            args = [*args, "--purge-retained"]
+        done = self.cli(*args)
+        if expect is not None:
+            assert done.returncode == expect, (
+                f"jwks-mirror {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+                f"stdout: {done.stdout}\nstderr: {done.stderr}"
+            )
+        return done
