@@ -138,6 +138,7 @@ def test_fails_closed_once_max_stale_passes_and_reopens_by_itself(mesh: Mesh) ->
                what="the mirror to stop serving a set older than max_stale")
     assert mirror.readyz().status == 503
     assert mirror.status("idp")["servable"] is False
+    assert mirror.metric("jwks_mirror_servable", issuer="idp") == 0
     assert mirror.metric("jwks_mirror_stale", issuer="idp") == 1
     wait_until(lambda: verifier.status("idp", token) == 401, timeout=5,
                what="the verifier to reject tokens once the mirror fails closed")
@@ -149,12 +150,6 @@ def test_fails_closed_once_max_stale_passes_and_reopens_by_itself(mesh: Mesh) ->
     assert mirror.metric("jwks_mirror_stale", issuer="idp") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service gap: /status 'stale' and jwks_mirror_stale mean 'not servable' (no set, or "
-    "past max_stale), so an issuer failing while its last good set is served shows stale=false; "
-    "issue 5 wants it shown stale. Remove this marker when the service reports it.",
-)
 @pytest.mark.parametrize("outage", ["503", "pod-gone"])
 def test_outage_is_reported_as_stale(mesh: Mesh, outage: str) -> None:
     """Issue 5: during an outage "/status and the metrics show the issuer stale" while the
