@@ -15,7 +15,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from jwks_mirror.keysets import Key
 from jwks_mirror.mirror import Mirror, UnknownIssuer
+from jwks_mirror.state import IssuerState
 
 MIRROR = web.AppKey("mirror", Mirror)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
@@ -28,6 +30,7 @@ def create_admin_app(mirror: Mirror) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    app.router.add_get("/status/{name}", status_one)
     app.router.add_post("/refresh", refresh)
     app.router.add_post("/refresh/{name}", refresh)
     return app
@@ -61,37 +64,74 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _summary(state: IssuerState, now: float) -> dict[str, Any]:
+    published = state.published
+    return {
+        "name": state.name,
+        "upstream": state.settings.upstream,
+        "issuer": state.settings.issuer,
+        "kids": list(published.kids) if published else [],
+        "upstream_kids": sorted({k.kid for k in state.current if k.kid is not None}),
+        "retained_kids": list(state.retained_kids()),
+        "etag": published.etag if published else None,
+        "version": published.version if published else None,
+        "keys": len(state.current),
+        "last_attempt": state.last_attempt,
+        "last_success": state.last_success,
+        "last_change": state.last_change,
+        "last_error": state.last_error,
+        "last_error_reason": state.last_error_reason,
+        "consecutive_failures": state.consecutive_failures,
+        "stale": state.is_stale(now),
+        "servable": state.servable(now),
+        "expired": state.is_expired(now),
+        "next_refresh": state.next_refresh,
+        "path": f"/{state.name}/jwks.json",
+    }
+
+
 async def status(request: web.Request) -> web.Response:
     mirror = request.app[MIRROR]
     now = mirror.clock()
-    issuers = []
-    for state in mirror.states.values():
-        published = state.published
-        issuers.append(
-            {
-                "name": state.name,
-                "upstream": state.settings.upstream,
-                "issuer": state.settings.issuer,
-                "kids": list(published.kids) if published else [],
-                "upstream_kids": sorted({k.kid for k in state.current if k.kid is not None}),
-                "retained_kids": list(state.retained_kids()),
-                "etag": published.etag if published else None,
-                "version": published.version if published else None,
-                "keys": len(state.current),
-                "last_attempt": state.last_attempt,
-                "last_success": state.last_success,
-                "last_change": state.last_change,
-                "last_error": state.last_error,
-                "last_error_reason": state.last_error_reason,
-                "consecutive_failures": state.consecutive_failures,
-                "stale": state.is_stale(now),
-                "servable": state.servable(now),
-                "expired": state.is_expired(now),
-                "next_refresh": state.next_refresh,
-                "path": f"/{state.name}/jwks.json",
-            }
-        )
+    issuers = [_summary(state, now) for state in mirror.states.values()]
     return _json({"now": now, "draining": mirror.draining, "issuers": issuers})
+
+
+async def status_one(request: web.Request) -> web.Response:
+    """One issuer in detail: the summary, the published key set, and each key's history."""
+    mirror = request.app[MIRROR]
+    state = mirror.states.get(request.match_info["name"])
+    if state is None:
+        return _json({"error": f"unknown issuer: {request.match_info['name']}"}, status=404)
+    now = mirror.clock()
+    keep = state.settings.limits.retain_removed_keys_s
+    keys = [
+        {
+            **_key_fields(key),
+            "status": "current",
+            "first_seen": state.first_seen.get((key.kid, key.ident)),
+        }
+        for key in state.current
+    ]
+    keys += [
+        {
+            **_key_fields(r.key),
+            "status": "retained",
+            "first_seen": state.first_seen.get((r.key.kid, r.key.ident)),
+            "removed_at": r.removed_at,
+            "retained_until": r.removed_at + keep,
+        }
+        for r in state.retained.values()
+    ]
+    detail = _summary(state, now)
+    detail["now"] = now
+    detail["key_history"] = keys
+    detail["jwks"] = json.loads(state.published.body) if state.published else None
+    return _json(detail)
+
+
+def _key_fields(key: Key) -> dict[str, Any]:
+    return {"kid": key.kid, "kty": key.kty, "alg": key.jwk.get("alg"), "thumbprint": key.ident}
 
 
 async def refresh(request: web.Request) -> web.Response:

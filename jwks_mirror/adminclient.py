@@ -31,6 +31,14 @@ class AdminClient:
             raise AdminError(f"{self.base_url}/status answered {status}")
         return document
 
+    def detail(self, name: str) -> dict[str, Any]:
+        """One issuer's detail (``/status/{name}``): summary, published set, key history."""
+        path = f"/status/{urllib.parse.quote(name, safe='')}"
+        status, document = self._call("GET", path, timeout=10.0)
+        if status != 200 or not isinstance(document, dict):
+            raise AdminError(f"{self.base_url}{path} answered {status}")
+        return document
+
     def refresh(
         self, names: Iterable[str], *, purge_retained: bool = False
     ) -> list[dict[str, Any]]:

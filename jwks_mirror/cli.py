@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON")
     admin_arg(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("explain", help="why Istio would accept or reject a JWT")
+    p.add_argument("jwt", metavar="TOKEN", help="the JWT, or - to read it from stdin")
+    admin_arg(p)
+    p.set_defaults(func=cmd_explain)
     return parser
 
 
@@ -157,6 +162,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(format_status(status))
     issuers = status.get("issuers", [])
     return EXIT_OK if all(i.get("servable") for i in issuers) else EXIT_FAILED
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import time
+
+    from jwks_mirror.adminclient import AdminClient
+    from jwks_mirror.explain import decode_unverified, explain
+
+    jwt = sys.stdin.read() if args.jwt == "-" else args.jwt
+    decode_unverified(jwt)  # input errors (exit 2) before any network call
+    client = AdminClient(args.admin, token=_admin_token(args))
+    verdict = explain(
+        jwt, issuers=client.status().get("issuers", []), detail=client.detail, now=time.time()
+    )
+    print(verdict.render())
+    return EXIT_OK if verdict.accepted else EXIT_FAILED
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:

@@ -1,0 +1,195 @@
+"""``jwks-mirror explain``: why Istio would accept or reject a JWT, in plain words.
+
+The token is decoded without being trusted, matched to a mirrored issuer by ``iss`` and to a
+key by ``kid``, and its signature checked against the keys the mirror publishes, i.e. the keys
+istiod hands to Envoy. The checks follow Envoy's ``jwt_authn`` order: issuer, key, algorithm,
+signature, time (with Envoy's default 60 s of clock skew). Audiences are not known to the
+mirror (they live in the RequestAuthentication), so they are shown, not judged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jwcrypto import jwk, jws
+
+from jwks_mirror.errors import ConfigError
+
+CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
+ALLOWED = {
+    "RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"},
+    "EC": {"ES256", "ES384", "ES512"},
+    "OKP": {"EdDSA"},
+}
+
+
+@dataclass
+class Verdict:
+    """``accepted`` and the human explanation, one finding per line."""
+
+    accepted: bool
+    reason: str
+    lines: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        head = "ACCEPTED" if self.accepted else f"REJECTED ({self.reason})"
+        return "\n".join([head, *(f"  {line}" for line in self.lines)])
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWS, without any verification. ConfigError if not one."""
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        raise ConfigError("not a JWT: expected three dot-separated parts")
+    try:
+        header, claims = (json.loads(_b64decode(p)) for p in parts[:2])
+    except (ValueError, binascii.Error) as exc:
+        raise ConfigError(f"not a JWT: {exc}") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ConfigError("not a JWT: header and payload must be JSON objects")
+    return header, claims
+
+
+def _b64decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "at an unknown time"
+    stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    delta = now - ts
+    span = abs(delta)
+    ago = (
+        f"{span:.0f}s"
+        if span < 120
+        else f"{span / 60:.0f}m"
+        if span < 7200
+        else f"{span / 3600:.1f}h"
+    )
+    return f"{stamp} ({ago} ago)" if delta >= 0 else f"{stamp} (in {ago})"
+
+
+def explain(
+    token: str,
+    *,
+    issuers: list[Mapping[str, Any]],
+    detail: Callable[[str], Mapping[str, Any]],
+    now: float,
+) -> Verdict:
+    """Explain ``token`` against the mirror's ``/status`` list and per-issuer details."""
+    header, claims = decode_unverified(token)
+    iss, kid, alg = claims.get("iss"), header.get("kid"), header.get("alg")
+    lines = [f"token: iss={iss!r} kid={kid!r} alg={alg!r} sub={claims.get('sub')!r}"]
+
+    matches = [i for i in issuers if i.get("issuer") is not None and i.get("issuer") == iss]
+    if not matches:
+        configured = ", ".join(sorted(str(i.get("issuer")) for i in issuers if i.get("issuer")))
+        lines.append(f"no mirrored issuer has iss {iss!r} (mirrored: {configured or 'none set'})")
+        hint = [i["name"] for i in issuers if kid is not None and kid in (i.get("kids") or [])]
+        if hint:
+            lines.append(
+                f"kid {kid!r} is published by {', '.join(hint)}: set 'issuer: {iss}' there "
+                "if the token is theirs"
+            )
+        lines.append("Istio rejects it: 'Jwt issuer is not configured'")
+        return Verdict(False, "wrong issuer", lines)
+    name = str(matches[0]["name"])
+    info = detail(name)
+    lines.append(f"mirrored issuer {name!r}, upstream {info.get('upstream')}")
+    if not info.get("servable"):
+        lines.append(
+            f"the mirror serves no key set for {name!r} (503): last success "
+            f"{_when(info.get('last_success'), now)}, last error: {info.get('last_error')}"
+        )
+        lines.append("Istio rejects every token of this issuer until the mirror has keys")
+        return Verdict(False, "no key set", lines)
+    if not isinstance(alg, str) or alg == "none" or alg.startswith("HS"):
+        lines.append(f"algorithm {alg!r} is never accepted: only RS*, PS*, ES*, EdDSA")
+        return Verdict(False, "algorithm not allowed", lines)
+
+    history = {(k["kid"], k["thumbprint"]): k for k in info.get("key_history") or []}
+    keys = (info.get("jwks") or {}).get("keys", [])
+    candidates = [k for k in keys if kid is None or k.get("kid") == kid]
+    if not candidates:
+        upstream_kids = info.get("upstream_kids") or []
+        lines.append(
+            f"unknown kid {kid!r}: the mirror publishes {sorted(k.get('kid') for k in keys)}"
+        )
+        lines.append(
+            f"the upstream did not serve it either at the last successful fetch "
+            f"({_when(info.get('last_success'), now)}; upstream kids {upstream_kids})"
+        )
+        lines.append(
+            f"if the issuer has just started signing with a new key: jwks-mirror refresh {name}, "
+            "then jwks-mirror pin so istiod fetches at once"
+        )
+        lines.append("Istio rejects it: 'Jwks doesn't have key to match kid or alg from Jwt'")
+        return Verdict(False, "unknown kid", lines)
+
+    failures: list[str] = []
+    for candidate in candidates:
+        key = jwk.JWK(**candidate)
+        entry = history.get((candidate.get("kid"), key.thumbprint()))
+        if alg not in ALLOWED.get(candidate["kty"], set()) or (
+            candidate.get("alg") not in (None, alg)
+        ):
+            failures.append(
+                f"key {candidate.get('kid')!r} ({candidate['kty']}) cannot verify {alg}"
+            )
+            continue
+        try:
+            verifier = jws.JWS()
+            verifier.deserialize(token.strip())
+            verifier.verify(key, alg=alg)
+        except jws.InvalidJWSSignature:
+            failures.append(f"signature does not verify with key {candidate.get('kid')!r}")
+            continue
+        lines.append(_describe_key(candidate, entry, now))
+        return _check_times(claims, now, lines)
+    lines.extend(failures)
+    if all("cannot verify" in f for f in failures):
+        lines.append("Istio rejects it: 'Jwks doesn't have key to match kid or alg from Jwt'")
+        return Verdict(False, "algorithm mismatch", lines)
+    lines.append("Istio rejects it: 'Jwt verification fails' (signed by another key, or altered)")
+    return Verdict(False, "signature mismatch", lines)
+
+
+def _describe_key(candidate: Mapping[str, Any], entry: Mapping[str, Any] | None, now: float) -> str:
+    kid = candidate.get("kid")
+    if entry is None:
+        return f"signature verifies with key {kid!r}"
+    if entry.get("status") == "retained":
+        return (
+            f"signature verifies with key {kid!r}, which the upstream removed "
+            f"{_when(entry.get('removed_at'), now)}; it stays published until "
+            f"{_when(entry.get('retained_until'), now)} (or refresh --purge-retained)"
+        )
+    since = _when(entry.get("first_seen"), now)
+    return f"signature verifies with key {kid!r}, current upstream key since {since}"
+
+
+def _check_times(claims: Mapping[str, Any], now: float, lines: list[str]) -> Verdict:
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if isinstance(exp, int | float) and now > exp + CLOCK_SKEW_S:
+        lines.append(f"expired {_when(exp, now)} (Envoy allows {CLOCK_SKEW_S}s of clock skew)")
+        lines.append("Istio rejects it: 'Jwt is expired'")
+        return Verdict(False, "expired", lines)
+    if isinstance(nbf, int | float) and now < nbf - CLOCK_SKEW_S:
+        lines.append(f"not valid before {_when(nbf, now)}")
+        lines.append("Istio rejects it: 'Jwt not yet valid'")
+        return Verdict(False, "not yet valid", lines)
+    if isinstance(exp, int | float):
+        lines.append(f"expires {_when(exp, now)}")
+    if "aud" in claims:
+        lines.append(
+            f"aud {claims['aud']!r}: must match the RequestAuthentication's audiences, if set"
+        )
+    lines.append("Istio accepts it (given a matching RequestAuthentication issuer and audiences)")
+    return Verdict(True, "verifies", lines)

@@ -1,0 +1,115 @@
+"""``jwks-mirror explain`` against a running mirror, one token per outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import pytest
+from jwcrypto import jwt
+
+from jwks_mirror.cli import main
+
+from .conftest import config_text, jwks, signing_key
+
+ISSUER = "https://issuer.test"
+
+
+def token(kid: str = "k1", *, key_kid: str | None = None, iss: str = ISSUER, exp_in: int = 3600, **header) -> str:
+    key = signing_key(key_kid or kid)
+    claims = {"iss": iss, "sub": "alice", "aud": "api", "exp": int(time.time()) + exp_in}
+    signed = jwt.JWT(header={"alg": "RS256", "kid": kid, **header}, claims=claims)
+    signed.make_signed_token(key)
+    return signed.serialize()
+
+
+def unsigned(alg: str) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': alg, 'kid': 'k1'})}.{part({'iss': ISSUER, 'exp': int(time.time()) + 60})}.c2ln"
+
+
+@pytest.fixture
+async def mirror(fake_issuer, mirror_factory):
+    issuer = await fake_issuer(document=jwks("old"))
+    down = await fake_issuer()
+    down_url = down.url
+    await down.stop()
+    running = await mirror_factory(
+        config_text(
+            f"  - name: idp\n    jwks_uri: {issuer.url}\n    issuer: {ISSUER}\n    retain_removed_keys: 1h\n"
+            f"  - name: gone\n    jwks_uri: {down_url}\n    issuer: https://gone.test\n"
+        )
+    )
+    await running.mirror.refresh(["idp"])
+    issuer.document = jwks("k1")
+    await running.mirror.refresh(["idp"])  # rotation: k1 current, "old" retained
+    return running
+
+
+async def run_explain(mirror, jwt_text: str, capsys) -> tuple[int, str]:
+    code = await asyncio.to_thread(main, ["explain", jwt_text, "--admin", mirror.admin_url])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+async def test_valid_token_is_accepted(mirror, capsys):
+    code, out = await run_explain(mirror, token("k1"), capsys)
+    assert code == 0, out
+    assert out.startswith("ACCEPTED")
+    assert "current upstream key since" in out and "aud 'api'" in out
+
+
+async def test_token_of_a_retained_key_is_accepted_and_says_so(mirror, capsys):
+    code, out = await run_explain(mirror, token("old"), capsys)
+    assert code == 0, out
+    assert "which the upstream removed" in out and "stays published until" in out
+
+
+@pytest.mark.parametrize(
+    ("make", "reason", "words"),
+    [
+        (lambda: token("new-kid"), "unknown kid", "Jwks doesn't have key to match kid"),
+        (lambda: token("k1", key_kid="other"), "signature mismatch", "signature does not verify"),
+        (lambda: token("k1", exp_in=-3600), "expired", "Jwt is expired"),
+        (lambda: token("k1", iss="https://elsewhere.test"), "wrong issuer", "Jwt issuer is not configured"),
+        (lambda: unsigned("none"), "algorithm not allowed", "never accepted"),
+        (lambda: unsigned("HS256"), "algorithm not allowed", "never accepted"),
+        (lambda: token("k1", iss="https://gone.test"), "no key set", "serves no key set"),
+    ],
+    ids=["unknown-kid", "signature-mismatch", "expired", "wrong-issuer", "alg-none", "alg-hs256", "no-key-set"],
+)
+async def test_rejections_name_their_reason(mirror, capsys, make, reason, words):
+    code, out = await run_explain(mirror, make(), capsys)
+    assert code == 1, out
+    assert out.startswith(f"REJECTED ({reason})"), out
+    assert words in out
+
+
+async def test_expiry_within_clock_skew_is_accepted(mirror, capsys):
+    code, out = await run_explain(mirror, token("k1", exp_in=-30), capsys)
+    assert code == 0, out
+
+
+async def test_not_a_jwt_is_an_input_error(mirror, capsys):
+    code, out = await run_explain(mirror, "not-a-token", capsys)
+    assert code == 2
+    assert "not a JWT" in out and out.count("\n") == 1
+
+
+async def test_status_detail_endpoint(mirror):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{mirror.admin_url}/status/idp") as response:
+            detail = await response.json()
+        async with session.get(f"{mirror.admin_url}/status/nope") as response:
+            assert response.status == 404
+    history = {k["kid"]: k for k in detail["key_history"]}
+    assert history["k1"]["status"] == "current" and history["k1"]["first_seen"] is not None
+    assert history["old"]["status"] == "retained"
+    assert history["old"]["retained_until"] == pytest.approx(history["old"]["removed_at"] + 3600)
+    assert sorted(k["kid"] for k in detail["jwks"]["keys"]) == ["k1", "old"]
