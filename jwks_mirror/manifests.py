@@ -276,7 +276,7 @@ def read_originals(resource: CommentedMap, *, source: str) -> dict[str, Any]:
     meta = resource.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, dict) else None
     raw = annotations.get(ANNOTATION) if isinstance(annotations, dict) else None
-    if raw is None:
+    if raw is None or isinstance(raw, YamlNull):
         return {}
     try:
         value = json.loads(str(raw))
@@ -323,6 +323,20 @@ def drop_originals(resource: CommentedMap, originals: dict[str, Any]) -> None:
         del meta["annotations"]
     elif created.startswith("annotations=") and not meta["annotations"]:
         meta["annotations"] = YamlNull(created.removeprefix("annotations="))
+
+
+def replace_value(mapping: CommentedMap, key: str, new: str) -> None:
+    """Set ``mapping[key]`` to ``new`` in the old value's quoting style.
+
+    An end-of-line comment moves by the change in length, keeping its gap: ruamel.yaml would
+    otherwise write it one space after the longer value, and a restore could not put it back.
+    """
+    old = mapping.get(key)
+    mapping[key] = styled(old, new)
+    comment = mapping.ca.items.get(key)
+    token = comment[2] if comment and len(comment) > 2 else None
+    if token is not None and isinstance(old, str) and getattr(token, "start_mark", None):
+        token.column = max(0, token.column + len(new) - len(old))
 
 
 def styled(old: Any, new: str) -> Any:
@@ -490,7 +504,7 @@ def _classify(
         return None  # inline keys: istiod fetches nothing
     issuer = rule.get("issuer")
     uri = rule.get("jwksUri")
-    if uri is None:  # absent or null: istiod runs OIDC discovery on the issuer
+    if uri is None or isinstance(uri, YamlNull):  # istiod runs OIDC discovery on the issuer
         if http_url(issuer) is None:
             return None
         upstream = policy.upstream(str(issuer), kind="discovery", namespace=ref.namespace)
@@ -544,7 +558,7 @@ def apply_rewrite(plan: Plan, *, mirror_url: str) -> int:
             rule.insert(keys.index("issuer") + 1 if "issuer" in keys else len(keys), "jwksUri", new)
         else:
             originals[str(ref.index)] = str(old)
-            rule["jwksUri"] = styled(old, new)
+            replace_value(rule, "jwksUri", new)
         write_originals(ref.resource, originals)
         ref.document.changed = True
     return len(plan.pending())
@@ -574,7 +588,7 @@ def restore(stream: ManifestStream) -> int:
                 elif isinstance(original, dict):
                     rule["jwksUri"] = YamlNull(str(original.get("null", "")))
                 else:
-                    rule["jwksUri"] = styled(rule.get("jwksUri"), str(original))
+                    replace_value(rule, "jwksUri", str(original))
             drop_originals(resource, originals)
             document.changed = True
             count += 1
