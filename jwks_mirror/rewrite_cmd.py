@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
             match = re.compile(args.match)
         except re.error as exc:
             raise ConfigError(f"--match: invalid regular expression: {exc}") from exc
-    inputs = read_inputs(args.paths or ["-"])
-    if args.in_place and any(path is None for path, _, _ in inputs):
+    paths = args.paths or ["-"]
+    if args.in_place and "-" in paths:
         raise ConfigError("--in-place needs file or directory paths, not stdin")
+    inputs = read_inputs(paths)
     streams = [parse_stream(text, source=name) for _, name, text in inputs]
 
     if args.restore:

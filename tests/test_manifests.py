@@ -1,0 +1,393 @@
+"""``jwks-mirror rewrite`` through the real CLI: golden files, inputs, outputs and errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jwks_mirror.cli import main
+from jwks_mirror.settings import load_settings
+
+DATA = Path(__file__).parent / "data" / "manifests"
+MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
+CASES = sorted(p.name for p in DATA.iterdir() if p.is_dir())
+
+IN_MESH = """\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  jwtRules:
+  - issuer: {issuer}
+    jwksUri: {uri}
+"""
+
+
+def read(path: Path) -> str:
+    return path.read_bytes().decode("utf-8")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["rewrite", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def case_args(case: str) -> list[str]:
+    args = DATA / case / "args"
+    return args.read_text().split() if args.exists() else []
+
+
+def manifest(tmp: Path, name: str, uri: str, *, namespace: str = "myns") -> Path:
+    path = tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(IN_MESH.format(name=path.stem, namespace=namespace, issuer="iss", uri=uri))
+    return path
+
+
+# -- golden files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_rewrite(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "input.yaml"
+    shutil.copy(DATA / case / "input.yaml", source)
+    code, out, err = run(capsys, str(source), "--mirror-url", MIRROR, *case_args(case))
+    assert (code, err) == (0, "")
+    assert out == read(DATA / case / "expected.yaml")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_second_run_changes_nothing(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "expected.yaml"
+    shutil.copy(DATA / case / "expected.yaml", source)
+    code, out, err = run(capsys, str(source), "--mirror-url", MIRROR, *case_args(case))
+    assert (code, err) == (0, "")
+    assert out == read(DATA / case / "expected.yaml")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_restore_gives_input_back(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "expected.yaml"
+    shutil.copy(DATA / case / "expected.yaml", source)
+    code, out, err = run(capsys, str(source), "--restore")
+    assert (code, err) == (0, "")
+    restored = DATA / case / "restored.yaml"
+    assert out == read(restored if restored.exists() else DATA / case / "input.yaml")
+
+
+def test_unchanged_documents_are_byte_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = read(DATA / "nothing-to-change" / "input.yaml")
+    changed = read(DATA / "basic" / "input.yaml")
+    source = tmp_path / "mixed.yaml"
+    source.write_text(odd + "---\n" + changed)
+    code, out, _ = run(capsys, str(source), "--mirror-url", MIRROR)
+    assert code == 0
+    assert out.startswith(odd + "---\n")
+    assert out.removeprefix(odd + "---\n") == read(DATA / "basic" / "expected.yaml")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+def test_directories_are_walked_for_yaml_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest(tmp_path, "b/deep/second.yml", "http://two.myns.svc/jwks.json")
+    manifest(tmp_path, "a-first.yaml", "http://one.myns.svc/jwks.json")
+    manifest(tmp_path, "notes.txt", "http://txt.myns.svc/jwks.json")
+    manifest(tmp_path, ".github/hidden.yaml", "http://hidden.myns.svc/jwks.json")
+    code, out, _ = run(capsys, str(tmp_path), "--mirror-url", MIRROR)
+    assert code == 0
+    assert out.count("---\n") == 1
+    first, second = out.split("---\n")
+    assert f"jwksUri: {MIRROR}/one-myns/jwks.json" in first
+    assert f"jwksUri: {MIRROR}/two-myns/jwks.json" in second
+    assert "txt-myns" not in out and "hidden" not in out
+
+
+@pytest.mark.parametrize("args", [[], ["-"]])
+def test_stdin(args: list[str]) -> None:
+    text = read(DATA / "basic" / "input.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jwks_mirror", "rewrite", *args, "--mirror-url", MIRROR],
+        input=text, capture_output=True, text=True, check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == read(DATA / "basic" / "expected.yaml")
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+
+def test_in_place_writes_changed_files_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    changed = tmp_path / "basic.yaml"
+    shutil.copy(DATA / "basic" / "input.yaml", changed)
+    changed.chmod(0o640)
+    untouched = tmp_path / "external.yaml"
+    shutil.copy(DATA / "nothing-to-change" / "input.yaml", untouched)
+    os.utime(untouched, (1_000_000_000, 1_000_000_000))
+    code, out, err = run(capsys, str(tmp_path), "--mirror-url", MIRROR, "--in-place")
+    assert (code, out, err) == (0, "", "")
+    assert read(changed) == read(DATA / "basic" / "expected.yaml")
+    assert changed.stat().st_mode & 0o777 == 0o640
+    assert untouched.stat().st_mtime == 1_000_000_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["basic.yaml", "external.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("bad_text", "message"),
+    [
+        ("a: [1, 2\nb: 3\n", "bad.yaml:2:2: expected ',' or ']', but got ':'"),
+        (
+            "key: 1\nkey: 2\n",
+            'bad.yaml:2:1: found duplicate key "key" with value "2" (original value: "1")',
+        ),
+        (
+            IN_MESH.format(name="x", namespace="ns", issuer="i", uri="keys.ns.svc/jwks"),
+            "bad.yaml:8: ns/bad spec.jwtRules[0].jwksUri: not an http(s) URL: 'keys.ns.svc/jwks'",
+        ),
+    ],
+)
+def test_in_place_is_all_or_nothing(
+    bad_text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = manifest(tmp_path, "a-good.yaml", "http://keys.myns.svc/jwks.json")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(bad_text.replace("name: x", "name: bad"))
+    before = {p: read(p) for p in (good, bad)}
+    code, out, err = run(capsys, str(good), str(bad), "--mirror-url", MIRROR, "--in-place")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"jwks-mirror: error: {tmp_path}/")
+    assert err.endswith(f"{message}\n") and err.count("\n") == 1, err
+    assert {p: read(p) for p in (good, bad)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-good.yaml", "bad.yaml"]
+
+
+def test_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = manifest(tmp_path, "ra.yaml", "http://keys.myns.svc/jwks.json")
+    before = read(source)
+    code, out, _ = run(capsys, str(source), "--mirror-url", MIRROR, "--diff")
+    assert code == 0
+    assert read(source) == before
+    lines = out.splitlines()
+    assert lines[:2] == [f"--- a/{source}", f"+++ b/{source}"]
+    assert "-    jwksUri: http://keys.myns.svc/jwks.json" in lines
+    assert f"+    jwksUri: {MIRROR}/keys-myns/jwks.json" in lines
+    # `annotations:`, the annotation and the jwksUri
+    assert sum(line.startswith("+") for line in lines[2:]) == 3
+
+
+def test_check_lists_unmirrored_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "basic.yaml"
+    shutil.copy(DATA / "basic" / "input.yaml", source)
+    config = tmp_path / "mirror.yaml"
+    code, out, err = run(capsys, str(source), "--check", "--config-out", str(config))
+    assert code == 1
+    assert out.splitlines() == [
+        f"{source}:13: web/web-jwt spec.jwtRules[0]: "
+        "jwksUri http://keys.myns.svc.cluster.local/jwks.json is not mirrored",
+        f"{source}:21: web/web-jwt spec.jwtRules[2]: "
+        "issuer http://auth.other.svc.cluster.local (OIDC discovery) is not mirrored",
+        f"{source}:24: web/web-jwt spec.jwtRules[3]: "
+        "jwksUri http://keys:8080/.well-known/jwks.json is not mirrored",
+    ]
+    assert err == "jwks-mirror: 3 in-mesh rules not mirrored, 0 mirrored\n"
+    assert read(source) == read(DATA / "basic" / "input.yaml")
+    assert not config.exists()
+
+    assert run(capsys, str(source), "--mirror-url", MIRROR, "--in-place")[0] == 0
+    code, out, err = run(capsys, str(source), "--check")
+    assert (code, out) == (0, "")
+    assert err == "jwks-mirror: 0 in-mesh rules not mirrored, 3 mirrored\n"
+
+
+def test_check_accepts_pinned_mirror_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, str(DATA / "already-mirrored" / "input.yaml"), "--check")
+    assert (code, out) == (0, "")
+
+
+# -- the mirror config -----------------------------------------------------------------------
+
+NEW_CONFIG = """\
+issuers:
+  - name: keys-myns
+    jwks_uri: http://keys.myns.svc.cluster.local/jwks.json
+    issuer: exampleIssuer
+  - name: auth-other
+    issuer: http://auth.other.svc.cluster.local
+    discovery: true
+  - name: keys-web
+    jwks_uri: http://keys.web.svc.cluster.local:8080/.well-known/jwks.json
+    issuer: local-keys
+"""
+
+EXISTING_CONFIG = """\
+# jwks-mirror configuration (kept by hand)
+public:
+  port: 8080
+defaults:
+  refresh_interval: 5m   # istiod refreshes every 20 min anyway
+
+issuers:
+  # this name wins over the generated one
+  - name: myns-keys
+    jwks_uri: http://keys.myns.svc.cluster.local/jwks.json
+    issuer: exampleIssuer
+  - name: google
+    jwks_uri: https://www.googleapis.com/oauth2/v3/certs
+"""
+
+
+def test_config_out_writes_a_valid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mirror.yaml"
+    code, out, _ = run(
+        capsys, str(DATA / "basic" / "input.yaml"), "--mirror-url", MIRROR,
+        "--config-out", str(config),
+    )
+    assert code == 0
+    assert out == read(DATA / "basic" / "expected.yaml")
+    assert read(config) == NEW_CONFIG
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert "3 issuers" in capsys.readouterr().out
+
+
+def test_config_out_merges_keeping_content_and_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mirror.yaml"
+    config.write_text(EXISTING_CONFIG)
+    source = tmp_path / "basic.yaml"
+    shutil.copy(DATA / "basic" / "input.yaml", source)
+    args = [str(source), "--mirror-url", MIRROR, "--config-out", str(config), "--in-place"]
+    assert run(capsys, *args)[0] == 0
+    assert read(config) == EXISTING_CONFIG + NEW_CONFIG.split("\n", 4)[4]
+    # The name already in the config is reused rather than a new one invented.
+    assert f'jwksUri: "{MIRROR}/myns-keys/jwks.json"' in read(source)
+    assert [i.name for i in load_settings(config).issuers] == [
+        "myns-keys", "google", "auth-other", "keys-web"
+    ]
+    merged = read(config)
+    assert run(capsys, *args)[0] == 0
+    assert read(config) == merged
+
+
+def test_config_out_that_would_be_invalid_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mirror.yaml"
+    config.write_text("issuers: []\nunknown_section: 1\n")
+    source = manifest(tmp_path, "ra.yaml", "http://keys.myns.svc/jwks.json")
+    before = read(source)
+    code, _, err = run(
+        capsys, str(source), "--mirror-url", MIRROR, "--config-out", str(config), "--in-place"
+    )
+    assert code == 2
+    assert err.startswith("jwks-mirror: error: unknown_section: unknown key")
+    assert read(source) == before
+    assert read(config) == "issuers: []\nunknown_section: 1\n"
+
+
+# -- naming ----------------------------------------------------------------------------------
+
+
+def test_names_do_not_depend_on_file_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = manifest(tmp_path, "a.yaml", "http://keys.myns.svc.cluster.local/v2/jwks.json")
+    b = manifest(tmp_path, "b.yaml", "http://keys.myns.svc.cluster.local/jwks.json")
+    _, forward, _ = run(capsys, str(a), str(b), "--mirror-url", MIRROR)
+    _, backward, _ = run(capsys, str(b), str(a), "--mirror-url", MIRROR)
+    first, second = forward.split("---\n")
+    assert backward == second + "---\n" + first
+    assert "/keys-myns/jwks.json" in second
+    assert "/keys-myns-" in first and "/keys-myns/" not in first
+
+
+def test_names_stay_stable_across_runs_through_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mirror.yaml"
+    v2 = manifest(tmp_path, "v2.yaml", "http://keys.myns.svc.cluster.local/v2/jwks.json")
+    assert run(capsys, str(v2), "--mirror-url", MIRROR, "--config-out", str(config))[0] == 0
+    v1 = manifest(tmp_path, "v1.yaml", "http://keys.myns.svc.cluster.local/jwks.json")
+    _, out, _ = run(capsys, str(v1), str(v2), "--mirror-url", MIRROR, "--config-out", str(config))
+    first, second = out.split("---\n")
+    assert "/keys-myns/jwks.json" in second  # v2 had it first
+    assert "/keys-myns-" in first
+    names = {i.jwks_uri: i.name for i in load_settings(config).issuers}
+    assert names["http://keys.myns.svc.cluster.local/v2/jwks.json"] == "keys-myns"
+    assert names["http://keys.myns.svc.cluster.local/jwks.json"].startswith("keys-myns-")
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mirror-url", "ftp://mirror/"], "--mirror-url: expected http:// or https://"),
+        (["--mirror-url", "mirror:8080"], "--mirror-url: expected http:// or https://"),
+        (["--mirror-url", "http://mirror/?a=1"], "--mirror-url: expected http:// or https://"),
+        ([], "--mirror-url is required (except with --restore or --check)"),
+        (["--mirror-url", MIRROR, "--match", "("], "--match: invalid regular expression"),
+        (["--restore", "--check"], "--restore cannot be combined with --check or --config-out"),
+        (["--mirror-url", MIRROR, "--diff", "--in-place"], "--in-place and --diff are exclusive"),
+        (
+            ["--mirror-url", "http://m/" + "x" * 2048],
+            "spec.jwtRules[0]: mirror URL longer than 2048 characters",
+        ),
+    ],
+)
+def test_usage_errors(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = manifest(tmp_path, "ra.yaml", "http://keys.myns.svc/jwks.json")
+    code, out, err = run(capsys, str(source), *args)
+    assert (code, out) == (2, "")
+    assert err.startswith("jwks-mirror: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_unreadable_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.yaml"
+    code, _, err = run(capsys, str(missing), "--mirror-url", MIRROR)
+    assert (code, err) == (2, f"jwks-mirror: error: {missing}: no such file or directory\n")
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes(b"a: \xe9\n")
+    code, _, err = run(capsys, str(binary), "--mirror-url", MIRROR)
+    assert (code, err) == (2, f"jwks-mirror: error: {binary}: not UTF-8 text\n")
+
+
+def test_in_place_refuses_stdin(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-", "--mirror-url", MIRROR, "--in-place")
+    assert code == 2
+    assert err == "jwks-mirror: error: --in-place needs file or directory paths, not stdin\n"
+
+
+def test_malformed_annotation_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = read(DATA / "already-mirrored" / "input.yaml").replace('{"0":', '["0":')
+    source = tmp_path / "ra.yaml"
+    source.write_text(text)
+    code, _, err = run(capsys, str(source), "--restore")
+    assert code == 2
+    assert err.startswith(f"jwks-mirror: error: {source}: annotation jwks-mirror.io/")
