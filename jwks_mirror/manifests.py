@@ -30,7 +30,6 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
-from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent, NodeEvent
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import ScalarString
@@ -130,30 +129,56 @@ def yaml_error(exc: YAMLError, source: str, line_offset: int = 0) -> ManifestErr
 class Document:
     """One document of a stream: verbatim text around a round-trip tree.
 
-    ``render()`` is ``prefix + body + suffix`` unchanged unless ``changed`` is set, in which
-    case the body is dumped from ``data``. ``line`` is the 0-based line of ``body`` in its file.
+    ``render()`` is ``prefix + body`` unless ``changed`` is set, in which case the body is
+    dumped from ``data`` with ``layout``; without one, the layout that reproduces the original
+    body is searched for (``normalised`` tells if none did). ``line`` is the 0-based line of
+    ``body`` in its file.
     """
 
     prefix: str
     body: str
-    suffix: str
     line: int
     data: Any
     changed: bool = False
+    layout: tuple[int, int, int] | None = None
     normalised: bool = False
 
     def render(self) -> str:
         if not self.changed:
-            return self.prefix + self.body + self.suffix
-        return self.prefix + self._dump_body() + self.suffix
+            return self.prefix + self.body
+        layout = self.layout or self.search_layout()
+        text = dump_yaml(self.data, layout)
+        return self.prefix + (text if self.body.endswith("\n") else text.removesuffix("\n"))
 
-    def _dump_body(self) -> str:
+    def search_layout(self) -> tuple[int, int, int]:
+        """The first layout whose dump of the original body is that body (costs a parse)."""
         wanted = self.body if self.body.endswith("\n") else self.body + "\n"
         fresh = _yaml().load(self.body)
         layout = next((lay for lay in _LAYOUTS if dump_yaml(fresh, lay) == wanted), None)
         self.normalised = layout is None
-        text = dump_yaml(self.data, layout or _LAYOUTS[0])
-        return text if self.body.endswith("\n") else text.removesuffix("\n")
+        return layout or guess_layout(self.body)
+
+
+def guess_layout(body: str) -> tuple[int, int, int]:
+    """A cheap guess at a body's layout from its first nested mapping and block sequence."""
+    mapping = sequence_offset = None
+    parent: int | None = None  # indentation of the last line that opened a block
+    for line in body.splitlines():
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        if parent is not None and indent > parent:
+            if stripped.startswith("- ") and sequence_offset is None:
+                sequence_offset = indent - parent
+            elif not stripped.startswith("- ") and mapping is None:
+                mapping = indent - parent
+        if mapping is not None and sequence_offset is not None:
+            break
+        parent = indent if stripped.rstrip().endswith(":") else None
+    mapping = mapping or 2
+    offset = sequence_offset if sequence_offset is not None else 0
+    return (mapping, offset + 2, offset)
 
 
 @dataclass
@@ -164,7 +189,6 @@ class ManifestStream:
     text: str
     documents: list[Document] = field(default_factory=list)
     trailer: str = ""
-    explicit_start: bool = False
 
     def render(self) -> str:
         return "".join(d.render() for d in self.documents) + self.trailer
@@ -174,40 +198,44 @@ class ManifestStream:
         return any(d.changed for d in self.documents)
 
 
+# YAML forbids a line starting with a document marker inside any scalar, so these lines split
+# a stream into documents without parsing it twice.
+_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)[ \t]*", re.MULTILINE)
+_NO_CONTENT = re.compile(r"(?:[ \t]*(?:[#%][^\n]*)?(?:\n|$))*")
+
+
 def parse_stream(text: str, *, source: str) -> ManifestStream:
-    """Split ``text`` into documents and load each one; YAML errors become ``file:line:col``."""
+    """Split ``text`` into documents and load each one; YAML errors become ``file:line:col``.
+
+    Text that holds no content (markers, comments, directives, blank lines) is kept verbatim
+    in the prefix of the next document or in the trailer.
+    """
     stream = ManifestStream(source=source, text=text)
-    try:
-        events = list(_yaml().parse(text))
-    except YAMLError as exc:
-        raise yaml_error(exc, source) from exc
-    pos, marker_end, node_start, node_line = 0, 0, -1, 0
-    for event in events:
-        if isinstance(event, DocumentStartEvent):
-            marker_end, node_start = event.end_mark.index, -1
-            if not stream.documents and event.explicit:
-                stream.explicit_start = True
-        elif isinstance(event, NodeEvent) and node_start < 0:
-            node_start, node_line = event.start_mark.index, event.start_mark.line
-        elif isinstance(event, DocumentEndEvent):
-            end = event.start_mark.index if event.explicit else event.end_mark.index
-            stop = event.end_mark.index
-            if node_start < 0:  # an empty document: nothing to load
-                stream.documents.append(Document(text[pos:stop], "", "", 0, None))
-                pos = stop
-                continue
-            line_start = text.rfind("\n", 0, node_start) + 1
-            start = line_start if line_start >= marker_end else node_start
-            body = text[start:end]
+    prefix_from = body_from = 0
+    line = counted_to = 0
+    for match in [*_MARKER.finditer(text), None]:
+        body_to = match.start() if match else len(text)
+        body = text[body_from:body_to]
+        if _NO_CONTENT.fullmatch(body) is None:
+            line += text.count("\n", counted_to, body_from)
+            counted_to = body_from
             try:
                 data = _yaml().load(body)
             except YAMLError as exc:
-                raise yaml_error(exc, source, node_line) from exc
-            stream.documents.append(
-                Document(text[pos:start], body, text[end:stop], node_line, data)
-            )
-            pos = stop
-    stream.trailer = text[pos:]
+                raise yaml_error(exc, source, line) from exc
+            stream.documents.append(Document(text[prefix_from:body_from], body, line, data))
+            prefix_from = body_to
+        if match is None:
+            break
+        # The marker line belongs to the next prefix; so does the rest of a `...` line, while
+        # content after `--- ` on the same line (`--- !tag`, `--- {}`) starts the next body.
+        rest = text.find("\n", match.end())
+        line_end = len(text) if rest < 0 else rest + 1
+        if text.startswith("---", match.start()) and text[match.end() : line_end].strip():
+            body_from = match.end()
+        else:
+            body_from = line_end
+    stream.trailer = text[prefix_from:]
     return stream
 
 

@@ -27,6 +27,7 @@ from jwks_mirror.manifests import (
     Plan,
     apply_rewrite,
     dump_yaml,
+    guess_layout,
     http_url,
     parse_stream,
     plan_rewrite,
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.restore:
         for stream in streams:
             restore(stream)
-        return _emit(_outputs(inputs, streams), args)
+        return _emit(_outputs(inputs, [s.render() for s in streams]), args)
 
     config_path = Path(args.config_out) if args.config_out else None
     config = _read_config(config_path) if config_path else None
@@ -86,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return _check(plan)
     assert mirror_url is not None
     apply_rewrite(plan, mirror_url=mirror_url)
-    outputs = _outputs(inputs, streams)
-    for stream in streams:
-        _warn_if_not_restorable(stream)
+    outputs = _outputs(inputs, [render_restorable(stream) for stream in streams])
     if config_path is not None:
         outputs.append(_config_output(config_path, config, plan))
     return _emit(outputs, args)
@@ -137,28 +136,49 @@ def _read_text(path: Path) -> str:
         raise ManifestError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _outputs(
-    inputs: list[tuple[Path | None, str, str]], streams: list[ManifestStream]
-) -> list[Output]:
+def _outputs(inputs: list[tuple[Path | None, str, str]], rendered: list[str]) -> list[Output]:
     return [
-        Output(path, name, text, stream.render())
-        for (path, name, text), stream in zip(inputs, streams, strict=True)
+        Output(path, name, text, after)
+        for (path, name, text), after in zip(inputs, rendered, strict=True)
     ]
 
 
-def _warn_if_not_restorable(stream: ManifestStream) -> None:
-    # ruamel.yaml reproduces nearly all formatting, not all (a comment on the jwksUri line
-    # moves with the longer value, ``True`` becomes ``true``). Say so rather than let
-    # --restore fail its promise silently.
+def render_restorable(stream: ManifestStream) -> str:
+    """Render a rewritten stream, making sure ``--restore`` gives its input back.
+
+    The quick way, a layout guessed from each document's text, is checked by restoring the
+    result; if that does not give the input back byte for byte, the layouts are searched for
+    properly. If even that fails (formatting ruamel.yaml cannot keep, such as ``True`` for
+    ``true``), a warning says so rather than the promise failing silently.
+    """
     if not stream.changed:
-        return
-    again = parse_stream(stream.render(), source=stream.source)
-    restore(again)
-    if again.render() != stream.text:
+        return stream.text
+    for document in stream.documents:
+        document.layout = guess_layout(document.body)
+    rendered = stream.render()
+    if _restores(stream, rendered):
+        return rendered
+    for document in stream.documents:
+        document.layout = None
+    rendered = stream.render()
+    if not _restores(stream, rendered):
         sys.stderr.write(
             f"jwks-mirror: warning: {stream.source}: --restore will not give this file back "
             "byte for byte (formatting ruamel.yaml cannot keep)\n"
         )
+    return rendered
+
+
+def _restores(stream: ManifestStream, rendered: str) -> bool:
+    again = parse_stream(rendered, source=stream.source)
+    restore(again)
+    for document in again.documents:
+        document.layout = guess_layout(document.body)
+    if again.render() == stream.text:
+        return True
+    for document in again.documents:
+        document.layout = None
+    return again.render() == stream.text
 
 
 def _check(plan: Plan) -> int:
