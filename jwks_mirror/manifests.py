@@ -148,15 +148,23 @@ class Document:
             return self.prefix + self.body
         layout = self.layout or self.search_layout()
         text = dump_yaml(self.data, layout)
-        return self.prefix + (text if self.body.endswith("\n") else text.removesuffix("\n"))
+        if not self.body.endswith("\n"):
+            text = text.removesuffix("\n")
+        return self.prefix + (text.replace("\n", "\r\n") if _is_crlf(self.body) else text)
 
     def search_layout(self) -> tuple[int, int, int]:
         """The first layout whose dump of the original body is that body (costs a parse)."""
-        wanted = self.body if self.body.endswith("\n") else self.body + "\n"
-        fresh = _yaml().load(self.body)
+        body = self.body.replace("\r\n", "\n")
+        wanted = body if body.endswith("\n") else body + "\n"
+        fresh = _yaml().load(body)
         layout = next((lay for lay in _LAYOUTS if dump_yaml(fresh, lay) == wanted), None)
         self.normalised = layout is None
         return layout or guess_layout(self.body)
+
+
+def _is_crlf(text: str) -> bool:
+    # Windows line endings: ruamel.yaml writes "\n", so they are put back after the dump.
+    return "\r\n" in text
 
 
 def guess_layout(body: str) -> tuple[int, int, int]:
@@ -220,7 +228,7 @@ def parse_stream(text: str, *, source: str) -> ManifestStream:
             line += text.count("\n", counted_to, body_from)
             counted_to = body_from
             try:
-                data = _yaml().load(body)
+                data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
             except YAMLError as exc:
                 raise yaml_error(exc, source, line) from exc
             stream.documents.append(Document(text[prefix_from:body_from], body, line, data))

@@ -100,6 +100,36 @@ def test_unchanged_documents_are_byte_identical(
     assert out.removeprefix(odd + "---\n") == read(DATA / "basic" / "expected.yaml")
 
 
+EDGE_STREAM = (
+    "%YAML 1.2\n---\n" + IN_MESH.format(name="a", namespace="b", issuer="x", uri="http://k.b.svc/j")
+    + "...\n# between documents\n--- {a: 1}\n--- !!map\nb: 2\n---\n"
+    "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"
+    "metadata: {name: c, namespace: b}\n"
+    'spec:\n  jwtRules: [{issuer: y, jwksUri: "http://k.b.svc/j"}]'  # no final newline
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [EDGE_STREAM, IN_MESH.format(name="w", namespace="b", issuer="x", uri="http://k/j")],
+    ids=["markers-directives-flow", "crlf"],
+)
+def test_stream_edge_cases_round_trip(
+    text: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if request.node.callspec.id == "crlf":
+        text = text.replace("\n", "\r\n")
+    source = tmp_path / "edge.yaml"
+    source.write_bytes(text.encode())
+    code, rewritten, err = run(capsys, str(source), "--mirror-url", MIRROR)
+    assert (code, err) == (0, "")
+    assert rewritten.count(f"{MIRROR}/k-b/jwks.json") == (2 if "--- {a: 1}" in text else 1)
+    assert ("\r\n" in rewritten) == ("\r\n" in text)
+    source.write_bytes(rewritten.encode())
+    assert run(capsys, str(source), "--mirror-url", MIRROR) == (0, rewritten, "")
+    assert run(capsys, str(source), "--restore") == (0, text, "")
+
+
 # -- inputs ----------------------------------------------------------------------------------
 
 
