@@ -21,17 +21,19 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.manifests import (
-    ManifestError,
-    ManifestStream,
     MeshPolicy,
     Plan,
     apply_rewrite,
-    dump_yaml,
-    guess_layout,
     http_url,
-    parse_stream,
     plan_rewrite,
     restore,
+)
+from jwks_mirror.roundtrip import (
+    ManifestError,
+    ManifestStream,
+    dump_yaml,
+    guess_layout,
+    parse_stream,
 )
 from jwks_mirror.settings import parse_settings
 
