@@ -81,13 +81,15 @@ class RuleRef:
 
 
 def iter_request_authentications(data: Any) -> Iterator[CommentedMap]:
-    """Every RequestAuthentication in a document tree, looking inside ``kind: List``."""
+    """Every RequestAuthentication in a document tree, looking inside lists of items."""
     if not isinstance(data, CommentedMap):
         return
-    if data.get("kind") == "List" and isinstance(data.get("items"), list):
+    kind = data.get("kind")
+    # `kind: List` from kubectl, `RequestAuthenticationList` from API clients
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(data.get("items"), list):
         for item in data["items"]:
             yield from iter_request_authentications(item)
-    elif data.get("kind") == "RequestAuthentication" and data.get("apiVersion") in API_VERSIONS:
+    elif kind == "RequestAuthentication" and data.get("apiVersion") in API_VERSIONS:
         yield data
 
 
@@ -382,6 +384,7 @@ def apply_rewrite(plan: Plan, *, mirror_url: str) -> int:
         if len(new) > MAX_JWKS_URI:
             raise ManifestError(f"{ref.where}: mirror URL longer than {MAX_JWKS_URI} characters")
         originals = read_originals(ref.resource, source=ref.source)
+        ref.document.fix_layout()
         rule = ref.rule
         old = rule.get("jwksUri")
         if isinstance(old, YamlNull):
@@ -407,6 +410,7 @@ def restore(stream: ManifestStream) -> int:
             originals = read_originals(resource, source=stream.source)
             if not originals:
                 continue
+            document.fix_layout()
             spec = resource.get("spec")
             rules = spec.get("jwtRules") if isinstance(spec, dict) else None
             for key, original in originals.items():

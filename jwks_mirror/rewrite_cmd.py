@@ -148,20 +148,12 @@ def _outputs(inputs: list[tuple[Path | None, str, str]], rendered: list[str]) ->
 def render_restorable(stream: ManifestStream) -> str:
     """Render a rewritten stream, making sure ``--restore`` gives its input back.
 
-    The quick way, a layout guessed from each document's text, is checked by restoring the
-    result; if that does not give the input back byte for byte, the layouts are searched for
-    properly. If even that fails (formatting ruamel.yaml cannot keep, such as ``True`` for
-    ``true``), a warning says so rather than the promise failing silently.
+    The result is restored in memory and compared with the input. If ruamel.yaml cannot keep
+    some formatting (``True`` becomes ``true``, say), a warning names the file rather than
+    the promise failing silently.
     """
     if not stream.changed:
         return stream.text
-    for document in stream.documents:
-        document.layout = guess_layout(document.body)
-    rendered = stream.render()
-    if _restores(stream, rendered):
-        return rendered
-    for document in stream.documents:
-        document.layout = None
     rendered = stream.render()
     if not _restores(stream, rendered):
         sys.stderr.write(
@@ -173,13 +165,13 @@ def render_restorable(stream: ManifestStream) -> str:
 
 def _restores(stream: ManifestStream, rendered: str) -> bool:
     again = parse_stream(rendered, source=stream.source)
-    restore(again)
-    for document in again.documents:
+    for document in again.documents:  # a guess suffices: the comparison below checks it
         document.layout = guess_layout(document.body)
+    restore(again)
     if again.render() == stream.text:
         return True
-    for document in again.documents:
-        document.layout = None
+    again = parse_stream(rendered, source=stream.source)
+    restore(again)
     return again.render() == stream.text
 
 

@@ -110,9 +110,9 @@ class Document:
     """One document of a stream: verbatim text around a round-trip tree.
 
     ``render()`` is ``prefix + body`` unless ``changed`` is set, in which case the body is
-    dumped from ``data`` with ``layout``; without one, the layout that reproduces the original
-    body is searched for (``normalised`` tells if none did). ``line`` is the 0-based line of
-    ``body`` in its file.
+    dumped from ``data`` with ``layout``, the indentation that reproduces the original body:
+    editors call :meth:`fix_layout` before they change ``data``. ``line`` is the 0-based line
+    of ``body`` in its file.
     """
 
     prefix: str
@@ -132,8 +132,25 @@ class Document:
             text = text.removesuffix("\n")
         return self.prefix + (text.replace("\n", "\r\n") if _is_crlf(self.body) else text)
 
+    def fix_layout(self) -> None:
+        """Choose the layout that reproduces the body, from the tree as loaded.
+
+        Call it before the first edit of ``data``: the check then costs a dump, not a parse.
+        The layout guessed from the text is tried first; ``normalised`` tells if none fits.
+        """
+        if self.layout is not None or self.changed:
+            return
+        body = self.body.replace("\r\n", "\n")
+        wanted = body if body.endswith("\n") else body + "\n"
+        guess = guess_layout(body)
+        for layout in (guess, *(lay for lay in _LAYOUTS if lay != guess)):
+            if dump_yaml(self.data, layout) == wanted:
+                self.layout = layout
+                return
+        self.layout, self.normalised = guess, True
+
     def search_layout(self) -> tuple[int, int, int]:
-        """The first layout whose dump of the original body is that body (costs a parse)."""
+        """Like :meth:`fix_layout` after ``data`` was edited: it costs a parse of the body."""
         body = self.body.replace("\r\n", "\n")
         wanted = body if body.endswith("\n") else body + "\n"
         fresh = _yaml().load(body)

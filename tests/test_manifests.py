@@ -421,3 +421,17 @@ def test_malformed_annotation_is_reported(
     code, _, err = run(capsys, str(source), "--restore")
     assert code == 2
     assert err.startswith(f"jwks-mirror: error: {source}: annotation jwks-mirror.io/")
+
+
+def test_typed_lists_are_walked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    item = IN_MESH.format(name="a", namespace="b", issuer="x", uri="http://k.b.svc/j")
+    indented = "".join(
+        ("- " if i == 0 else "  ") + line for i, line in enumerate(item.splitlines(True))
+    )
+    source = tmp_path / "list.yaml"
+    source.write_text(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthenticationList\nitems:\n" + indented
+    )
+    code, out, _ = run(capsys, str(source), "--mirror-url", MIRROR)
+    assert code == 0
+    assert f"    jwksUri: {MIRROR}/k-b/jwks.json\n" in out
