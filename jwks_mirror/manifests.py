@@ -138,8 +138,11 @@ def write_originals(resource: CommentedMap, originals: dict[str, Any]) -> None:
     meta = resource.get("metadata")
     if not isinstance(meta, CommentedMap):
         meta = CommentedMap()
-        position = list(resource).index("kind") + 1 if "kind" in resource else len(resource)
-        resource.insert(position, "metadata", meta)
+        if "metadata" in resource:  # null, or not a mapping: Kubernetes would reject it anyway
+            resource["metadata"] = meta
+        else:
+            position = list(resource).index("kind") + 1 if "kind" in resource else len(resource)
+            resource.insert(position, "metadata", meta)
         originals.setdefault("created", "metadata")
     annotations = meta.get("annotations")
     created = not isinstance(annotations, CommentedMap)
