@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rewrite", help="point in-mesh RequestAuthentication jwksUris at the mirror")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: stdin)")
-    p.add_argument("--mirror-url", help="the mirror's public URL, e.g. http://jwks-mirror.jwks-mirror:8080")
+    p.add_argument("--mirror-url", help="the mirror's public URL (http://host:port)")
     p.add_argument("--in-place", action="store_true", help="rewrite the files (all or nothing)")
     p.add_argument("--config-out", metavar="FILE", help="write or merge the issuers: entries here")
     p.add_argument("--match", metavar="REGEX", help="also treat jwksUris matching REGEX as in-mesh")

@@ -264,7 +264,7 @@ def _emit(outputs: list[Output], args: argparse.Namespace) -> int:
             sys.stdout.writelines(
                 difflib.unified_diff(
                     out.before.splitlines(keepends=True), out.after.splitlines(keepends=True),
-                    f"a/{out.name}", f"b/{out.name}",
+                    f"a/{out.name.lstrip('/')}", f"b/{out.name.lstrip('/')}",
                 )
             )
         return EXIT_OK

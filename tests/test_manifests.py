@@ -216,7 +216,7 @@ def test_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert read(source) == before
     lines = out.splitlines()
-    assert lines[:2] == [f"--- a/{source}", f"+++ b/{source}"]
+    assert lines[:2] == [f"--- a{source}", f"+++ b{source}"]  # source is absolute
     assert "-    jwksUri: http://keys.myns.svc/jwks.json" in lines
     assert f"+    jwksUri: {MIRROR}/keys-myns/jwks.json" in lines
     # `annotations:`, the annotation and the jwksUri
@@ -435,3 +435,43 @@ def test_typed_lists_are_walked(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out, _ = run(capsys, str(source), "--mirror-url", MIRROR)
     assert code == 0
     assert f"    jwksUri: {MIRROR}/k-b/jwks.json\n" in out
+
+
+def test_diff_shows_the_config_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = manifest(tmp_path, "ra.yaml", "http://keys.myns.svc/jwks.json")
+    config = tmp_path / "mirror.yaml"
+    code, out, _ = run(
+        capsys, str(source), "--mirror-url", MIRROR, "--config-out", str(config), "--diff"
+    )
+    assert code == 0
+    assert not config.exists()
+    assert f"+++ b{config}\n@@ -0,0 +1,4 @@\n+issuers:\n+  - name: keys-myns\n" in out
+    assert f"+++ b{source}\n" in out
+
+
+def test_restore_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "ra.yaml"
+    shutil.copy(DATA / "basic" / "expected.yaml", source)
+    code, out, _ = run(capsys, str(source), "--restore", "--diff")
+    assert code == 0
+    assert '+    jwksUri: "http://keys.myns.svc.cluster.local/jwks.json"\n' in out
+    assert read(source) == read(DATA / "basic" / "expected.yaml")
+
+
+def test_formatting_ruamel_cannot_keep_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ruamel.yaml writes a capitalised boolean in lower case: the rewrite is still right, but
+    # --restore could not give this file back byte for byte, and the operator is told so.
+    text = IN_MESH.format(name="r", namespace="b", issuer="x", uri="http://k.b.svc/j")
+    source = tmp_path / "ra.yaml"
+    source.write_text(text + "    forwardOriginalToken: True\n")
+    code, out, err = run(capsys, str(source), "--mirror-url", MIRROR)
+    assert code == 0
+    assert f"jwksUri: {MIRROR}/k-b/jwks.json\n" in out
+    assert err == (
+        f"jwks-mirror: warning: {source}: --restore will not give this file back byte for "
+        "byte (formatting ruamel.yaml cannot keep)\n"
+    )
