@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _mirror_url(value: str) -> str:
     parts = http_url(value)
-    if parts is None or parts.query or parts.fragment:
+    if parts is None or parts.query or parts.fragment or parts.username is not None:
         raise ConfigError(
             f"--mirror-url: expected http:// or https://host[:port][/path], got {value!r}"
         )
@@ -109,7 +109,11 @@ def read_inputs(paths: list[str]) -> list[tuple[Path | None, str, str]]:
     found: list[tuple[Path | None, str, str]] = []
     for raw in paths:
         if raw == "-":
-            found.append((None, STDIN, sys.stdin.read()))
+            # Bytes, not text: universal newlines would turn CRLF into LF behind our back.
+            try:
+                found.append((None, STDIN, sys.stdin.buffer.read().decode("utf-8")))
+            except UnicodeDecodeError:
+                raise ManifestError(f"{STDIN}: not UTF-8 text") from None
             continue
         path = Path(raw)
         if path.is_dir():

@@ -149,15 +149,16 @@ def test_directories_are_walked_for_yaml_files(
     assert "txt-myns" not in out and "hidden" not in out
 
 
-@pytest.mark.parametrize("args", [[], ["-"]])
-def test_stdin(args: list[str]) -> None:
-    text = read(DATA / "basic" / "input.yaml")
+@pytest.mark.parametrize(("args", "newline"), [([], "\n"), (["-"], "\r\n")])
+def test_stdin(args: list[str], newline: str) -> None:
+    text = read(DATA / "basic" / "input.yaml").replace("\n", newline)
     proc = subprocess.run(
         [sys.executable, "-m", "jwks_mirror", "rewrite", *args, "--mirror-url", MIRROR],
-        input=text, capture_output=True, text=True, check=False,
+        input=text.encode(), capture_output=True, check=False,
     )
-    assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout == read(DATA / "basic" / "expected.yaml")
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    expected = read(DATA / "basic" / "expected.yaml").replace("\n", newline)
+    assert proc.stdout.decode() == expected
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -376,6 +377,7 @@ def test_names_stay_stable_across_runs_through_the_config(
         (["--mirror-url", "ftp://mirror/"], "--mirror-url: expected http:// or https://"),
         (["--mirror-url", "mirror:8080"], "--mirror-url: expected http:// or https://"),
         (["--mirror-url", "http://mirror/?a=1"], "--mirror-url: expected http:// or https://"),
+        (["--mirror-url", "http://u:p@mirror/"], "--mirror-url: expected http:// or https://"),
         ([], "--mirror-url is required (except with --restore or --check)"),
         (["--mirror-url", MIRROR, "--match", "("], "--match: invalid regular expression"),
         (["--restore", "--check"], "--restore cannot be combined with --check or --config-out"),
