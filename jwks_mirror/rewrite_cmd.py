@@ -242,6 +242,7 @@ def _config_output(path: Path, config: ManifestStream | None, plan: Plan) -> Out
     else:
         assert config is not None
         document = documents[0]
+        document.fix_layout()
         issuers = document.data.get("issuers")
         if not isinstance(issuers, CommentedSeq):
             if issuers:
@@ -306,8 +307,13 @@ def write_all(outputs: list[Output]) -> None:
             staged.append((temp, out.path))
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
                 handle.write(out.after)
+            # mkstemp creates 0600; keep the file's mode, or give a new one the usual 0666-umask
             if out.path.exists():
                 os.chmod(temp, out.path.stat().st_mode & 0o7777)
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(temp, 0o666 & ~umask)
     except OSError as exc:
         for temp, _ in staged:
             Path(temp).unlink(missing_ok=True)

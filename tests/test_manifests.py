@@ -285,6 +285,12 @@ issuers:
 """
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def test_config_out_writes_a_valid_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -296,6 +302,7 @@ def test_config_out_writes_a_valid_config(
     assert code == 0
     assert out == read(DATA / "basic" / "expected.yaml")
     assert read(config) == NEW_CONFIG
+    assert config.stat().st_mode & 0o777 == 0o666 & ~_umask()
     assert main(["check-config", "--config", str(config)]) == 0
     assert "3 issuers" in capsys.readouterr().out
 
