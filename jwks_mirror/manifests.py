@@ -41,8 +41,8 @@ from jwks_mirror.roundtrip import (
 __all__ = [
     "ANNOTATION", "API_VERSIONS", "MAX_JWKS_URI", "ManifestError", "ManifestStream",
     "MeshPolicy", "Plan", "RuleRef", "Target", "Upstream", "apply_rewrite", "dns_label",
-    "http_url", "iter_request_authentications", "iter_rules", "parse_stream", "plan_rewrite",
-    "restore",
+    "http_url", "iter_request_authentications", "iter_rules", "mirror_jwks_uri", "mirror_name",
+    "parse_stream", "plan_rewrite", "restore",
 ]
 
 ANNOTATION = "jwks-mirror.io/original-jwks-uri"
@@ -71,6 +71,13 @@ class RuleRef:
     def line(self) -> int:
         """1-based line of the rule in its file."""
         return int(self.rule.lc.line) + 1 + self.document.line
+
+    def set_jwks_uri(self, value: str) -> None:
+        """Replace an existing ``jwksUri`` in place (quoting and comments kept); marks the
+        document changed. What ``pin`` needs to add ``?v=``."""
+        self.document.fix_layout()
+        replace_value(self.rule, "jwksUri", value)
+        self.document.changed = True
 
     @property
     def where(self) -> str:
@@ -360,7 +367,7 @@ def _classify(
             upstream = policy.upstream(str(issuer), kind="discovery", namespace=ref.namespace)
         if upstream is None:  # edited by hand since; --match may differ from the first run
             upstream = Upstream("jwks", str(original or issuer), "upstream", "unknown")
-        names.setdefault(upstream.key, _mirror_name(str(uri)) or upstream.base_name)
+        names.setdefault(upstream.key, mirror_name(str(uri)) or upstream.base_name)
         return Target(ref, upstream, mirrored=True)
     if mirror_url is not None and str(uri).startswith(mirror_url + "/"):
         return None  # the mirror's own URL, written by hand: nothing to do
@@ -368,7 +375,8 @@ def _classify(
     return Target(ref, upstream, mirrored=False) if upstream else None
 
 
-def _mirror_name(uri: str) -> str | None:
+def mirror_name(uri: str) -> str | None:
+    """The issuer name in a mirror URL (``.../<name>/jwks.json[?v=...]``), else None."""
     segments = urlsplit(uri).path.split("/")
     if len(segments) >= 3 and segments[-1] == "jwks.json" and _LABEL.fullmatch(segments[-2]):
         return segments[-2]
@@ -376,6 +384,7 @@ def _mirror_name(uri: str) -> str | None:
 
 
 def mirror_jwks_uri(mirror_url: str, name: str) -> str:
+    """Where the mirror publishes ``name``: ``<mirror_url>/<name>/jwks.json``."""
     return f"{mirror_url}/{name}/jwks.json"
 
 
@@ -390,16 +399,14 @@ def apply_rewrite(plan: Plan, *, mirror_url: str) -> int:
         ref.document.fix_layout()
         rule = ref.rule
         old = rule.get("jwksUri")
-        if isinstance(old, YamlNull):
-            originals[str(ref.index)] = {"null": old.text}
-            replace_value(rule, "jwksUri", new)
-        elif old is None:
+        if old is None:  # absent: istiod ran discovery; put the new key after the issuer
             originals[str(ref.index)] = None
             keys = list(rule)
             rule.insert(keys.index("issuer") + 1 if "issuer" in keys else len(keys), "jwksUri", new)
         else:
-            originals[str(ref.index)] = str(old)
-            replace_value(rule, "jwksUri", new)
+            kept = {"null": old.text} if isinstance(old, YamlNull) else str(old)
+            originals[str(ref.index)] = kept
+            ref.set_jwks_uri(new)
         write_originals(ref.resource, originals)
         ref.document.changed = True
     return len(plan.pending())

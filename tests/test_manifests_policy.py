@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from jwks_mirror.manifests import MeshPolicy, Upstream, dns_label, parse_stream, plan_rewrite
+from jwks_mirror.manifests import (
+    MeshPolicy,
+    Upstream,
+    dns_label,
+    iter_rules,
+    mirror_name,
+    parse_stream,
+    plan_rewrite,
+    restore,
+)
+
+DATA = Path(__file__).parent / "data" / "manifests"
+MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 
 LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -122,3 +135,24 @@ def test_colliding_upstreams_get_distinct_deterministic_names() -> None:
 def test_the_same_upstream_gets_one_name() -> None:
     names = _names("http://keys/jwks.json", "http://keys.myns.svc.cluster.local/jwks.json")
     assert names == ["keys-myns", "keys-myns"]
+
+
+def test_rule_visitor_supports_pinning() -> None:
+    # What `pin` will do: visit the rules, append ?v= to mirror URLs, keep everything else.
+    expected = (DATA / "basic" / "expected.yaml").read_text()
+    stream = parse_stream(expected, source="basic.yaml")
+    pinned = 0
+    for ref in iter_rules(stream):
+        uri = str(ref.rule.get("jwksUri", ""))
+        if uri.startswith(MIRROR + "/") and mirror_name(uri):
+            ref.set_jwks_uri(uri + "?v=abc123")
+            pinned += 1
+    text = stream.render()
+    assert pinned == 3
+    mirror_uris = re.compile(rf"({re.escape(MIRROR)}/[a-z0-9-]+/jwks\.json)")
+    assert text == mirror_uris.sub(r"\1?v=abc123", expected)
+    # Pinned URLs still count as mirrored, and restore still gives the original input back.
+    again = parse_stream(text, source="basic.yaml")
+    assert plan_rewrite([again], MeshPolicy(), mirror_url=MIRROR).pending() == []
+    restore(again)
+    assert again.render() == (DATA / "basic" / "input.yaml").read_text()
