@@ -93,13 +93,17 @@ def dump_yaml(data: Any, layout: tuple[int, int, int] = _LAYOUTS[0]) -> str:
     return buffer.getvalue()
 
 
-def yaml_error(exc: YAMLError, source: str, line_offset: int = 0) -> ManifestError:
+def yaml_error(
+    exc: YAMLError, source: str, line_offset: int = 0, column_offset: int = 0
+) -> ManifestError:
     """``file:line:col: problem`` for a ruamel.yaml error (lines and columns from 1)."""
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
         if mark is not None:
-            line, col = mark.line + 1 + line_offset, mark.column + 1
+            # the offsets place a document's first line within its file
+            line = mark.line + 1 + line_offset
+            col = mark.column + 1 + (column_offset if mark.line == 0 else 0)
             return ManifestError(f"{source}:{line}:{col}: {problem}")
         return ManifestError(f"{source}: {problem}")
     return ManifestError(f"{source}: invalid YAML: {' '.join(str(exc).split())[:200]}")
@@ -227,7 +231,8 @@ def parse_stream(text: str, *, source: str) -> ManifestStream:
             try:
                 data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
             except YAMLError as exc:
-                raise yaml_error(exc, source, line) from exc
+                column = body_from - (text.rfind("\n", 0, body_from) + 1)
+                raise yaml_error(exc, source, line, column) from exc
             stream.documents.append(Document(text[prefix_from:body_from], body, line, data))
             prefix_from = body_to
         if match is None:

@@ -484,3 +484,21 @@ def test_formatting_ruamel_cannot_keep_is_reported(
         f"jwks-mirror: warning: {source}: --restore will not give this file back byte for "
         "byte (formatting ruamel.yaml cannot keep)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("a: 1\n---\n# c\nb: 1\n  c: 2\n", "5:4: mapping values are not allowed here"),
+        ("a: 1\n--- {b: [1, 2}\n", "2:14: expected ',' or ']', but got '}'"),
+        ("a: 1\n...\n%YAML 1.2\n---\nb: 'x\n", "6:1: found unexpected end of stream"),
+    ],
+)
+def test_yaml_errors_point_into_the_file(
+    text: str, where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "bad.yaml"
+    source.write_text(text)
+    code, out, err = run(capsys, str(source), "--mirror-url", MIRROR)
+    assert (code, out) == (2, "")
+    assert err == f"jwks-mirror: error: {source}:{where}\n"
