@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jwt", metavar="TOKEN", help="the JWT, or - to read it from stdin")
     admin_arg(p)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("rewrite", help="point in-mesh RequestAuthentication jwksUris at the mirror")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: stdin)")
+    p.add_argument("--mirror-url", help="the mirror's public URL (http://host:port)")
+    p.add_argument("--in-place", action="store_true", help="rewrite the files (all or nothing)")
+    p.add_argument("--config-out", metavar="FILE", help="write or merge the issuers: entries here")
+    p.add_argument("--match", metavar="REGEX", help="also treat jwksUris matching REGEX as in-mesh")
+    p.add_argument("--cluster-domain", default="cluster.local", help="default: cluster.local")
+    p.add_argument("--check", action="store_true", help="exit 1 listing unmirrored jwksUris")
+    p.add_argument("--restore", action="store_true", help="put the original jwksUris back")
+    p.add_argument("--diff", action="store_true", help="print a unified diff instead")
+    p.set_defaults(func=cmd_rewrite)
     return parser
 
 
@@ -178,6 +190,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     print(verdict.render())
     return EXIT_OK if verdict.accepted else EXIT_FAILED
+
+def cmd_rewrite(args: argparse.Namespace) -> int:
+    from jwks_mirror.rewrite_cmd import run
+
+    return run(args)
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:

@@ -1,0 +1,371 @@
+"""Round-trip YAML streams: split, load, edit and dump documents, keeping what people wrote.
+
+:func:`parse_stream` splits a multi-document text into :class:`Document` objects, each holding
+its verbatim text and a ruamel.yaml round-trip tree. A document nobody marks ``changed``
+renders as its original bytes; a changed one is dumped with the indentation layout of its
+original text, so comments, key order, quoting and blank lines survive. The key helpers
+(:func:`append_key`, :func:`pop_key`, :func:`replace_value`) edit a tree so that a later edit
+in the opposite direction gives the original text back. No I/O here.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarstring import ScalarString
+from ruamel.yaml.tokens import CommentToken
+
+from jwks_mirror.errors import ConfigError
+
+# Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
+# first, then the common hand-written styles. The first that reproduces a document is used.
+_LAYOUTS = ((2, 2, 0), (2, 4, 2), (4, 4, 2), (4, 6, 4), (4, 4, 0), (3, 3, 0))
+
+
+class ManifestError(ConfigError):
+    """A manifest cannot be read or processed; the message starts with ``file:line``."""
+
+
+class YamlNull:
+    """A YAML null that remembers its spelling (``null``, ``~`` or nothing) for the dump.
+
+    ruamel.yaml writes every None the same way; kubectl prints ``creationTimestamp: null``
+    while people write ``key:``, and both must survive a rewrite.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, YamlNull)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+
+class _Constructor(RoundTripConstructor):
+    def construct_spelled_null(self, node: ScalarNode) -> YamlNull:
+        return YamlNull(str(node.value))
+
+
+class _Representer(RoundTripRepresenter):
+    def represent_spelled_null(self, data: YamlNull) -> ScalarNode:
+        node: ScalarNode = self.represent_scalar("tag:yaml.org,2002:null", data.text)
+        return node
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:null", _Constructor.construct_spelled_null)
+_Representer.add_representer(YamlNull, _Representer.represent_spelled_null)
+
+
+@functools.lru_cache(maxsize=len(_LAYOUTS) + 1)
+def _yaml(layout: tuple[int, int, int] = _LAYOUTS[0]) -> YAML:
+    yaml = YAML(typ="rt", pure=True)
+    yaml.Constructor = _Constructor
+    yaml.Representer = _Representer
+    yaml.preserve_quotes = True
+    # Never fold: kubectl's last-applied-configuration annotation is one very long line.
+    yaml.width = 1 << 30
+    mapping, sequence, offset = layout
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    return yaml
+
+
+def dump_yaml(data: Any, layout: tuple[int, int, int] = _LAYOUTS[0]) -> str:
+    """Round-trip dump of ``data``; ``layout`` is (mapping indent, sequence indent, offset)."""
+    buffer = io.StringIO()
+    _yaml(layout).dump(data, buffer)
+    return buffer.getvalue()
+
+
+def yaml_error(
+    exc: YAMLError, source: str, line_offset: int = 0, column_offset: int = 0
+) -> ManifestError:
+    """``file:line:col: problem`` for a ruamel.yaml error (lines and columns from 1)."""
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if mark is not None:
+            # the offsets place a document's first line within its file
+            line = mark.line + 1 + line_offset
+            col = mark.column + 1 + (column_offset if mark.line == 0 else 0)
+            return ManifestError(f"{source}:{line}:{col}: {problem}")
+        return ManifestError(f"{source}: {problem}")
+    return ManifestError(f"{source}: invalid YAML: {' '.join(str(exc).split())[:200]}")
+
+
+@dataclass
+class Document:
+    """One document of a stream: verbatim text around a round-trip tree.
+
+    ``render()`` is ``prefix + body`` unless ``changed`` is set, in which case the body is
+    dumped from ``data`` with ``layout``, the indentation that reproduces the original body:
+    editors call :meth:`fix_layout` before they change ``data``. ``line`` is the 0-based line
+    of ``body`` in its file.
+    """
+
+    prefix: str
+    body: str
+    line: int
+    data: Any
+    changed: bool = False
+    layout: tuple[int, int, int] | None = None
+    normalised: bool = False
+
+    def render(self) -> str:
+        if not self.changed:
+            return self.prefix + self.body
+        layout = self.layout or self.search_layout()
+        text = dump_yaml(self.data, layout)
+        if not self.body.endswith("\n"):
+            text = text.removesuffix("\n")
+        return self.prefix + (text.replace("\n", "\r\n") if _is_crlf(self.body) else text)
+
+    def fix_layout(self) -> None:
+        """Choose the layout that reproduces the body, from the tree as loaded.
+
+        Call it before the first edit of ``data``: the check then costs a dump, not a parse.
+        The layout guessed from the text is tried first; ``normalised`` tells if none fits.
+        """
+        if self.layout is not None or self.changed:
+            return
+        body = self.body.replace("\r\n", "\n")
+        wanted = body if body.endswith("\n") else body + "\n"
+        guess = guess_layout(body)
+        for layout in (guess, *(lay for lay in _LAYOUTS if lay != guess)):
+            if dump_yaml(self.data, layout) == wanted:
+                self.layout = layout
+                return
+        self.layout, self.normalised = guess, True
+
+    def search_layout(self) -> tuple[int, int, int]:
+        """Like :meth:`fix_layout` after ``data`` was edited: it costs a parse of the body."""
+        body = self.body.replace("\r\n", "\n")
+        wanted = body if body.endswith("\n") else body + "\n"
+        fresh = _yaml().load(body)
+        layout = next((lay for lay in _LAYOUTS if dump_yaml(fresh, lay) == wanted), None)
+        self.normalised = layout is None
+        return layout or guess_layout(self.body)
+
+
+def _is_crlf(text: str) -> bool:
+    # Windows line endings: ruamel.yaml writes "\n", so they are put back after the dump.
+    return "\r\n" in text
+
+
+def guess_layout(body: str) -> tuple[int, int, int]:
+    """A cheap guess at a body's layout from its first nested mapping and block sequence."""
+    mapping = sequence_offset = None
+    parent: int | None = None  # indentation of the last line that opened a block
+    for line in body.splitlines():
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        if parent is not None and indent > parent:
+            if stripped.startswith("- ") and sequence_offset is None:
+                sequence_offset = indent - parent
+            elif not stripped.startswith("- ") and mapping is None:
+                mapping = indent - parent
+        if mapping is not None and sequence_offset is not None:
+            break
+        parent = indent if stripped.rstrip().endswith(":") else None
+    mapping = mapping or 2
+    offset = sequence_offset if sequence_offset is not None else 0
+    return (mapping, offset + 2, offset)
+
+
+@dataclass
+class ManifestStream:
+    """A parsed file (or stdin): its documents in order and the text after the last one."""
+
+    source: str
+    text: str
+    documents: list[Document] = field(default_factory=list)
+    trailer: str = ""
+
+    def render(self) -> str:
+        return "".join(d.render() for d in self.documents) + self.trailer
+
+    @property
+    def changed(self) -> bool:
+        return any(d.changed for d in self.documents)
+
+
+# YAML forbids a line starting with a document marker inside any scalar, so these lines split
+# a stream into documents without parsing it twice.
+_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)[ \t]*", re.MULTILINE)
+_NO_CONTENT = re.compile(r"(?:[ \t]*(?:[#%][^\n]*)?(?:\n|$))*")
+
+
+def parse_stream(text: str, *, source: str) -> ManifestStream:
+    """Split ``text`` into documents and load each one; YAML errors become ``file:line:col``.
+
+    Text that holds no content (markers, comments, directives, blank lines) is kept verbatim
+    in the prefix of the next document or in the trailer.
+    """
+    stream = ManifestStream(source=source, text=text)
+    prefix_from = body_from = 0
+    line = counted_to = 0
+    for match in [*_MARKER.finditer(text), None]:
+        body_to = match.start() if match else len(text)
+        body = text[body_from:body_to]
+        if _NO_CONTENT.fullmatch(body) is None:
+            line += text.count("\n", counted_to, body_from)
+            counted_to = body_from
+            try:
+                data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
+            except YAMLError as exc:
+                column = body_from - (text.rfind("\n", 0, body_from) + 1)
+                raise yaml_error(exc, source, line, column) from exc
+            stream.documents.append(Document(text[prefix_from:body_from], body, line, data))
+            prefix_from = body_to
+        if match is None:
+            break
+        # The marker line belongs to the next prefix; so does the rest of a `...` line, while
+        # content after `--- ` on the same line (`--- !tag`, `--- {}`) starts the next body.
+        rest = text.find("\n", match.end())
+        line_end = len(text) if rest < 0 else rest + 1
+        if text.startswith("---", match.start()) and text[match.end() : line_end].strip():
+            body_from = match.end()
+        else:
+            body_from = line_end
+    stream.trailer = text[prefix_from:]
+    return stream
+
+
+# -- editing trees that restore exactly --------------------------------------------------
+
+
+# A comment or blank line after a value is stored with that value in ruamel.yaml. When a key is
+# added after it, or removed, these helpers move that "following" text so it stays where it was
+# in the file: otherwise a rewrite would put a blank line inside a block, and a restore would
+# drop a comment that happened to follow the annotation.
+
+
+def _following(mapping: CommentedMap, key: Any, *, take: bool) -> str:
+    """The comment lines after ``mapping[key]``'s line (not its end-of-line comment)."""
+    entry = mapping.ca.items.get(key)
+    token = entry[2] if entry and len(entry) > 2 else None
+    if token is None or not isinstance(token.value, str) or "\n" not in token.value:
+        return ""
+    eol, rest = token.value.split("\n", 1)
+    if take and rest:
+        if eol:
+            token.value = eol + "\n"
+        else:
+            entry[2] = None
+    return rest
+
+
+def _attach_following(mapping: CommentedMap, key: Any, text: str) -> None:
+    while True:  # the text follows the last line of a nested block mapping
+        value = mapping[key]
+        if not isinstance(value, CommentedMap) or not value or value.fa.flow_style():
+            break
+        mapping, key = value, list(value)[-1]
+    entry = mapping.ca.items.setdefault(key, [None, None, None, None])
+    if entry[2] is None:
+        entry[2] = CommentToken("\n" + text, CommentMark(0), None)
+    else:
+        entry[2].value = entry[2].value + text
+
+
+def _last_leaf(mapping: CommentedMap) -> tuple[CommentedMap, Any] | None:
+    while mapping:
+        key = list(mapping)[-1]
+        value = mapping[key]
+        if isinstance(value, CommentedSeq):
+            return None  # comments after a block sequence live elsewhere; leave them
+        if not isinstance(value, CommentedMap) or not value or value.fa.flow_style():
+            return mapping, key
+        mapping = value
+    return None
+
+
+def append_key(mapping: CommentedMap, key: str, value: Any) -> None:
+    """``mapping[key] = value`` as the last key, keeping what followed the old last line."""
+    leaf = _last_leaf(mapping)
+    moved = _following(*leaf, take=True) if leaf else ""
+    mapping[key] = value
+    if moved:
+        _attach_following(mapping, key, moved)
+
+
+def set_value(mapping: CommentedMap, key: Any, value: Any) -> None:
+    """Replace the value of an existing key (a null by a block, say), keeping what followed."""
+    moved = _following(mapping, key, take=True)
+    mapping[key] = value
+    if moved:
+        _attach_following(mapping, key, moved)
+
+
+def pop_key(chain: list[tuple[CommentedMap, Any]]) -> None:
+    """Delete ``chain[-1]`` (a mapping and key; earlier entries are its ancestors), keeping
+    the comment lines that followed it in the file: before the next key, or else after the
+    previous one."""
+    mapping, key = chain[-1]
+    value = mapping[key]
+    if isinstance(value, CommentedMap) and value and not value.fa.flow_style():
+        leaf = _last_leaf(value)
+        moved = _following(*leaf, take=False) if leaf else ""
+    else:
+        moved = _following(mapping, key, take=False)
+    keys = list(mapping)
+    position = keys.index(key)
+    del mapping[key]
+    mapping.ca.items.pop(key, None)
+    if not moved:
+        return
+    for ancestor, ancestor_key in reversed(chain):
+        later = list(ancestor)
+        if ancestor_key in ancestor:
+            after = later[later.index(ancestor_key) + 1 :]
+        else:  # the key just deleted
+            after = later[position:]
+        if after:
+            entry = ancestor.ca.items.setdefault(after[0], [None, None, None, None])
+            entry[1] = [CommentToken(moved, CommentMark(0), None), *(entry[1] or [])]
+            return
+    if position > 0:
+        _attach_following(mapping, keys[position - 1], moved)
+
+
+def replace_value(mapping: CommentedMap, key: str, new: str | YamlNull) -> None:
+    """Set ``mapping[key]`` to ``new`` in the old value's quoting style.
+
+    An end-of-line comment moves by the change in length, keeping its gap: ruamel.yaml would
+    otherwise write it one space after the longer value, and a restore could not put it back.
+    """
+    old = mapping.get(key)
+    mapping[key] = new if isinstance(new, YamlNull) else styled(old, new)
+    comment = mapping.ca.items.get(key)
+    token = comment[2] if comment and len(comment) > 2 else None
+    if token is not None and getattr(token, "start_mark", None) is not None:
+        token.column = max(0, token.column + _width(new) - _width(old))
+
+
+def _width(value: Any) -> int:
+    return len(value.text) if isinstance(value, YamlNull) else len(str(value))
+
+
+def styled(old: Any, new: str) -> Any:
+    """``new`` in the quoting style of ``old``, so restore gives the original bytes back."""
+    if isinstance(old, ScalarString):
+        return type(old)(new)
+    return new
