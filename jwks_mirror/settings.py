@@ -48,6 +48,16 @@ _RESERVED_HEADERS = frozenset(
     }
 )
 
+# The per-issuer tunables: allowed under ``defaults:`` and in each issuer.
+LIMIT_KEYS = (
+    "refresh_interval",
+    "timeout",
+    "max_response_bytes",
+    "max_keys",
+    "max_stale",
+    "retain_removed_keys",
+)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -259,14 +269,7 @@ class _Loader:
     def _limits(
         self, data: object, where: str, base: Limits, extra: set[str] | None = None
     ) -> Limits:
-        keys = {
-            "refresh_interval",
-            "timeout",
-            "max_response_bytes",
-            "max_keys",
-            "max_stale",
-            "retain_removed_keys",
-        }
+        keys = set(LIMIT_KEYS)
         if data is None:
             return base
         m = self._mapping(data, where, keys | (extra or set()))
@@ -318,7 +321,7 @@ class _Loader:
             "headers",
             "tls",
         }
-        m = self._mapping(data, where, own | set(_limit_keys()))
+        m = self._mapping(data, where, own | set(LIMIT_KEYS))
         if "name" not in m:
             raise ConfigError("required", field=f"{where}.name")
         name = self._str(m["name"], f"{where}.name")
@@ -362,7 +365,7 @@ class _Loader:
                     "tls needs an https upstream; with a sidecar use http:// and no tls",
                     field=f"{where}.tls",
                 )
-        limits = self._limits({k: m[k] for k in _limit_keys() if k in m}, where, defaults)
+        limits = self._limits({k: m[k] for k in LIMIT_KEYS if k in m}, where, defaults)
         return IssuerSettings(
             name=name,
             jwks_uri=jwks_uri,
@@ -518,17 +521,6 @@ def _key_text(key: object) -> str:
     """A mapping key for an error's field path, quoted when it would break the line."""
     text = str(key)
     return text if text.isprintable() else repr(text)
-
-
-def _limit_keys() -> tuple[str, ...]:
-    return (
-        "refresh_interval",
-        "timeout",
-        "max_response_bytes",
-        "max_keys",
-        "max_stale",
-        "retain_removed_keys",
-    )
 
 
 def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:

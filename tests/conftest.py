@@ -184,6 +184,36 @@ def reset() -> Behaviour:
     return behave
 
 
+def drip(total: int = 100_000, *, every_s: float = 0.05) -> Behaviour:
+    """Promise ``total`` bytes, then send one byte every ``every_s`` (a slow-drip upstream)."""
+
+    async def behave(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = total
+        await response.prepare(request)
+        for _ in range(200):
+            await response.write(b" ")
+            await asyncio.sleep(every_s)
+        return response
+
+    return behave
+
+
+def truncated() -> Behaviour:
+    """Promise 1000 bytes, send the start of a key set, close the connection."""
+
+    async def behave(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"keys": [')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    return behave
+
+
 def gzipped(body: bytes) -> Behaviour:
     async def behave(request: web.Request) -> web.StreamResponse:
         return web.Response(

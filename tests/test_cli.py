@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,34 @@ async def test_refresh_and_status_commands(fake_issuer, mirror_factory, capsys):
     assert {i["name"] for i in document["issuers"]} == {"up", "down"}
 
 
+
+@contextlib.contextmanager
+def serve_process(config: Path) -> Iterator[subprocess.Popen[str]]:
+    """``jwks-mirror serve`` as a real process; killed if the test leaves it running.
+
+    stderr goes to a file so a long run never blocks on a full pipe; the test fails if the
+    process wrote a traceback there.
+    """
+    stderr_path = config.with_suffix(".stderr")
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
+    assert "Traceback" not in stderr_path.read_text()
+
+
 def _wait_for_line(process: subprocess.Popen, predicate, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     assert process.stdout is not None
@@ -113,14 +143,7 @@ def _get(url: str) -> tuple[int, bytes]:
 async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer, tmp_path: Path):
     issuer = await fake_issuer()
     path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
+    with serve_process(path) as process:
         listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
         fetched = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
         assert fetched["issuer"] == "a" and fetched["outcome"] == "changed"
@@ -143,15 +166,6 @@ async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer
         process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "stopped")
         assert await asyncio.to_thread(process.wait, 10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        assert process.stdout is not None and process.stderr is not None
-        process.stdout.close()
-        stderr = process.stderr.read()
-        process.stderr.close()
-    assert "Traceback" not in stderr
 
 
 async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Path):
@@ -166,14 +180,7 @@ async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Pa
 
     issuer = await fake_issuer(behaviour=slow)
     path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
+    with serve_process(path) as process:
         listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
         request = urllib.request.Request(f"{listening['admin']}/refresh/a", method="POST")
@@ -186,12 +193,6 @@ async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Pa
         status, body = await pending
         assert status == 200 and json.loads(body)["results"][0]["outcome"] == "unchanged"
         assert await asyncio.to_thread(process.wait, 10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 def _post(request: urllib.request.Request) -> tuple[int, bytes]:
@@ -218,15 +219,8 @@ async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_pat
 
     issuer = await fake_issuer()
     path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
     ok, refused, failed = 0, 0, []
-    try:
+    with serve_process(path) as process:
         listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
         url = f"{listening['public']}/a/jwks.json"
@@ -255,11 +249,5 @@ async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_pat
             process.send_signal(signal.SIGTERM)
             await asyncio.gather(*workers)
         assert await asyncio.to_thread(process.wait, 10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
     assert ok > 50 and refused > 0
     assert failed == []

@@ -17,7 +17,7 @@ from jwks_mirror.errors import UpstreamError
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.settings import IssuerSettings, parse_settings
 
-from .conftest import ISSUER_HOST, Pki, answer, gzipped, hang, jwks, reset
+from .conftest import ISSUER_HOST, Pki, answer, drip, gzipped, hang, jwks, reset, truncated
 
 
 def issuer_settings(body: str, *, timeout: str = "2s") -> IssuerSettings:
@@ -256,16 +256,7 @@ async def test_hanging_upstream_times_out(fake_issuer, fetcher):
 
 
 async def test_slow_drip_body_hits_the_total_timeout(fake_issuer, fetcher):
-    async def drip(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.content_length = 10_000
-        await response.prepare(request)
-        for _ in range(100):
-            await response.write(b" ")
-            await asyncio.sleep(0.05)
-        return response
-
-    issuer = await fake_issuer(behaviour=drip)
+    issuer = await fake_issuer(behaviour=drip())
     settings = issuer_settings(f"    jwks_uri: {issuer.url}\n", timeout="400ms")
     with pytest.raises(UpstreamError) as info:
         await fetcher.fetch(settings)
@@ -346,16 +337,7 @@ async def test_deflate_and_unknown_encodings(fake_issuer, fetcher):
 
 
 async def test_truncated_body_is_a_connection_error(fake_issuer, fetcher):
-    async def truncated(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.content_length = 1000
-        await response.prepare(request)
-        await response.write(b'{"keys": [')
-        assert request.transport is not None
-        request.transport.close()
-        return response
-
-    issuer = await fake_issuer(behaviour=truncated)
+    issuer = await fake_issuer(behaviour=truncated())
     with pytest.raises(UpstreamError) as info:
         await fetcher.fetch(issuer_settings(f"    jwks_uri: {issuer.url}\n"))
     assert info.value.reason == "connection"

@@ -32,11 +32,13 @@ from .conftest import (
     Pki,
     answer,
     config_text,
+    drip,
     hang,
     jwks,
     public_jwk,
     reset,
     signing_key,
+    truncated,
 )
 
 GOOD = jwks("good")
@@ -100,32 +102,6 @@ class Case:
 
 def _serve(body: bytes, **headers: str):
     return lambda issuer: answer(200, body, **headers)
-
-
-def _drip(issuer: FakeIssuer):
-    async def behave(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.content_length = 100_000
-        await response.prepare(request)
-        for _ in range(200):
-            await response.write(b" ")
-            await asyncio.sleep(0.05)
-        return response
-
-    return behave
-
-
-def _truncated(issuer: FakeIssuer):
-    async def behave(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.content_length = 500
-        await response.prepare(request)
-        await response.write(b'{"keys":[')
-        assert request.transport is not None
-        request.transport.close()
-        return response
-
-    return behave
 
 
 def _informational(issuer: FakeIssuer):
@@ -256,10 +232,10 @@ CASES = [
         "invalid_utf8",
         behaviour=_serve(b"\x89PNG\r\n\x1a\n", Content_Type="image/png"),
     ),
-    Case("truncated", "connection", behaviour=_truncated),
+    Case("truncated", "connection", behaviour=lambda i: truncated()),
     Case("reset", "connection", behaviour=lambda i: reset()),
     Case("hang", "timeout", behaviour=hang, timeout_s=0.3),
-    Case("slow-drip", "timeout", behaviour=_drip, timeout_s=0.5),
+    Case("slow-drip", "timeout", behaviour=lambda i: drip(), timeout_s=0.5),
 ]
 
 
