@@ -24,7 +24,7 @@ from jwks_mirror.errors import ConfigError
 from jwks_mirror.logs import configure, event
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
-from jwks_mirror.public import make_handler
+from jwks_mirror.public import PublicServer
 from jwks_mirror.settings import Settings, load_settings
 
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -38,12 +38,12 @@ class Running:
     mirror: Mirror
     public_url: str
     admin_url: str
-    _public: web.BaseRunner
+    _public: PublicServer
     _admin: web.BaseRunner
 
     async def stop(self) -> None:
         self.mirror.draining = True
-        await self._public.cleanup()
+        await self._public.close(timeout_s=SHUTDOWN_TIMEOUT_S)
         await self.mirror.stop()
         await self._admin.cleanup()
 
@@ -52,25 +52,19 @@ async def start(settings: Settings, *, mirror: Mirror | None = None) -> Running:
     """Start the mirror and bind both ports (port 0 picks a free one)."""
     mirror = mirror or Mirror(settings, registry=new_registry())
     await mirror.start()
-    public = web.ServerRunner(
-        web.Server(make_handler(mirror)), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
-    )
+    public = PublicServer(mirror)
     admin = web.AppRunner(
         create_admin_app(mirror), shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
     )
     try:
-        await public.setup()
+        await public.start(settings.public.host, settings.public.port)
         await admin.setup()
-        public_site = web.TCPSite(
-            public, settings.public.host, settings.public.port, reuse_address=True
-        )
-        await public_site.start()
         admin_site = web.TCPSite(
             admin, settings.admin.host, settings.admin.port, reuse_address=True
         )
         await admin_site.start()
     except OSError:
-        await public.cleanup()
+        await public.close(timeout_s=0)
         await admin.cleanup()
         await mirror.stop()
         raise
@@ -83,7 +77,7 @@ async def start(settings: Settings, *, mirror: Mirror | None = None) -> Running:
     )
 
 
-def _url(runner: web.BaseRunner) -> str:
+def _url(runner: web.BaseRunner | PublicServer) -> str:
     host, port = runner.addresses[0][:2]
     host = "127.0.0.1" if host == "0.0.0.0" else host
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
