@@ -100,7 +100,7 @@ def versions() -> dict[str, str]:
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
-        loop = f"uvloop {uvloop.__version__}"
+        loop = f"uvloop {uvloop.__version__}" if LOOP == "auto" else "asyncio (uvloop disabled)"
     except ImportError:
         loop = "asyncio"
     return {
@@ -331,9 +331,17 @@ def mirror_config(directory: Path, upstream: str, names: Sequence[str], **defaul
     return path
 
 
+# "auto": serve uses uvloop when it is importable, as in production; "asyncio": hide it.
+LOOP = "auto"
+_NO_UVLOOP = (
+    "import sys; sys.modules['uvloop'] = None; from jwks_mirror.cli import main; sys.exit(main())"
+)
+
+
 def start_mirror(config: Path, *, cpu: str = SERVER_CPU, extra: Sequence[str] = ()) -> Proc:
     """``jwks-mirror serve`` as a real process, pinned to ``cpu``."""
-    argv = [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(config), *extra]
+    entry = ["-m", "jwks_mirror"] if LOOP == "auto" else ["-c", _NO_UVLOOP]
+    argv = [sys.executable, *entry, "serve", "--config", str(config), *extra]
     return Proc(pinned(cpu, argv), env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 

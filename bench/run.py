@@ -43,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not touch docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write raw results here")
     parser.add_argument("--issuers", type=int, help="override the scale benchmark's issuers")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio"),
+        default="auto",
+        help="asyncio: run the mirror without uvloop even if it is installed",
+    )
     args = parser.parse_args(argv)
+    common.LOOP = args.loop
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     label = args.label or ("smoke" if args.smoke else "quick" if args.quick else "full")
     which = args.only or ["serving", "scale"]
