@@ -22,7 +22,7 @@ from bench import common, scale, serving
 
 PROFILES = {
     #           serving: rounds, seconds, warmup   scale: issuers, rounds
-    "full": {"rounds": 3, "duration_s": 5.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3},
+    "full": {"rounds": 5, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3},
     "quick": {"rounds": 2, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 1},
     "smoke": {"rounds": 1, "duration_s": 1.0, "warmup_s": 0.0, "issuers": 20, "scale_rounds": 1},
 }

@@ -37,7 +37,6 @@ from jwks_mirror.logs import event
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.state import IssuerState, Published
 
-JSON = "application/json"
 _SUFFIX = b"/jwks.json"
 MAX_HEAD_BYTES = 16384  # aiohttp's limit is 8190 per line; a real JWKS request is ~200 bytes
 MAX_SKIPPED_BODY_BYTES = 65536  # a GET with a body is odd; a large one is not worth reading
