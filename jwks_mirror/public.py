@@ -318,8 +318,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
             if self._buffer:
-                data, self._buffer = self._buffer, b""
-                self._process(data)
+                self.data_received(b"")
 
     def data_received(self, data: bytes) -> None:
         if self._closing:

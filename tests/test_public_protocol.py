@@ -64,7 +64,11 @@ async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False
 
 
 async def closed(reader: asyncio.StreamReader) -> bool:
-    return await asyncio.wait_for(reader.read(1), 5) == b""
+    """The server closed the connection (a write of ours after that may surface as EPIPE)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 5) == b""
+    except (BrokenPipeError, ConnectionResetError):
+        return True
 
 
 REQUEST = b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\n\r\n"
@@ -201,3 +205,23 @@ async def test_shutdown_closes_idle_connections_and_stops_accepting(served, conn
     assert await closed(reader)
     with pytest.raises(OSError):
         await connect(served)
+
+
+async def test_idle_and_dribbling_connections_are_closed(fake_issuer, mirror_factory, connect, monkeypatch):
+    monkeypatch.setattr(public, "KEEPALIVE_S", 0.6)
+    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
+    await running.mirror.refresh()
+    idle_reader, _ = await connect(running)
+    slow_reader, slow_writer = await connect(running)
+    busy_reader, busy_writer = await connect(running)
+    for i in range(12):  # 1.2 s: twice the keep-alive limit
+        slow_writer.write(REQUEST[i : i + 1])  # never completes a head
+        busy_writer.write(REQUEST)
+        assert (await read_response(busy_reader))[0] == 200
+        await asyncio.sleep(0.1)
+    assert await closed(idle_reader)
+    assert await closed(slow_reader)
+    busy_writer.write(REQUEST)  # a connection in use is left alone
+    assert (await read_response(busy_reader))[0] == 200
