@@ -19,20 +19,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from jwks_mirror import public as public_port
 from jwks_mirror.admin import create_admin_app
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.logs import configure, event
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
-from jwks_mirror.public import make_handler
+from jwks_mirror.public import PublicServer
 from jwks_mirror.settings import Settings, load_settings
 
 SHUTDOWN_TIMEOUT_S = 10.0
 CONFIG_POLL_S = 5.0
-# aiohttp arms this timer when a connection opens and after each response, and closes the
-# connection if no complete request arrived by then: it is both the idle timeout and the
-# header timeout that stops slow clients (slowloris) from holding connections forever.
-KEEPALIVE_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -42,12 +39,12 @@ class Running:
     mirror: Mirror
     public_url: str
     admin_url: str
-    _public: web.BaseRunner
+    _public: PublicServer
     _admin: web.BaseRunner
 
     async def stop(self) -> None:
         self.mirror.draining = True
-        await self._public.cleanup()
+        await self._public.close(timeout_s=SHUTDOWN_TIMEOUT_S)
         await self.mirror.stop()
         await self._admin.cleanup()
 
@@ -56,36 +53,31 @@ async def start(
     settings: Settings,
     *,
     mirror: Mirror | None = None,
-    keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
+    keepalive_timeout_s: float | None = None,
 ) -> Running:
     """Start the mirror and bind both ports (port 0 picks a free one)."""
     mirror = mirror or Mirror(settings, registry=new_registry())
     await mirror.start()
-    public = web.ServerRunner(
-        web.Server(
-            make_handler(mirror), keepalive_timeout=keepalive_timeout_s, access_log=None
-        ),
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-    )
+    # Both ports close connections that have sent no complete request for this long: the
+    # idle timeout and the header timeout against slow clients (aiohttp arms its keep-alive
+    # timer at connect and after each response, so it does both on the admin port).
+    keepalive_s = public_port.KEEPALIVE_S if keepalive_timeout_s is None else keepalive_timeout_s
+    public = PublicServer(mirror, keepalive_s=keepalive_s)
     admin = web.AppRunner(
         create_admin_app(mirror),
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         access_log=None,
-        keepalive_timeout=keepalive_timeout_s,
+        keepalive_timeout=keepalive_s,
     )
     try:
-        await public.setup()
+        await public.start(settings.public.host, settings.public.port)
         await admin.setup()
-        public_site = web.TCPSite(
-            public, settings.public.host, settings.public.port, reuse_address=True
-        )
-        await public_site.start()
         admin_site = web.TCPSite(
             admin, settings.admin.host, settings.admin.port, reuse_address=True
         )
         await admin_site.start()
     except OSError:
-        await public.cleanup()
+        await public.close(timeout_s=0)
         await admin.cleanup()
         await mirror.stop()
         raise
@@ -98,7 +90,7 @@ async def start(
     )
 
 
-def _url(runner: web.BaseRunner) -> str:
+def _url(runner: web.BaseRunner | PublicServer) -> str:
     host, port = runner.addresses[0][:2]
     host = "127.0.0.1" if host == "0.0.0.0" else host
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

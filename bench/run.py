@@ -1,0 +1,78 @@
+"""Run every jwks-mirror benchmark with one command and record the results.
+
+    python bench/run.py              # full: a few minutes on a 2-core machine
+    python bench/run.py --quick      # shorter runs, fewer rounds
+    python bench/run.py --smoke      # tiny sizes, for CI (asserts nothing about timings)
+
+Each benchmark prints the machine, the versions and the command, and appends dated rows to
+``docs/benchmarks.md`` (unless ``--no-record``). ``--json FILE`` also writes the raw results.
+Run as root on a machine without nginx/wrk and they are installed with apt-get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common, scale, serving
+
+PROFILES = {
+    #           serving: rounds, seconds, warmup   scale: issuers, rounds
+    "full": {"rounds": 5, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3},
+    "quick": {"rounds": 2, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 1},
+    "smoke": {"rounds": 1, "duration_s": 1.0, "warmup_s": 0.0, "issuers": 20, "scale_rounds": 1},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="shorter runs")
+    size.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
+    parser.add_argument(
+        "--only",
+        choices=("serving", "scale"),
+        action="append",
+        help="run only this benchmark (repeatable)",
+    )
+    parser.add_argument("--label", default="", help="tag for the recorded rows (before, after)")
+    parser.add_argument("--no-record", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, help="also write raw results here")
+    parser.add_argument("--issuers", type=int, help="override the scale benchmark's issuers")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio"),
+        default="auto",
+        help="asyncio: run the mirror without uvloop even if it is installed",
+    )
+    args = parser.parse_args(argv)
+    common.LOOP = args.loop
+    profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    label = args.label or ("smoke" if args.smoke else "quick" if args.quick else "full")
+    which = args.only or ["serving", "scale"]
+    results: dict[str, object] = {}
+    if "serving" in which:
+        result = serving.run(
+            rounds=profile["rounds"], duration_s=profile["duration_s"], warmup_s=profile["warmup_s"]
+        )
+        results["serving"] = result
+        if not args.no_record:
+            common.record("serving-rows", serving.rows(result, label))
+    if "scale" in which:
+        result = scale.run(
+            issuers=args.issuers or int(profile["issuers"]), rounds=int(profile["scale_rounds"])
+        )
+        results["scale"] = result
+        if not args.no_record:
+            common.record("scale-rows", scale.rows(result, label))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Benchmark 1, serving: ``GET /{name}/jwks.json`` on the public port against nginx.
+
+The mirror (a real ``jwks-mirror serve`` process, every feature on: ETag, Cache-Control,
+request counting) and nginx (Debian's, one worker, serving the mirror's exact bytes from a
+file) are both pinned to core 0; ``wrk`` runs pinned to core 1. For each case the two servers
+are measured alternately, several rounds, and the medians are reported, with the ratio
+mirror/nginx of requests per second.
+
+Cases: ``200`` (plain GET, 50 connections), ``304`` (``If-None-Match`` with the current ETag,
+50 connections) and ``200x1000`` (plain GET, 1,000 connections).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+NAME = "iss00000"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    connections: int
+    conditional: bool
+
+
+CASES = (Case("200", 50, False), Case("304", 50, True), Case("200x1000", 1000, False))
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"unparsable latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    if not (rps and p50 and p99):
+        raise RuntimeError(f"cannot parse wrk output:\n{output}")
+    errors = 0
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors)
+
+
+def wrk(url: str, *, connections: int, duration_s: float, etag: str | None) -> WrkResult:
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
+    if etag is not None:
+        argv += ["-H", f"If-None-Match: {etag}"]
+    out = subprocess.run(
+        common.pinned(common.LOAD_CPU, [*argv, url]),
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=True,
+    )
+    return parse_wrk(out.stdout)
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {dir}/www;
+        default_type application/json;
+        etag on;
+        add_header Cache-Control "public, max-age=3600";
+    }}
+}}
+"""
+
+
+def start_nginx(directory: Path, body: bytes) -> tuple[common.Proc, str]:
+    """Debian's nginx with one worker, serving ``body`` as a static file."""
+    (directory / "www" / NAME).mkdir(parents=True)
+    (directory / "www" / NAME / "jwks.json").write_bytes(body)
+    (directory / "tmp").mkdir()
+    for path in (directory.parent, directory, directory / "www", directory / "www" / NAME):
+        path.chmod(0o755)  # the worker runs as nobody when we are root
+    port = common.free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port))
+    proc = common.Proc(
+        common.pinned(
+            common.SERVER_CPU,
+            [
+                common.tool("nginx"),
+                "-p",
+                str(directory),
+                "-c",
+                str(conf),
+                "-e",
+                str(directory / "error.log"),
+            ],
+        )
+    )
+    url = f"http://127.0.0.1:{port}/{NAME}/jwks.json"
+    if not common.wait_until(lambda: _ok(url), 10):
+        proc.stop()
+        log = (directory / "error.log").read_text().splitlines()
+        raise RuntimeError("nginx did not start:\n" + "\n".join(log[-5:]))
+    return proc, url
+
+
+def _ok(url: str) -> bool:
+    try:
+        return common.http("GET", url, timeout_s=1)[0] == 200
+    except OSError:
+        return False
+
+
+def run(*, rounds: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    common.raise_fd_limit()
+    common.ensure_tools("nginx", "wrk")
+    info = common.banner("serving: mirror vs nginx, both on one core, wrk on another")
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        directory = Path(tmp)
+        upstream, upstream_url = common.start_upstream(1)
+        with common.running(upstream):
+            config = common.mirror_config(directory, upstream_url, [NAME])
+            mirror = common.start_mirror(config)
+            with common.running(mirror):
+                listening = mirror.wait_json("listening")
+                admin = listening["admin"]
+                ready = common.wait_until(
+                    lambda: common.http("GET", f"{admin}/readyz")[0] == 200, 30
+                )
+                if not ready:
+                    raise RuntimeError("mirror not ready")
+                mirror_url = f"{listening['public']}/{NAME}/jwks.json"
+                _, _headers, body = common.http("GET", mirror_url)
+                nginx, nginx_url = start_nginx(directory / "nginx", body)
+                with common.running(nginx):
+                    targets = {"mirror": mirror_url, "nginx": nginx_url}
+                    etags = {k: common.http("GET", u)[1]["ETag"] for k, u in targets.items()}
+                    for side, url in targets.items():
+                        status = common.http("GET", url, headers={"If-None-Match": etags[side]})[0]
+                        if status != 304:
+                            raise RuntimeError(f"{side}: If-None-Match answered {status}")
+                    cases = _measure(targets, etags, rounds, duration_s, warmup_s)
+                    requests_counted = _requests_total(admin)
+    result = {
+        "info": info,
+        "body_bytes": len(body),
+        "cases": cases,
+        "mirror_requests_counted": requests_counted,
+    }
+    _print(result)
+    return result
+
+
+def _measure(
+    targets: dict[str, str],
+    etags: dict[str, str],
+    rounds: int,
+    duration_s: float,
+    warmup_s: float,
+) -> dict[str, Any]:
+    cases: dict[str, Any] = {}
+    for case in CASES:
+        samples: dict[str, list[WrkResult]] = {side: [] for side in targets}
+        if warmup_s > 0:
+            for side, url in targets.items():
+                wrk(
+                    url,
+                    connections=case.connections,
+                    duration_s=warmup_s,
+                    etag=etags[side] if case.conditional else None,
+                )
+        for r in range(rounds):
+            order = list(targets) if r % 2 == 0 else list(reversed(targets))
+            for side in order:
+                samples[side].append(
+                    wrk(
+                        targets[side],
+                        connections=case.connections,
+                        duration_s=duration_s,
+                        etag=etags[side] if case.conditional else None,
+                    )
+                )
+                time.sleep(0.2)
+        summary = {}
+        for side, results in samples.items():
+            summary[side] = {
+                "rps": common.median([x.rps for x in results]),
+                "p50_ms": common.median([x.p50_ms for x in results]),
+                "p99_ms": common.median([x.p99_ms for x in results]),
+                "errors": sum(x.errors for x in results),
+                "rps_runs": [round(x.rps) for x in results],
+            }
+        # Each round measures the two back to back, so a burst of load from elsewhere on the
+        # machine mostly hits both: the median of the per-round ratios is the robust figure.
+        summary["ratio"] = common.median(
+            [m.rps / n.rps for m, n in zip(samples["mirror"], samples["nginx"], strict=True)]
+        )
+        summary["connections"] = case.connections
+        cases[case.name] = summary
+    return cases
+
+
+def _requests_total(admin: str) -> float:
+    """The mirror's own count of public requests (proves counting was on during the run)."""
+    _, _, text = common.http("GET", f"{admin}/metrics")
+    total = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("jwks_mirror_requests_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(
+        f"   body {result['body_bytes']} bytes; mirror counted "
+        f"{result['mirror_requests_counted']:.0f} requests"
+    )
+    print(
+        f"   {'case':<10} {'conns':>5} {'mirror rps':>11} {'nginx rps':>10} {'ratio':>6} "
+        f"{'mirror p50/p99 ms':>18} {'nginx p50/p99 ms':>17} {'errors m/n':>10}"
+    )
+    for name, c in result["cases"].items():
+        m, n = c["mirror"], c["nginx"]
+        print(
+            f"   {name:<10} {c['connections']:>5} {m['rps']:>11.0f} {n['rps']:>10.0f} "
+            f"{c['ratio']:>6.2f} {m['p50_ms']:>8.2f}/{m['p99_ms']:<9.2f} "
+            f"{n['p50_ms']:>7.2f}/{n['p99_ms']:<9.2f} {m['errors']:>4}/{n['errors']}"
+        )
+
+
+def rows(result: dict[str, Any], label: str) -> list[str]:
+    info = result["info"]
+    out = []
+    for name, c in result["cases"].items():
+        m, n = c["mirror"], c["nginx"]
+        out.append(
+            f"| {info['date']} | {label} | `{info['commit']}` | {name} ({c['connections']} conns) "
+            f"| {m['rps']:.0f} | {n['rps']:.0f} | **{c['ratio']:.2f}** "
+            f"| {m['p50_ms']:.2f} / {m['p99_ms']:.2f} | {n['p50_ms']:.2f} / {n['p99_ms']:.2f} "
+            f"| {m['errors']} / {n['errors']} | {common.setup_text(info)} | `{info['command']}` |"
+        )
+    return out

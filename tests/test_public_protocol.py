@@ -1,0 +1,227 @@
+"""The public port's HTTP/1.1 handling, byte for byte over a raw loopback socket.
+
+The port is a bare asyncio protocol (see ``jwks_mirror/public.py``), so what a framework
+would otherwise guarantee is tested here: keep-alive, pipelining, heads split across packets,
+HTTP/1.0, ``Connection: close``, request bodies, malformed and oversized heads, shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit
+
+import pytest
+
+from jwks_mirror import public
+
+from .conftest import config_text, jwks
+
+
+@pytest.fixture
+async def served(fake_issuer, mirror_factory):
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(
+        config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n    refresh_interval: 300s\n")
+    )
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome == "changed"
+    return running
+
+
+@pytest.fixture
+async def connect():
+    """Open raw connections to a running mirror's public port; all closed at teardown."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def open_(running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        url = urlsplit(running.public_url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writers.append(writer)
+        return reader, writer
+
+    yield open_
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            assert name.lower() not in headers, f"duplicate header {name}"
+            headers[name.lower()] = value.strip()
+    body = b""
+    if not head_only and status != 304 and "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    return status, headers, body
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    """The server closed the connection (a write of ours after that may surface as EPIPE)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 5) == b""
+    except (BrokenPipeError, ConnectionResetError):
+        return True
+
+
+REQUEST = b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\n\r\n"
+
+
+async def test_keep_alive_and_pipelining(served, connect):
+    reader, writer = await connect(served)
+    writer.write(REQUEST * 3)
+    bodies = [await read_response(reader) for _ in range(3)]
+    assert [s for s, _, _ in bodies] == [200, 200, 200]
+    assert bodies[0][2] == bodies[2][2] and b'"k1"' in bodies[0][2]
+    _, headers, _ = bodies[0]
+    assert headers["content-type"] == "application/json"
+    assert headers["etag"].startswith('"') and "date" in headers
+    assert "connection" not in headers
+    writer.write(REQUEST)  # the connection is still usable afterwards
+    assert (await read_response(reader))[0] == 200
+
+
+async def test_a_head_split_across_packets(served, connect):
+    reader, writer = await connect(served)
+    for i in range(0, len(REQUEST), 7):
+        writer.write(REQUEST[i : i + 7])
+        await writer.drain()
+        await asyncio.sleep(0.01)
+    assert (await read_response(reader))[0] == 200
+
+
+async def test_connection_close_and_http10(served, connect):
+    reader, writer = await connect(served)
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.1\r\nConnection: close\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers["connection"] == "close"
+    assert await closed(reader)
+
+    reader, writer = await connect(served)
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.0\r\n\r\n")
+    status, headers, body = await read_response(reader)
+    assert status == 200 and b"k1" in body and headers["connection"] == "close"
+    assert await closed(reader)
+
+    reader, writer = await connect(served)
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
+    for _ in range(2):
+        status, headers, _ = await read_response(reader)
+        assert status == 200 and headers["connection"] == "keep-alive"
+
+
+async def test_if_none_match_over_several_header_lines(served, connect):
+    reader, writer = await connect(served)
+    writer.write(REQUEST)
+    _, headers, _ = await read_response(reader)
+    etag = headers["etag"].encode()
+    writer.write(
+        b"GET /keys-myns/jwks.json?v=2 HTTP/1.1\r\nIf-None-Match: \"x\"\r\nif-none-match: W/" + etag + b"\r\n\r\n"
+    )
+    status, headers304, body = await read_response(reader)
+    assert status == 304 and body == b"" and headers304["etag"] == etag.decode()
+    assert "content-length" not in headers304
+    writer.write(b"HEAD /keys-myns/jwks.json HTTP/1.1\r\n\r\n")
+    status, head_headers, _ = await read_response(reader, head_only=True)
+    assert status == 200 and int(head_headers["content-length"]) > 0
+    writer.write(REQUEST)  # nothing of the HEAD's body was sent: the next answer parses
+    assert (await read_response(reader))[0] == 200
+
+
+async def test_a_request_body_is_skipped_and_chunked_closes(served, connect):
+    reader, writer = await connect(served)
+    writer.write(b"POST /keys-myns/jwks.json HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + REQUEST)
+    assert (await read_response(reader))[0] == 405
+    assert (await read_response(reader))[0] == 200
+    writer.write(b"POST /keys-myns/jwks.json HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert status == 405 and headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_absolute_form_targets_are_served(served, connect):
+    reader, writer = await connect(served)
+    writer.write(b"GET http://mirror:8080/keys-myns/jwks.json HTTP/1.1\r\n\r\n")
+    assert (await read_response(reader))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /keys-myns/jwks.json\r\n\r\n",
+        b"GET /keys-myns/jwks.json HTTP/2.0\r\n\r\n",
+        b"GET  /keys-myns/jwks.json HTTP/1.1\r\n\r\n",
+        b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost mirror\r\n\r\n",
+        b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost : mirror\r\n\r\n",
+        b"GET /keys-myns/jwks.json HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+        b"GET /keys-myns/jwks.json HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"GET /keys-myns/jwks.json HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ],
+    ids=["no-version", "http2", "double-space", "no-colon", "space-before-colon", "folding", "negative-length", "two-lengths"],
+)
+async def test_malformed_heads_get_400_and_close(served, connect, request_bytes):
+    reader, writer = await connect(served)
+    writer.write(request_bytes)
+    status, headers, _ = await read_response(reader)
+    assert status == 400 and headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_an_oversized_head_gets_431_and_close(served, connect):
+    reader, writer = await connect(served)
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.1\r\nX-Pad: " + b"a" * (public.MAX_HEAD_BYTES + 10))
+    status, _, _ = await read_response(reader)
+    assert status == 431
+    assert await closed(reader)
+
+
+async def test_a_client_that_does_not_read_is_not_read_either(served, connect):
+    """Back-pressure: pipelined requests from a client that never reads stay in the socket
+    buffers instead of piling answers up in the mirror's memory."""
+    reader, writer = await connect(served)
+    writer.transport.set_write_buffer_limits(high=1 << 30)
+    count = 60000  # ~30 MB of answers, far more than loopback socket buffers hold
+    writer.write(REQUEST * count)
+    await asyncio.sleep(0.5)
+    (connection,) = served._public.connections
+    assert connection.served < count / 2
+    assert connection._transport.get_write_buffer_size() < 1 << 20
+    for _ in range(count):
+        assert (await read_response(reader))[0] == 200
+
+
+async def test_shutdown_closes_idle_connections_and_stops_accepting(served, connect):
+    reader, writer = await connect(served)
+    writer.write(REQUEST)
+    assert (await read_response(reader))[0] == 200
+    await asyncio.wait_for(served.stop(), 5)
+    assert await closed(reader)
+    with pytest.raises(OSError):
+        await connect(served)
+
+
+async def test_idle_and_dribbling_connections_are_closed(fake_issuer, mirror_factory, connect, monkeypatch):
+    monkeypatch.setattr(public, "KEEPALIVE_S", 0.6)
+    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
+    await running.mirror.refresh()
+    idle_reader, _ = await connect(running)
+    slow_reader, slow_writer = await connect(running)
+    busy_reader, busy_writer = await connect(running)
+    for i in range(12):  # 1.2 s: twice the keep-alive limit
+        slow_writer.write(REQUEST[i : i + 1])  # never completes a head
+        busy_writer.write(REQUEST)
+        assert (await read_response(busy_reader))[0] == 200
+        await asyncio.sleep(0.1)
+    assert await closed(idle_reader)
+    assert await closed(slow_reader)
+    busy_writer.write(REQUEST)  # a connection in use is left alone
+    assert (await read_response(busy_reader))[0] == 200
