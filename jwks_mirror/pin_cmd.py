@@ -127,8 +127,8 @@ def _report(result: dict[str, Any], *, replica: str | None, purge: bool) -> list
         head += f": {result['error']}"
     lines = [head]
     fields = ["added", "retained", "removed"] + (["purged"] if purge else [])
-    lines += [f"  {name + ':':<10}{_kids(result.get(name))}" for name in fields]
-    lines.append(f"  {'published:':<10}{_kids(result.get('kids'))}")
+    lines += [f"  {name + ':':<11}{_kids(result.get(name))}" for name in fields]
+    lines.append(f"  {'published:':<11}{_kids(result.get('kids'))}")
     return lines
 
 
