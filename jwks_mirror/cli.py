@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pin", help="set ?v=<key-set version> on mirror jwksUris (istiod refetches)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: stdin)")
     replicas_arg(p)
-    p.add_argument("--from-status", metavar="FILE", help="a saved `jwks-mirror status --json`")
+    p.add_argument(
+        "--from-status", action="append", metavar="FILE",
+        help="a saved `jwks-mirror status --json` instead of --admin; repeat for every replica",
+    )
     p.add_argument("--in-place", action="store_true", help="rewrite the files (all or nothing)")
     p.add_argument("--diff", action="store_true", help="print a unified diff instead")
     p.add_argument("--check", action="store_true", help="exit 1 listing jwksUris behind the mirror")

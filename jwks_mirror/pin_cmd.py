@@ -87,7 +87,9 @@ def run_pin(args: argparse.Namespace, *, token: str | None) -> int:
     mirror_url = _mirror_url(args.mirror_url)
     inputs, streams = read_streams(args.paths, in_place=args.in_place)
     if args.from_status:
-        versions = versions_from_statuses([(args.from_status, _read_status_file(args.from_status))])
+        versions = versions_from_statuses(
+            (path, _read_status_file(path)) for path in dict.fromkeys(args.from_status)
+        )
     else:
         versions = versions_from_statuses((c.base_url, c.status()) for c in _clients(args, token))
     pins = plan_pins(streams, versions, mirror_url=mirror_url)

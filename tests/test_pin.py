@@ -378,6 +378,23 @@ async def test_replicas_that_disagree_are_not_pinned(
     assert await asyncio.to_thread(main, ["pin", str(source), *admins, "--check"]) == 0
 
 
+def test_saved_statuses_of_every_replica_must_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = rewritten(tmp_path, "a.yaml", f"{MIRROR}/a/jwks.json")
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r2").mkdir()
+    r1 = status_file(tmp_path / "r1", {"a": "aaaaaaaaaaaaaaaa"})
+    r2 = status_file(tmp_path / "r2", {"a": "bbbbbbbbbbbbbbbb"})
+    code, _, err = run(capsys, str(source), "--from-status", str(r1), "--from-status", str(r2))
+    assert code == 1
+    assert f"(aaaaaaaaaaaaaaaa on {r1}, bbbbbbbbbbbbbbbb on {r2})" in err
+    r2.write_text(r1.read_text())
+    code, out, _ = run(capsys, str(source), "--from-status", str(r1), "--from-status", str(r2))
+    assert code == 0
+    assert f"{MIRROR}/a/jwks.json?v=aaaaaaaaaaaaaaaa" in out
+
+
 def test_versions_merge_rules() -> None:
     one: dict[str, Any] = {"issuers": [{"name": "a", "version": "aaaaaaaaaaaaaaaa"}]}
     two: dict[str, Any] = {"issuers": [{"name": "a", "version": "bbbbbbbbbbbbbbbb"}]}

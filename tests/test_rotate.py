@@ -203,3 +203,24 @@ def test_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixtu
     assert main(["rotate", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+async def test_removing_a_published_key_keeps_the_version_while_it_is_retained(
+    fake_issuer: MakeIssuer, mirror_factory: MakeMirror, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The runbook's step 5: dropping the old key upstream moves it to "retained"; the
+    # published set, and so the pinned version, stay the same until it is purged.
+    issuer, [running] = await started(fake_issuer, mirror_factory)
+    issuer.document = jwks("k1", "k2")
+    await running.mirror.refresh(["keys-myns"])
+    both = await published_version(running)
+    source = manifest(tmp_path, f"?v={both}")
+
+    issuer.document = jwks("k2")
+    code, out, _ = await rotate(capsys, "keys-myns", str(source), "--admin", running.admin_url)
+    assert code == 0
+    assert "  removed:   k1" in out.splitlines() and "  retained:  k1" in out.splitlines()
+    assert f"version: {both}" in out.splitlines()
+    assert "pinned: 0 jwksUris changed, 1 already current" in out.splitlines()
+    assert read(source) == MANIFEST.format(uri=f"{MIRROR}/keys-myns/jwks.json?v={both}")
