@@ -234,13 +234,13 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
 def cmd_pin(args: argparse.Namespace) -> int:
     from jwks_mirror.pin_cmd import run_pin
 
-    return run_pin(args, token=_admin_token(args))
+    return run_pin(args, token=_admin_token(args), default_admin=DEFAULT_ADMIN)
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     from jwks_mirror.pin_cmd import run_rotate
 
-    return run_rotate(args, token=_admin_token(args))
+    return run_rotate(args, token=_admin_token(args), default_admin=DEFAULT_ADMIN)
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:

@@ -28,19 +28,15 @@ from jwks_mirror.pinning import (
 from jwks_mirror.rewrite_cmd import emit, mirror_url_option, outputs_for, read_streams
 
 EXIT_OK, EXIT_FAILED = 0, 1
-DEFAULT_ADMIN = "http://127.0.0.1:9090"
 
 
 def _stderr(line: str) -> None:
     sys.stderr.write(f"jwks-mirror: {line}\n")
 
 
-def _admins(args: argparse.Namespace) -> list[str]:
-    return list(dict.fromkeys(args.admin or [DEFAULT_ADMIN]))
-
-
-def _clients(args: argparse.Namespace, token: str | None) -> list[AdminClient]:
-    return [AdminClient(url, token=token) for url in _admins(args)]
+def _clients(args: argparse.Namespace, *, token: str | None, default: str) -> list[AdminClient]:
+    """One client per distinct ``--admin`` (each a replica), or for ``default``."""
+    return [AdminClient(url, token=token) for url in dict.fromkeys(args.admin or [default])]
 
 
 def _read_status_file(path: str) -> Any:
@@ -76,7 +72,7 @@ def _warn_normalised(pins: list[Pin]) -> None:
             )
 
 
-def run_pin(args: argparse.Namespace, *, token: str | None) -> int:
+def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) -> int:
     """Carry out ``pin`` as the parsed arguments say; returns the exit code."""
     if args.in_place and args.diff:
         raise ConfigError("--in-place and --diff are exclusive")
@@ -91,7 +87,8 @@ def run_pin(args: argparse.Namespace, *, token: str | None) -> int:
             (path, _read_status_file(path)) for path in dict.fromkeys(args.from_status)
         )
     else:
-        versions = versions_from_statuses((c.base_url, c.status()) for c in _clients(args, token))
+        clients = _clients(args, token=token, default=default_admin)
+        versions = versions_from_statuses((c.base_url, c.status()) for c in clients)
     pins = plan_pins(streams, versions, mirror_url=mirror_url)
 
     if args.check:
@@ -134,7 +131,7 @@ def _report(result: dict[str, Any], *, replica: str | None, purge: bool) -> list
     return lines
 
 
-def run_rotate(args: argparse.Namespace, *, token: str | None) -> int:
+def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: str) -> int:
     """Refresh NAME on every ``--admin`` replica, report the kid changes, pin the PATHs.
 
     PATHs are pinned in place (all or nothing), or shown as a diff with ``--diff``; a failed
@@ -144,7 +141,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None) -> int:
         raise ConfigError("rotate pins files in place: give file or directory paths, not stdin")
     mirror_url = _mirror_url(args.mirror_url)
     inputs, streams = read_streams(args.paths, in_place=True) if args.paths else ([], [])
-    clients = _clients(args, token)
+    clients = _clients(args, token=token, default=default_admin)
     several = len(clients) > 1
     failed = False
     for client in clients:

@@ -76,12 +76,14 @@ def versions_from_statuses(statuses: Iterable[tuple[str, Any]]) -> Versions:
     """Merge ``(source, /status document)`` pairs, one per replica, into :class:`Versions`.
 
     A document without an ``issuers`` list is a :class:`ConfigError` naming its source. An
-    issuer is pinnable only if every replica that lists it publishes the same version: a
+    issuer is pinnable only if every replica lists it and publishes the same version: a
     replica that has not refreshed yet would hand istiod the old set under the new URI, and
     istiod would keep it for 20 minutes.
     """
     seen: dict[str, dict[str, str | None]] = {}
+    sources: list[str] = []
     for source, status in statuses:
+        sources.append(source)
         for item in _issuers(status, source):
             version = item.get("version")
             usable = version if isinstance(version, str) and _VERSION.fullmatch(version) else None
@@ -89,7 +91,10 @@ def versions_from_statuses(statuses: Iterable[tuple[str, Any]]) -> Versions:
     result = Versions()
     for name, by_source in seen.items():
         values = set(by_source.values())
-        if None in values:
+        absent = [s for s in sources if s not in by_source]
+        if absent:  # a config change not rolled out everywhere: those replicas answer 404
+            result.problems[name] = f"issuer {name} is not configured on {', '.join(absent)}"
+        elif None in values:
             missing = ", ".join(s for s, v in by_source.items() if v is None)
             result.problems[name] = f"issuer {name} has no published key set (on {missing})"
         elif len(values) > 1:

@@ -405,5 +405,9 @@ def test_versions_merge_rules() -> None:
     version_, problem = merged.lookup("a")
     assert version_ is None and problem is not None
     assert "aaaaaaaaaaaaaaaa on r1, bbbbbbbbbbbbbbbb on r2" in problem
+    other: dict[str, Any] = {"issuers": [{"name": "b", "version": "bbbbbbbbbbbbbbbb"}]}
+    merged = versions_from_statuses([("r1", one), ("r2", other)])
+    assert merged.lookup("a") == (None, "issuer a is not configured on r2")
+    assert merged.lookup("b") == (None, "issuer b is not configured on r1")
     odd: dict[str, Any] = {"issuers": [{"name": "a", "version": "x&v=evil"}]}
     assert versions_from_statuses([("r1", odd)]).lookup("a")[0] is None
