@@ -89,6 +89,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restore", action="store_true", help="put the original jwksUris back")
     p.add_argument("--diff", action="store_true", help="print a unified diff instead")
     p.set_defaults(func=cmd_rewrite)
+
+    def replicas_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--admin", action="append", metavar="URL",
+            help=f"a replica's admin URL; repeat for every replica (default {DEFAULT_ADMIN})",
+        )
+        p.add_argument(
+            "--token-file", default=None,
+            help="bearer token for a non-loopback admin port (default: $JWKS_MIRROR_ADMIN_TOKEN)",
+        )
+        p.add_argument(
+            "--mirror-url", metavar="URL",
+            help="also pin jwksUris under this URL that rewrite did not annotate",
+        )
+
+    p = sub.add_parser("pin", help="set ?v=<key-set version> on mirror jwksUris (istiod refetches)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: stdin)")
+    replicas_arg(p)
+    p.add_argument(
+        "--from-status", action="append", metavar="FILE",
+        help="a saved `jwks-mirror status --json` instead of --admin; repeat for every replica",
+    )
+    p.add_argument("--in-place", action="store_true", help="rewrite the files (all or nothing)")
+    p.add_argument("--diff", action="store_true", help="print a unified diff instead")
+    p.add_argument("--check", action="store_true", help="exit 1 listing jwksUris behind the mirror")
+    p.set_defaults(func=cmd_pin)
+
+    p = sub.add_parser("rotate", help="refresh an issuer, show kid changes, pin the manifests")
+    p.add_argument("name", metavar="NAME", help="the issuer to refresh")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories pinned in place")
+    replicas_arg(p)
+    p.add_argument("--purge-retained", action="store_true", help="drop retained keys at once")
+    p.add_argument("--diff", action="store_true", help="show the pinning as a diff, write nothing")
+    p.set_defaults(func=cmd_rotate)
     return parser
 
 
@@ -195,6 +229,18 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     from jwks_mirror.rewrite_cmd import run
 
     return run(args)
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from jwks_mirror.pin_cmd import run_pin
+
+    return run_pin(args, token=_admin_token(args), default_admin=DEFAULT_ADMIN)
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from jwks_mirror.pin_cmd import run_rotate
+
+    return run_rotate(args, token=_admin_token(args), default_admin=DEFAULT_ADMIN)
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:

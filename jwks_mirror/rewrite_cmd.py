@@ -55,7 +55,7 @@ class Output:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``rewrite`` as the parsed arguments say; returns the exit code."""
-    mirror_url = _mirror_url(args.mirror_url) if args.mirror_url else None
+    mirror_url = mirror_url_option(args.mirror_url) if args.mirror_url else None
     if args.restore and (args.check or args.config_out):
         raise ConfigError("--restore cannot be combined with --check or --config-out")
     if args.in_place and args.diff:
@@ -68,16 +68,12 @@ def run(args: argparse.Namespace) -> int:
             match = re.compile(args.match)
         except re.error as exc:
             raise ConfigError(f"--match: invalid regular expression: {exc}") from exc
-    paths = args.paths or ["-"]
-    if args.in_place and "-" in paths:
-        raise ConfigError("--in-place needs file or directory paths, not stdin")
-    inputs = read_inputs(paths)
-    streams = [parse_stream(text, source=name) for _, name, text in inputs]
+    inputs, streams = read_streams(args.paths, in_place=args.in_place)
 
     if args.restore:
         for stream in streams:
             restore(stream)
-        return _emit(_outputs(inputs, [s.render() for s in streams]), args)
+        return _emit(outputs_for(inputs, [s.render() for s in streams]), args)
 
     config_path = Path(args.config_out) if args.config_out else None
     config = _read_config(config_path) if config_path else None
@@ -89,19 +85,35 @@ def run(args: argparse.Namespace) -> int:
         return _check(plan)
     assert mirror_url is not None
     apply_rewrite(plan, mirror_url=mirror_url)
-    outputs = _outputs(inputs, [render_restorable(stream) for stream in streams])
+    outputs = outputs_for(inputs, [render_restorable(stream) for stream in streams])
     if config_path is not None:
         outputs.append(_config_output(config_path, config, plan))
     return _emit(outputs, args)
 
 
-def _mirror_url(value: str) -> str:
+def mirror_url_option(value: str) -> str:
+    """A valid ``--mirror-url`` without a trailing slash, or a ConfigError."""
     parts = http_url(value)
     if parts is None or parts.query or parts.fragment or parts.username is not None:
         raise ConfigError(
             f"--mirror-url: expected http:// or https://host[:port][/path], got {value!r}"
         )
     return value.rstrip("/")
+
+
+def read_streams(
+    paths: list[str], *, in_place: bool
+) -> tuple[list[tuple[Path | None, str, str]], list[ManifestStream]]:
+    """Read and parse every input (stdin when ``paths`` is empty) before anything is written.
+
+    Shared by ``rewrite`` and ``pin``: an unreadable path or invalid YAML raises
+    :class:`ManifestError` (exit 2) naming ``file:line:col``.
+    """
+    paths = paths or ["-"]
+    if in_place and "-" in paths:
+        raise ConfigError("--in-place needs file or directory paths, not stdin")
+    inputs = read_inputs(paths)
+    return inputs, [parse_stream(text, source=name) for _, name, text in inputs]
 
 
 def read_inputs(paths: list[str]) -> list[tuple[Path | None, str, str]]:
@@ -142,7 +154,9 @@ def _read_text(path: Path) -> str:
         raise ManifestError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _outputs(inputs: list[tuple[Path | None, str, str]], rendered: list[str]) -> list[Output]:
+def outputs_for(
+    inputs: list[tuple[Path | None, str, str]], rendered: list[str]
+) -> list[Output]:
     return [
         Output(path, name, text, after)
         for (path, name, text), after in zip(inputs, rendered, strict=True)
@@ -263,8 +277,16 @@ def _config_output(path: Path, config: ManifestStream | None, plan: Plan) -> Out
 
 
 def _emit(outputs: list[Output], args: argparse.Namespace) -> int:
-    config_out = Path(args.config_out) if getattr(args, "config_out", None) else None
-    if args.diff:
+    config_out = Path(args.config_out) if args.config_out else None
+    return emit(outputs, in_place=args.in_place, diff=args.diff, config_out=config_out)
+
+
+def emit(
+    outputs: list[Output], *, in_place: bool, diff: bool, config_out: Path | None = None
+) -> int:
+    """Show or write ``outputs``: a unified diff, every changed file (all or nothing), or the
+    manifests on stdout (``config_out`` is written, never printed)."""
+    if diff:
         for out in outputs:
             sys.stdout.writelines(
                 difflib.unified_diff(
@@ -273,7 +295,7 @@ def _emit(outputs: list[Output], args: argparse.Namespace) -> int:
                 )
             )
         return EXIT_OK
-    if args.in_place:
+    if in_place:
         write_all([o for o in outputs if o.path is not None and o.after != o.before])
         return EXIT_OK
     manifests = [o for o in outputs if o.path is None or o.path != config_out]

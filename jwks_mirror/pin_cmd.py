@@ -1,0 +1,177 @@
+"""``jwks-mirror pin`` and ``rotate``: the I/O around :mod:`jwks_mirror.pinning`.
+
+Inputs are read and parsed before the mirror is asked anything, and the mirror is asked
+before anything is written, so ``--in-place`` stays all or nothing (the reading and writing
+are :mod:`jwks_mirror.rewrite_cmd`'s). Exit codes: 0 done; 1 the mirror could not be asked,
+a refresh failed, an issuer has no version to pin (unknown to the mirror, nothing published,
+replicas that disagree) or ``--check`` found URIs behind; 2 bad input or options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from jwks_mirror.adminclient import AdminClient
+from jwks_mirror.errors import ConfigError
+from jwks_mirror.pinning import (
+    Pin,
+    apply_pins,
+    behind,
+    describe,
+    plan_pins,
+    versions_from_statuses,
+)
+from jwks_mirror.rewrite_cmd import emit, mirror_url_option, outputs_for, read_streams
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(f"jwks-mirror: {line}\n")
+
+
+def _clients(args: argparse.Namespace, *, token: str | None, default: str) -> list[AdminClient]:
+    """One client per distinct ``--admin`` (each a replica), or for ``default``."""
+    return [AdminClient(url, token=token) for url in dict.fromkeys(args.admin or [default])]
+
+
+def _read_status_file(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--from-status: no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--from-status: cannot read {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--from-status: {path}: not JSON: {exc}") from exc
+
+
+def _unpinnable(pins: list[Pin]) -> bool:
+    """Report pins without a version (stderr, one line each); True if there are any."""
+    bad = [p for p in pins if p.problem is not None]
+    for pin in bad:
+        _stderr(f"error: {pin.ref.where}: cannot pin {pin.uri}: {pin.problem}")
+    return bool(bad)
+
+
+def _warn_normalised(pins: list[Pin]) -> None:
+    seen: set[str] = set()
+    for pin in pins:
+        document = pin.ref.document
+        if document.changed and document.normalised and pin.ref.source not in seen:
+            seen.add(pin.ref.source)
+            _stderr(
+                f"warning: {pin.ref.source}: formatting ruamel.yaml cannot keep was normalised "
+                "in the pinned documents"
+            )
+
+
+def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) -> int:
+    """Carry out ``pin`` as the parsed arguments say; returns the exit code."""
+    if args.in_place and args.diff:
+        raise ConfigError("--in-place and --diff are exclusive")
+    if args.check and (args.in_place or args.diff):
+        raise ConfigError("--check writes nothing: it cannot be combined with --in-place or --diff")
+    if args.from_status and args.admin:
+        raise ConfigError("--admin and --from-status are exclusive")
+    mirror_url = _mirror_url(args.mirror_url)
+    inputs, streams = read_streams(args.paths, in_place=args.in_place)
+    if args.from_status:
+        versions = versions_from_statuses(
+            (path, _read_status_file(path)) for path in dict.fromkeys(args.from_status)
+        )
+    else:
+        clients = _clients(args, token=token, default=default_admin)
+        versions = versions_from_statuses((c.base_url, c.status()) for c in clients)
+    pins = plan_pins(streams, versions, mirror_url=mirror_url)
+
+    if args.check:
+        late = behind(pins)
+        for pin in late:
+            print(describe(pin))
+        _stderr(f"{len(late)} mirror jwksUris behind the mirror, {len(pins) - len(late)} current")
+        return EXIT_FAILED if late else EXIT_OK
+    if _unpinnable(pins):
+        return EXIT_FAILED
+    if not pins:
+        _stderr("warning: no mirror jwksUri found (run `jwks-mirror rewrite` first?)")
+    apply_pins(pins)
+    _warn_normalised(pins)
+    outputs = outputs_for(inputs, [stream.render() for stream in streams])
+    return emit(outputs, in_place=args.in_place, diff=args.diff)
+
+
+def _mirror_url(value: str | None) -> str | None:
+    return mirror_url_option(value) if value else None
+
+
+# -- rotate ----------------------------------------------------------------------------------
+
+
+def _kids(values: object) -> str:
+    return ", ".join(str(v) for v in values) if isinstance(values, list) and values else "-"
+
+
+def _report(result: dict[str, Any], *, replica: str | None, purge: bool) -> list[str]:
+    head = f"{result.get('name')}: {result.get('outcome', 'failed')}"
+    if replica is not None:
+        head = f"{replica}: {head}"
+    if result.get("error"):
+        head += f": {result['error']}"
+    lines = [head]
+    fields = ["added", "retained", "removed"] + (["purged"] if purge else [])
+    lines += [f"  {name + ':':<11}{_kids(result.get(name))}" for name in fields]
+    lines.append(f"  {'published:':<11}{_kids(result.get('kids'))}")
+    return lines
+
+
+def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: str) -> int:
+    """Refresh NAME on every ``--admin`` replica, report the kid changes, pin the PATHs.
+
+    PATHs are pinned in place (all or nothing), or shown as a diff with ``--diff``; a failed
+    refresh pins nothing.
+    """
+    if "-" in args.paths:
+        raise ConfigError("rotate pins files in place: give file or directory paths, not stdin")
+    mirror_url = _mirror_url(args.mirror_url)
+    inputs, streams = read_streams(args.paths, in_place=True) if args.paths else ([], [])
+    clients = _clients(args, token=token, default=default_admin)
+    several = len(clients) > 1
+    failed = False
+    for client in clients:
+        for result in client.refresh([args.name], purge_retained=args.purge_retained):
+            for line in _report(
+                result, replica=client.base_url if several else None, purge=args.purge_retained
+            ):
+                print(line)
+            failed = failed or result.get("outcome") not in ("changed", "unchanged")
+    if failed:
+        _stderr(f"error: refreshing {args.name} failed: nothing pinned")
+        return EXIT_FAILED
+
+    versions = versions_from_statuses((c.base_url, c.status()) for c in clients)
+    version, problem = versions.lookup(args.name)
+    if version is None:
+        _stderr(f"error: {problem}")
+        return EXIT_FAILED
+    print(f"version: {version}")
+    if not args.paths:
+        return EXIT_OK
+    pins = plan_pins(streams, versions, mirror_url=mirror_url)
+    if _unpinnable(pins):
+        return EXIT_FAILED
+    if not any(p.name == args.name for p in pins):
+        _stderr(f"warning: no mirror jwksUri for {args.name} in the given paths")
+    changed = apply_pins(pins)
+    _warn_normalised(pins)
+    outputs = outputs_for(inputs, [stream.render() for stream in streams])
+    code = emit(outputs, in_place=not args.diff, diff=args.diff)
+    if not args.diff:
+        print(f"pinned: {changed} jwksUris changed, {len(pins) - changed} already current")
+    return code
