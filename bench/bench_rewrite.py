@@ -83,11 +83,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    run(argv)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the benchmark and return the best seconds of each command (also printed)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="manifests (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, best kept")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     print(f"machine: {machine()}")
     print(
@@ -120,7 +126,7 @@ def main() -> int:
     for what, seconds in results.items():
         per = seconds / max(args.count, 1) * 1000
         print(f"{what:32s} {seconds:7.2f} s  ({per:.2f} ms per manifest, best of {args.repeat})")
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -18,13 +18,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common, scale, serving
+from bench import bench_rewrite, common, scale, serving
 
 PROFILES = {
     #           serving: rounds, seconds, warmup   scale: issuers, rounds
-    "full": {"rounds": 5, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3},
-    "quick": {"rounds": 2, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 1},
-    "smoke": {"rounds": 1, "duration_s": 1.0, "warmup_s": 0.0, "issuers": 20, "scale_rounds": 1},
+    # rewrite: manifests, repeats
+    "full": {"rounds": 5, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3,
+             "manifests": 1000, "rewrite_repeat": 3},
+    "quick": {"rounds": 2, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 1,
+              "manifests": 1000, "rewrite_repeat": 1},
+    "smoke": {"rounds": 1, "duration_s": 1.0, "warmup_s": 0.0, "issuers": 20, "scale_rounds": 1,
+              "manifests": 10, "rewrite_repeat": 1},
 }
 
 
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     parser.add_argument(
         "--only",
-        choices=("serving", "scale"),
+        choices=("serving", "scale", "rewrite"),
         action="append",
         help="run only this benchmark (repeatable)",
     )
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     common.LOOP = args.loop
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     label = args.label or ("smoke" if args.smoke else "quick" if args.quick else "full")
-    which = args.only or ["serving", "scale"]
+    which = args.only or ["serving", "scale", "rewrite"]
     results: dict[str, object] = {}
     if "serving" in which:
         result = serving.run(
@@ -69,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         results["scale"] = result
         if not args.no_record:
             common.record("scale-rows", scale.rows(result, label))
+    if "rewrite" in which:
+        # Its figures go into the "Rewrite" section of docs/benchmarks.md by hand: the
+        # numbers are printed with the machine and versions.
+        results["rewrite"] = bench_rewrite.run(
+            ["--count", str(profile["manifests"]), "--repeat", str(profile["rewrite_repeat"])]
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -84,3 +84,12 @@ def test_rows_render_for_the_results_file(results, tmp_path):
     lines = doc.read_text().splitlines()
     assert len([line for line in lines if line.startswith("| ")]) == 4
     assert lines[-1] == "<!-- scale-rows -->"
+
+
+def test_rewrite_benchmark_produces_its_numbers(results):
+    rewrite = results["rewrite"]
+    assert set(rewrite) == {
+        "rewrite (stdout, --config-out)", "rewrite --check", "rewrite --in-place",
+        "rewrite --restore --in-place",
+    }
+    assert all(math.isfinite(v) and v > 0 for v in rewrite.values())
