@@ -194,6 +194,7 @@ async def _run(*, once: bool) -> int:
             demo.say(f"Try it:         curl -s {url}")
             demo.say(f"Status:         curl -s {running.admin_url}/status")
             demo.say(f"Refresh:        jwks-mirror refresh --admin {running.admin_url}")
+            demo.say(f"Explain token:  jwks-mirror explain TOKEN --admin {running.admin_url}")
             demo.say(f"Sample token (iss {ISSUER}, aud {AUDIENCE}):\n{token}")
             if demo.failures:
                 demo.say(f"\n{len(demo.failures)} check(s) failed.")

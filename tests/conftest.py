@@ -7,6 +7,7 @@ the mirror is the production code bound to port 0.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gzip
 import json
 import ssl
@@ -60,6 +61,19 @@ class Pki:
     issuer_key: Path
     mirror_cert: Path
     mirror_key: Path
+
+    def expired_server_context(self) -> ssl.SSLContext:
+        """The issuer's identity in a certificate that expired two days ago."""
+        cert, key = self.ca.issue(
+            namespace="myns",
+            service_account="keys",
+            dns_names=(ISSUER_HOST,),
+            not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
+            valid_for=dt.timedelta(days=1),
+        ).write(self.directory, "expired")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
 
     def server_context(self, *, require_client: bool = True) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca_file))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import zlib
 from collections.abc import AsyncIterator
@@ -158,17 +157,7 @@ async def test_tls_failures_are_reported_as_tls(fake_issuer, fetcher, pki: Pki, 
 async def test_expired_server_certificate_is_refused(
     fake_issuer, fetcher, pki: Pki, tmp_path: Path
 ):
-    import ssl
-
-    expired_cert, expired_key = pki.ca.issue(
-        namespace="myns",
-        service_account="keys",
-        dns_names=(ISSUER_HOST,),
-        not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
-        valid_for=dt.timedelta(days=1),
-    ).write(tmp_path, "expired")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(expired_cert, expired_key)
+    context = pki.expired_server_context()
     issuer = await fake_issuer(ssl_context=context)
     settings = issuer_settings(
         f"    jwks_uri: {issuer.url}\n    tls: {{ca_file: {pki.ca_file}, server_name: {ISSUER_HOST}}}\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import datetime as dt
 import gzip
 import json
 import ssl
@@ -303,14 +302,6 @@ async def test_tls_trouble_keeps_the_last_good_set(
     fake_issuer, mirror_factory, pki: Pki, tmp_path: Path, trouble
 ):
     context = pki.server_context()
-    if trouble == "expired":
-        cert, key = pki.ca.issue(
-            namespace="myns",
-            service_account="keys",
-            dns_names=(ISSUER_HOST,),
-            not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
-            valid_for=dt.timedelta(days=1),
-        ).write(tmp_path, "expired")
     issuer = await fake_issuer(ssl_context=context, document=GOOD)
     tls = {
         "ca_file": pki.ca_file,
@@ -346,8 +337,7 @@ async def test_tls_trouble_keeps_the_last_good_set(
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
     elif trouble == "expired":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tmp_path / "expired.crt", tmp_path / "expired.key")
+        context = pki.expired_server_context()
     else:  # the server now trusts another CA for clients: our certificate is refused
         from jwks_mirror.pki import MeshCA
 
