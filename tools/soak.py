@@ -46,12 +46,15 @@ class Upstream:
             for i in range(8)
         ]
         self.generation = [0] * issuers
+        self.down = False  # --flap-every toggles this: every issuer answers 503 while down
 
     def rotate(self) -> None:
         for index in range(len(self.generation)):
             self.generation[index] += 1
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=503, text="flapping\n")
         index = int(request.match_info["index"])
         generation = self.generation[index]
         keys = [self.pool[(generation + i) % len(self.pool)] for i in (0, 1)]
@@ -168,11 +171,22 @@ async def _load(
                     upstream.rotate()
                     next_rotation += args.rotate_every
                     async with session.post(f"{admin}/refresh") as response:
-                        if response.status != 200:
-                            errors[f"refresh {response.status}"] = errors.get("refresh", 0) + 1
+                        # While flapping a refresh may meet a 503 upstream: that is the
+                        # point of the exercise, not an error of the mirror.
+                        if response.status != 200 and not args.flap_every:
+                            key = f"refresh {response.status}"
+                            errors[key] = errors.get(key, 0) + 1
 
-        await asyncio.gather(operator(), *(worker() for _ in range(args.concurrency)))
+        async def flapper() -> None:
+            while args.flap_every and time.monotonic() < end:
+                await asyncio.sleep(args.flap_every)
+                upstream.down = not upstream.down
+            upstream.down = False
+
+        await asyncio.gather(operator(), flapper(), *(worker() for _ in range(args.concurrency)))
         elapsed = time.monotonic() - started
+        async with session.get(f"{admin}/metrics") as response:
+            metrics = _metric_sums(await response.text())
     latencies.sort()
     quarter = max(1, len(rss) // 4)
     return {
@@ -188,7 +202,27 @@ async def _load(
         "rss_kib_last_quarter": int(statistics.mean(r for _, r in rss[-quarter:])) if rss else None,
         "rss_kib_max": max((r for _, r in rss), default=None),
         "rotations": upstream.generation[0],
+        "flap_every_s": args.flap_every,
+        "fetches": metrics,
     }
+
+
+def _metric_sums(text: str) -> dict[str, float]:
+    """Totals over all issuers of the fetch counters, and the worst consecutive failures."""
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        family = name.split("{", 1)[0]
+        if family == "jwks_mirror_fetch_total":
+            outcome = name.split('outcome="', 1)[1].split('"', 1)[0]
+            sums[outcome] = sums.get(outcome, 0.0) + float(value)
+        elif family == "jwks_mirror_consecutive_failures":
+            sums["max_consecutive_failures"] = max(
+                sums.get("max_consecutive_failures", 0.0), float(value)
+            )
+    return sums
 
 
 def main() -> int:
@@ -198,6 +232,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=0.0, help="cap requests/s (0: no cap)")
     parser.add_argument("--rotate-every", type=float, default=10.0, help="seconds per rotation")
+    parser.add_argument(
+        "--flap-every", type=float, default=0.0, help="toggle the upstream up/down (seconds)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     result = asyncio.run(soak(args))
