@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -315,3 +316,50 @@ async def test_a_flapping_issuer_backs_off_without_growing_tasks(fake_issuer, mi
     text = metrics.decode()
     failures = [line for line in text.splitlines() if line.startswith('jwks_mirror_fetch_errors_total{issuer="a",reason="status"}')]
     assert failures and float(failures[0].split()[-1]) >= 1
+
+
+@pytest.fixture
+def full_directory(tmp_path: Path):
+    """A directory on a tiny tmpfs filled to the last byte (needs root; CI runs as root)."""
+    import subprocess
+
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+        capture_output=True, check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        fd = os.open(mount_point / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass  # ENOSPC: full, as wanted
+        finally:
+            os.close(fd)
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_full_state_dir_is_reported_and_serving_continues(fake_issuer, mirror_factory, full_directory: Path):
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n", extra=f"state_dir: {full_directory}\n")
+    )
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome in {"changed", "unchanged"}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _, _, metrics = await _admin(running, "/metrics")
+        if 'jwks_mirror_persist_errors_total{issuer="a"}' in metrics.decode():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("a full disk was not counted")
+    assert not [p for p in full_directory.iterdir() if p.name != "filler"]  # no temp file left
+    status, body = await fetch_public(running, "a")
+    assert status == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1"]
