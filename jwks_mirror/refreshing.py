@@ -5,6 +5,7 @@ because the only shared things are the client sessions and the event loop, and e
 has a hard total timeout.
 
 Schedule:
+  * at start, the first fetch of each issuer comes within ``min(1 s, 5 % of refresh_interval)``;
   * after a success, the next fetch is ``refresh_interval`` x uniform(0.9, 1.1) later, so many
     issuers drift apart instead of fetching in lockstep;
   * after the n-th consecutive failure, ``min(refresh_interval, 1s x 2^(n-1))`` x
@@ -30,6 +31,7 @@ from jwks_mirror.metrics import Metrics
 from jwks_mirror.state import Change, IssuerState, StateStore
 
 BACKOFF_BASE_S = 1.0
+START_SPREAD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,12 @@ class IssuerRefresher:
     # -- the background loop ----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Fetch now, then on schedule, forever (until cancelled)."""
-        self.state.next_refresh = self._clock()
+        """Fetch at once (spread over up to a second, so a thousand issuers starting together
+        do not open a thousand connections in the same instant), then on schedule, forever
+        (until cancelled). A triggered refresh does not wait for the spread."""
+        interval = self.state.settings.limits.refresh_interval_s
+        spread = min(START_SPREAD_S, interval * 0.05)
+        self.state.next_refresh = self._clock() + self._rng.uniform(0.0, spread)
         while True:
             now = self._clock()
             due = self.state.next_refresh

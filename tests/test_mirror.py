@@ -363,3 +363,26 @@ async def test_full_state_dir_is_reported_and_serving_continues(fake_issuer, mir
     assert not [p for p in full_directory.iterdir() if p.name != "filler"]  # no temp file left
     status, body = await fetch_public(running, "a")
     assert status == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1"]
+
+
+async def test_first_fetches_are_spread_over_a_second(fake_issuer, mirror_factory):
+    """Many issuers starting together do not hit their upstreams in the same instant."""
+    issuer = await fake_issuer()
+    seen: list[float] = []
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        seen.append(time.monotonic())
+        return web.json_response(jwks("k1"))
+
+    issuer.behaviour = timed
+    started = time.monotonic()
+    running = await mirror_factory(
+        config_text("".join(f"  - name: i{n}\n    jwks_uri: {issuer.url}?n={n}\n" for n in range(30)))
+    )
+    deadline = time.monotonic() + 5
+    while running.mirror.not_ready() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not running.mirror.not_ready()
+    assert len(seen) == 30
+    assert max(seen) - min(seen) > 0.3  # spread, not lockstep
+    assert max(seen) - started < 2.0  # and still ready within about a second
