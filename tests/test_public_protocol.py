@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from jwks_mirror import public
+from jwks_mirror import http1, public
 
 from .conftest import config_text, jwks
 
@@ -176,7 +176,7 @@ async def test_malformed_heads_get_400_and_close(served, connect, request_bytes)
 
 async def test_an_oversized_head_gets_431_and_close(served, connect):
     reader, writer = await connect(served)
-    writer.write(b"GET /keys-myns/jwks.json HTTP/1.1\r\nX-Pad: " + b"a" * (public.MAX_HEAD_BYTES + 10))
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.1\r\nX-Pad: " + b"a" * (http1.MAX_HEAD_BYTES + 10))
     status, _, _ = await read_response(reader)
     assert status == 431
     assert await closed(reader)
