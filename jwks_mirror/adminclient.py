@@ -122,16 +122,17 @@ def _state_label(item: dict[str, Any]) -> str:
 def _ago(ts: object, now: float) -> str:
     if not isinstance(ts, int | float):
         return "never"
-    return f"{_human(now - ts)} ago"
+    return f"{human_duration(now - ts)} ago"
 
 
 def _until(ts: object, now: float) -> str:
     if not isinstance(ts, int | float):
         return "-"
-    return "now" if ts <= now else f"in {_human(ts - now)}"
+    return "now" if ts <= now else f"in {human_duration(ts - now)}"
 
 
-def _human(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3.5h``, ``2.0d``: a span at a glance."""
     seconds = max(0.0, seconds)
     if seconds < 120:
         return f"{seconds:.0f}s"

@@ -19,6 +19,7 @@ from typing import Any
 
 from jwcrypto import jwk, jws
 
+from jwks_mirror.adminclient import human_duration
 from jwks_mirror.errors import ConfigError
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
@@ -64,16 +65,8 @@ def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "at an unknown time"
     stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    delta = now - ts
-    span = abs(delta)
-    ago = (
-        f"{span:.0f}s"
-        if span < 120
-        else f"{span / 60:.0f}m"
-        if span < 7200
-        else f"{span / 3600:.1f}h"
-    )
-    return f"{stamp} ({ago} ago)" if delta >= 0 else f"{stamp} (in {ago})"
+    span = human_duration(abs(now - ts))
+    return f"{stamp} ({span} ago)" if now >= ts else f"{stamp} (in {span})"
 
 
 def explain(
@@ -133,6 +126,8 @@ def explain(
         lines.append("Istio rejects it: 'Jwks doesn't have key to match kid or alg from Jwt'")
         return Verdict(False, "unknown kid", lines)
 
+    signed = jws.JWS()
+    signed.deserialize(token.strip())
     failures: list[str] = []
     for candidate in candidates:
         key = jwk.JWK(**candidate)
@@ -145,9 +140,7 @@ def explain(
             )
             continue
         try:
-            verifier = jws.JWS()
-            verifier.deserialize(token.strip())
-            verifier.verify(key, alg=alg)
+            signed.verify(key, alg=alg)
         except jws.InvalidJWSSignature:
             failures.append(f"signature does not verify with key {candidate.get('kid')!r}")
             continue

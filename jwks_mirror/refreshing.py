@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jwks_mirror.errors import FetchError, KeySetRejected
 from jwks_mirror.fetching import Fetcher
@@ -46,7 +47,7 @@ class Outcome:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     retained: tuple[str, ...] = ()
-    purged: tuple[str, ...] = field(default=())
+    purged: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -155,9 +156,7 @@ class IssuerRefresher:
                 event("retained_purged", issuer=self.state.name, kids=list(purged))
                 self._persist()
             kids = self.state.published.kids if self.state.published else ()
-            outcome = Outcome(
-                **{**outcome.__dict__, "purged": purged, "retained": (), "kids": kids}
-            )
+            outcome = dataclasses.replace(outcome, purged=purged, retained=(), kids=kids)
         return outcome
 
     def _clear_inflight(self, task: asyncio.Task[Outcome]) -> None:
