@@ -27,6 +27,7 @@ class ConfigError(MirrorError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
+        self.detail = message
         super().__init__(f"{field}: {message}" if field else message)
 
 

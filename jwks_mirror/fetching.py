@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from jwks_mirror import __version__
-from jwks_mirror.errors import KeySetRejected, UpstreamError
+from jwks_mirror.errors import ConfigError, KeySetRejected, UpstreamError
 from jwks_mirror.keysets import parse_json
 from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context, discovery_url
 
@@ -87,8 +87,8 @@ class Fetcher:
                 self._retire(self._sessions.pop(old_key))
             try:
                 context = build_ssl_context(tls)
-            except (ssl.SSLError, OSError) as exc:
-                raise UpstreamError("tls", f"cannot load TLS files: {_oneline(exc)}") from exc
+            except ConfigError as exc:
+                raise UpstreamError("tls", f"cannot load TLS files: {exc}") from exc
             connector = aiohttp.TCPConnector(ssl=context, limit=0, ttl_dns_cache=30)
             session = aiohttp.ClientSession(
                 connector=connector,

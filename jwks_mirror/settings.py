@@ -401,32 +401,10 @@ class _Loader:
             key_file=files.get("key_file"),
             server_name=server_name,
         )
-        context = ssl.create_default_context()
-        if tls.ca_file:
-            try:
-                context.load_verify_locations(cafile=str(tls.ca_file))
-            except (ssl.SSLError, ValueError) as exc:
-                raise ConfigError(
-                    f"not a PEM CA bundle: {_oneline(exc)}", field=f"{where}.ca_file"
-                ) from exc
-        if tls.cert_file and tls.key_file:
-            # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
-            # that cannot be told apart from a bad certificate, and for an encrypted key it
-            # would prompt for a passphrase on the terminal.
-            try:
-                serialization.load_pem_private_key(tls.key_file.read_bytes(), password=None)
-            except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
-                raise ConfigError(
-                    f"not an unencrypted PEM private key: {_oneline(exc)}",
-                    field=f"{where}.key_file",
-                ) from exc
-            try:
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-            except ssl.SSLError as exc:
-                bad = "key_file" if "KEY_VALUES_MISMATCH" in str(exc) else "cert_file"
-                raise ConfigError(
-                    f"certificate and key unusable: {_oneline(exc)}", field=f"{where}.{bad}"
-                ) from exc
+        try:
+            build_ssl_context(tls)
+        except ConfigError as exc:
+            raise ConfigError(exc.detail, field=f"{where}.{exc.field}") from exc
         return tls
 
     def _headers(
@@ -524,9 +502,29 @@ def _key_text(key: object) -> str:
 
 
 def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
-    """A verifying client context: system CAs or ``ca_file``, plus the client certificate."""
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
+    """A verifying client context: the system CAs, or only ``ca_file``; plus the client
+    certificate. Used at load (to check the files) and at every rebuild after the files
+    rotate on disk. Raises :class:`ConfigError` whose ``field`` names the bad file."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls and tls.ca_file else None
+        )
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise ConfigError(f"not a PEM CA bundle: {_oneline(exc)}", field="ca_file") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls and tls.cert_file and tls.key_file:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
+        # that cannot be told apart from a bad certificate, and for an encrypted key it
+        # would prompt for a passphrase on the terminal (or block a headless process).
+        try:
+            serialization.load_pem_private_key(tls.key_file.read_bytes(), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
+            raise ConfigError(
+                f"not an unencrypted PEM private key: {_oneline(exc)}", field="key_file"
+            ) from exc
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (ssl.SSLError, OSError) as exc:
+            bad = "key_file" if "KEY_VALUES_MISMATCH" in str(exc) else "cert_file"
+            raise ConfigError(f"certificate and key unusable: {_oneline(exc)}", field=bad) from exc
     return context

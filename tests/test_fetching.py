@@ -353,3 +353,28 @@ async def test_rotated_client_certificate_is_picked_up(fake_issuer, fetcher, pki
         [pki.ca.spiffe_id("jwks-mirror", "jwks-mirror")],
         [pki.ca.spiffe_id("jwks-mirror", "rotated")],
     ]
+
+
+async def test_a_rotated_key_file_that_is_unusable_fails_the_fetch_cleanly(fake_issuer, fetcher, pki: Pki):
+    """An encrypted key appearing on disk must fail as "tls", never prompt for a passphrase."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    issuer = await fake_issuer(ssl_context=pki.server_context())
+    settings = issuer_settings(
+        f"    jwks_uri: {issuer.url}\n"
+        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
+        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
+    )
+    await fetcher.fetch(settings)
+    pki.mirror_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "tls"
+    assert "key_file: not an unencrypted PEM private key" in str(info.value)
