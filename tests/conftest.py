@@ -252,6 +252,25 @@ async def fake_issuer() -> AsyncIterator[Callable[..., Awaitable[FakeIssuer]]]:
         await issuer.stop()
 
 
+@pytest.fixture
+async def refused_url(fake_issuer) -> str:
+    """The JWKS URL of an issuer that has gone away: connections to it are refused."""
+    issuer = await fake_issuer()
+    url = issuer.url
+    await issuer.stop()
+    return url
+
+
+def gated(gate: asyncio.Event, document: Any = None) -> Behaviour:
+    """Answer ``document`` (a default key set) only once ``gate`` is set: a slow upstream."""
+
+    async def behave(request: web.Request) -> web.StreamResponse:
+        await gate.wait()
+        return web.json_response(document or jwks("k1"))
+
+    return behave
+
+
 def config_text(issuers: str, *, extra: str = "", defaults: str = "") -> str:
     """A config on loopback, both ports on 0; ``issuers`` is the YAML list body."""
     return (

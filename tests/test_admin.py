@@ -36,15 +36,12 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 @pytest.fixture
-async def two_issuers(fake_issuer, mirror_factory):
+async def two_issuers(fake_issuer, mirror_factory, refused_url):
     good = await fake_issuer(document=jwks("k1"))
-    bad = await fake_issuer()
-    bad_url = bad.url
-    await bad.stop()
     running = await mirror_factory(
         config_text(
             f"  - name: good\n    jwks_uri: {good.url}\n"
-            f"  - name: down\n    jwks_uri: {bad_url}\n"
+            f"  - name: down\n    jwks_uri: {refused_url}\n"
         )
     )
     await running.mirror.refresh()

@@ -60,13 +60,10 @@ def test_admin_unreachable_is_exit_1(capsys):
     assert main(["refresh", "--admin", "not a url"]) == 2
 
 
-async def test_refresh_and_status_commands(fake_issuer, mirror_factory, capsys):
+async def test_refresh_and_status_commands(fake_issuer, mirror_factory, capsys, refused_url):
     issuer = await fake_issuer(document=jwks("k1"))
-    down = await fake_issuer()
-    down_url = down.url
-    await down.stop()
     running = await mirror_factory(
-        config_text(f"  - name: up\n    jwks_uri: {issuer.url}\n  - name: down\n    jwks_uri: {down_url}\n")
+        config_text(f"  - name: up\n    jwks_uri: {issuer.url}\n  - name: down\n    jwks_uri: {refused_url}\n")
     )
     admin = ["--admin", running.admin_url]
     assert await asyncio.to_thread(main, ["refresh", "up", *admin]) == 0

@@ -33,15 +33,12 @@ def unsigned(alg: str) -> str:
 
 
 @pytest.fixture
-async def mirror(fake_issuer, mirror_factory):
+async def mirror(fake_issuer, mirror_factory, refused_url):
     issuer = await fake_issuer(document=jwks("old"))
-    down = await fake_issuer()
-    down_url = down.url
-    await down.stop()
     running = await mirror_factory(
         config_text(
             f"  - name: idp\n    jwks_uri: {issuer.url}\n    issuer: {ISSUER}\n    retain_removed_keys: 1h\n"
-            f"  - name: gone\n    jwks_uri: {down_url}\n    issuer: https://gone.test\n"
+            f"  - name: gone\n    jwks_uri: {refused_url}\n    issuer: https://gone.test\n"
         )
     )
     await running.mirror.refresh(["idp"])

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from jwks_mirror.server import ConfigWatcher
 
-from .conftest import Clock, config_text, hang, jwks
+from .conftest import Clock, config_text, gated, hang, jwks
 
 
 async def fetch_public(running, name: str) -> tuple[int, bytes]:
@@ -28,12 +28,7 @@ async def fetch_public(running, name: str) -> tuple[int, bytes]:
 
 async def test_concurrent_refreshes_share_one_fetch(fake_issuer, mirror_factory):
     gate = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await gate.wait()
-        return web.json_response(jwks("k1"))
-
-    issuer = await fake_issuer(behaviour=slow)
+    issuer = await fake_issuer(behaviour=gated(gate))
     running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
     callers = [asyncio.create_task(running.mirror.refresh(["a"])) for _ in range(10)]
     await asyncio.sleep(0.2)
@@ -45,12 +40,7 @@ async def test_concurrent_refreshes_share_one_fetch(fake_issuer, mirror_factory)
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(fake_issuer, mirror_factory):
     gate = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await gate.wait()
-        return web.json_response(jwks("k1"))
-
-    issuer = await fake_issuer(behaviour=slow)
+    issuer = await fake_issuer(behaviour=gated(gate))
     running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
     impatient = asyncio.create_task(running.mirror.refresh(["a"]))
     await asyncio.sleep(0.1)
@@ -61,13 +51,10 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(fake_issuer, 
     assert running.mirror.states["a"].published is not None
 
 
-async def test_backoff_grows_exponentially_with_jitter_and_caps(fake_issuer, mirror_factory):
-    issuer = await fake_issuer()
-    url = issuer.url
-    await issuer.stop()
+async def test_backoff_grows_exponentially_with_jitter_and_caps(mirror_factory, refused_url):
     clock = Clock()
     running = await mirror_factory(
-        config_text(f"  - name: a\n    jwks_uri: {url}\n    refresh_interval: 20s\n"),
+        config_text(f"  - name: a\n    jwks_uri: {refused_url}\n    refresh_interval: 20s\n"),
         clock=clock,
         rng=random.Random(7),
         backoff_base_s=1.0,
@@ -192,15 +179,12 @@ async def test_persisted_set_older_than_max_stale_is_not_served(fake_issuer, mir
     assert (await fetch_public(second, "a"))[0] == 503
 
 
-async def test_corrupt_state_file_is_ignored_never_served(fake_issuer, mirror_factory, tmp_path: Path):
+async def test_corrupt_state_file_is_ignored_never_served(mirror_factory, tmp_path: Path, refused_url):
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    issuer = await fake_issuer()
-    url = issuer.url
-    await issuer.stop()
     (state_dir / "a.json").write_text('{"format": 1, "keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
     running = await mirror_factory(
-        config_text(f"  - name: a\n    jwks_uri: {url}\n", extra=f"state_dir: {state_dir}\n")
+        config_text(f"  - name: a\n    jwks_uri: {refused_url}\n", extra=f"state_dir: {state_dir}\n")
     )
     assert (await fetch_public(running, "a"))[0] == 503
 

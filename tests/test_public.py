@@ -117,11 +117,8 @@ async def test_other_methods_are_405(served, method):
     assert headers["Allow"] == "GET, HEAD"
 
 
-async def test_503_with_retry_after_until_a_set_is_servable(fake_issuer, mirror_factory):
-    issuer = await fake_issuer()
-    url = issuer.url
-    await issuer.stop()
-    running = await mirror_factory(config_text(f"  - name: down\n    jwks_uri: {url}\n"))
+async def test_503_with_retry_after_until_a_set_is_servable(mirror_factory, refused_url):
+    running = await mirror_factory(config_text(f"  - name: down\n    jwks_uri: {refused_url}\n"))
     await running.mirror.refresh()
     status, headers, body = await get(f"{running.public_url}/down/jwks.json")
     assert status == 503
