@@ -284,19 +284,22 @@ class IssuerState:
             retained.pop(ident, None)  # current again, as in apply()
         self.current = tuple(sorted(current, key=lambda k: k.sort_key))
         self.retained = retained
-        self.first_seen = _first_seen(document.get("first_seen"), default=self.last_success)
+        self.first_seen = _first_seen(document.get("first_seen"))
         # A time in the future (a clock that went back, a tampered file) must not extend
         # how long this set is served: never later than now.
         self.last_success = min(float(last_success), now)
-        self.last_change = document.get("last_change")
         for name in ("upstream_etag", "upstream_last_modified", "upstream_digest"):
             value = document.get(name)
             setattr(self, name, value if isinstance(value, str) else None)
         self._drop_expired(now)
         self._republish(now)
+        # Publishing above stamped "now"; the set last changed when the file says it did.
+        last_change = document.get("last_change")
+        if isinstance(last_change, int | float) and math.isfinite(last_change):
+            self.last_change = min(float(last_change), now)
 
 
-def _first_seen(value: object, *, default: float | None) -> dict[tuple[str | None, str], float]:
+def _first_seen(value: object) -> dict[tuple[str | None, str], float]:
     """Best effort: a malformed entry only loses a timestamp shown by ``explain``."""
     out: dict[tuple[str | None, str], float] = {}
     if isinstance(value, list):

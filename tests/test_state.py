@@ -523,3 +523,12 @@ def test_restore_never_moves_last_success_into_the_future() -> None:
     restored.restore(through_json(source.snapshot()), now=1000.0)
     assert restored.last_success == 1000.0
     assert restored.is_expired(1000.0 + MAX_STALE + 1)
+
+
+def test_restore_keeps_when_the_set_last_changed() -> None:
+    source = make_state()
+    source.apply(keyset(A()), now=1000.0)
+    restored = make_state()
+    restored.restore(through_json(source.snapshot()), now=1500.0)
+    assert restored.last_change == 1000.0
+    assert restored.first_seen == source.first_seen
