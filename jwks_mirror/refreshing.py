@@ -33,6 +33,7 @@ from jwks_mirror.state import Change, IssuerState, StateStore
 
 BACKOFF_BASE_S = 1.0
 START_SPREAD_S = 1.0
+PERSIST_UNCHANGED_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class IssuerRefresher:
         self._waiters = 0  # callers awaiting the in-flight fetch (the schedule included)
         self._wake = asyncio.Event()
         self._persisting: asyncio.Task[None] | None = None
+        self._persisted_success: float | None = None  # last_success in the newest write
 
     # -- the background loop ----------------------------------------------------------------
 
@@ -229,7 +231,8 @@ class IssuerRefresher:
         state = self.state
         interval = state.settings.limits.refresh_interval_s
         state.next_refresh = self._clock() + interval * self._rng.uniform(0.9, 1.1)
-        self._persist()
+        if change.changed or self._persist_due():
+            self._persist()
         return Outcome(
             name=state.name,
             outcome="changed" if change.changed else "unchanged",
@@ -259,11 +262,21 @@ class IssuerRefresher:
 
     # -- persistence ------------------------------------------------------------------------
 
+    def _persist_due(self) -> bool:
+        """An unchanged set needs writing only to move ``last_success`` forward on disk, and
+        that matters only for ``max_stale`` after a restart: once per tenth of it is enough
+        (a restarted mirror may then fail closed up to 10 % early, never late)."""
+        if self._persisted_success is None or self.state.last_success is None:
+            return True
+        age = self.state.last_success - self._persisted_success
+        return age >= self.state.settings.limits.max_stale_s * PERSIST_UNCHANGED_FRACTION
+
     def _persist(self) -> None:
         """Write the state file in a thread; a failure is logged and counted, never fatal."""
         if self._store is None or self.state.published is None:
             return
         document = self.state.snapshot()
+        self._persisted_success = self.state.last_success
         store, name = self._store, self.state.name
 
         async def write() -> None:

@@ -370,3 +370,30 @@ async def test_first_fetches_are_spread_over_a_second(fake_issuer, mirror_factor
     assert len(seen) == 30
     assert max(seen) - min(seen) > 0.3  # spread, not lockstep
     assert max(seen) - started < 2.0  # and still ready within about a second
+
+
+async def test_unchanged_sets_are_written_only_as_often_as_max_stale_needs(fake_issuer, mirror_factory, tmp_path: Path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    issuer = await fake_issuer(etag='"e1"')
+    clock = Clock()
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n    max_stale: 10h\n", extra=f"state_dir: {state_dir}\n"),
+        clock=clock,
+    )
+    path = state_dir / "a.json"
+
+    async def persisted_success() -> float | None:
+        await asyncio.sleep(0.2)  # the write runs in a thread
+        return json.loads(path.read_text())["last_success"] if path.exists() else None
+
+    await running.mirror.refresh()
+    first = clock.now
+    assert await persisted_success() == first
+    clock.advance(1800)  # 30 min: under a tenth of max_stale (1 h), nothing changed
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome == "unchanged"
+    assert await persisted_success() == first
+    clock.advance(1800)  # 1 h since the last write: a tenth of max_stale has passed
+    await running.mirror.refresh()
+    assert await persisted_success() == first + 3600
