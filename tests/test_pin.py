@@ -13,8 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,9 @@ import pytest
 
 from jwks_mirror.cli import main
 from jwks_mirror.pinning import pinned_uri, pinned_version, versions_from_statuses
-from jwks_mirror.server import Running
 
-from .conftest import FakeIssuer, config_text, jwks
+from .conftest import jwks
+from .test_rotate import MakeIssuer, MakeMirror, get_bytes, started
 
 DATA = Path(__file__).parent / "data" / "manifests"
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
@@ -316,31 +314,11 @@ def test_unreachable_mirror_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixt
 # -- versions from real mirrors --------------------------------------------------------------
 
 
-def _body(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return bytes(response.read())
-
-
-MakeIssuer = Callable[..., Awaitable[FakeIssuer]]
-MakeMirror = Callable[..., Awaitable[Running]]
-
-
-async def _replicas(fake_issuer: MakeIssuer, mirror_factory: MakeMirror) -> tuple[
-    FakeIssuer, list[Running]
-]:
-    issuer = await fake_issuer(document=jwks("k1", "k2"))
-    config = config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n")
-    replicas = [await mirror_factory(config), await mirror_factory(config)]
-    for replica in replicas:
-        await replica.mirror.refresh(["keys-myns"])
-    return issuer, replicas
-
-
 async def test_version_is_the_published_sets_and_the_same_on_every_replica(
     fake_issuer: MakeIssuer, mirror_factory: MakeMirror, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _, replicas = await _replicas(fake_issuer, mirror_factory)
+    _, replicas = await started(fake_issuer, mirror_factory, replicas=2, kids=("k1", "k2"))
     source = rewritten(tmp_path, "a.yaml", f"{MIRROR}/keys-myns/jwks.json")
     admins = [arg for r in replicas for arg in ("--admin", r.admin_url)]
     code = await asyncio.to_thread(main, ["pin", str(source), *admins, "--in-place"])
@@ -348,7 +326,7 @@ async def test_version_is_the_published_sets_and_the_same_on_every_replica(
     pinned = pinned_version(re.findall(r'jwksUri: "([^"]+)"', read(source))[0])
     # Each replica serves the same bytes, whose hash is the version, whatever the query.
     bodies = {
-        await asyncio.to_thread(_body, f"{r.public_url}/keys-myns/jwks.json?v={pinned}")
+        await asyncio.to_thread(get_bytes, f"{r.public_url}/keys-myns/jwks.json?v={pinned}")
         for r in replicas
     }
     assert len(bodies) == 1
@@ -359,7 +337,7 @@ async def test_replicas_that_disagree_are_not_pinned(
     fake_issuer: MakeIssuer, mirror_factory: MakeMirror, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    issuer, replicas = await _replicas(fake_issuer, mirror_factory)
+    issuer, replicas = await started(fake_issuer, mirror_factory, replicas=2, kids=("k1", "k2"))
     issuer.document = jwks("k2", "k3")
     await replicas[0].mirror.refresh(["keys-myns"])  # the other replica has not caught up
     source = rewritten(tmp_path, "a.yaml", f"{MIRROR}/keys-myns/jwks.json")

@@ -45,14 +45,14 @@ def manifest(tmp: Path, query: str = "") -> Path:
     return path
 
 
-def _get(url: str) -> bytes:
+def get_bytes(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bytes(response.read())
 
 
 async def published_version(running: Running) -> str:
     """What the mirror says its version is: a hash of the bytes it serves."""
-    body = await asyncio.to_thread(_get, f"{running.public_url}/keys-myns/jwks.json")
+    body = await asyncio.to_thread(get_bytes, f"{running.public_url}/keys-myns/jwks.json")
     return hashlib.sha256(body).hexdigest()[:16]
 
 
@@ -62,18 +62,23 @@ async def rotate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, s
     return code, out, err
 
 
-async def started(fake_issuer: MakeIssuer, mirror_factory: MakeMirror, *replicas_n: int) -> tuple[
-    FakeIssuer, list[Running]
-]:
-    issuer = await fake_issuer(document=jwks("k1"))
+async def started(
+    fake_issuer: MakeIssuer,
+    mirror_factory: MakeMirror,
+    *,
+    replicas: int = 1,
+    kids: tuple[str, ...] = ("k1",),
+) -> tuple[FakeIssuer, list[Running]]:
+    """An issuer serving ``kids`` and ``replicas`` mirrors of it, each refreshed once."""
+    issuer = await fake_issuer(document=jwks(*kids))
     config = config_text(
         f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n",
         defaults=", retain_removed_keys: 1h",
     )
-    replicas = [await mirror_factory(config) for _ in range(replicas_n[0] if replicas_n else 1)]
-    for replica in replicas:
+    mirrors = [await mirror_factory(config) for _ in range(replicas)]
+    for replica in mirrors:
         await replica.mirror.refresh(["keys-myns"])
-    return issuer, replicas
+    return issuer, mirrors
 
 
 async def test_rotate_reports_kid_changes_and_pins_in_place(
@@ -179,7 +184,7 @@ async def test_every_replica_is_refreshed_before_pinning(
     fake_issuer: MakeIssuer, mirror_factory: MakeMirror, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    issuer, replicas = await started(fake_issuer, mirror_factory, 2)
+    issuer, replicas = await started(fake_issuer, mirror_factory, replicas=2)
     source = manifest(tmp_path)
     issuer.document = jwks("k2")
     admins = [arg for r in replicas for arg in ("--admin", r.admin_url)]
