@@ -33,7 +33,7 @@ import aiohttp
 from jwks_mirror import __version__
 from jwks_mirror.errors import ConfigError, KeySetRejected, UpstreamError
 from jwks_mirror.keysets import parse_json
-from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context, discovery_url
+from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context
 
 USER_AGENT = f"jwks-mirror/{__version__}"
 _EXCERPT_BYTES = 200  # enough to recognise an error page; never log a whole upstream body
@@ -134,7 +134,7 @@ class Fetcher:
 
     async def _discover(self, issuer: IssuerSettings, session: aiohttp.ClientSession) -> str:
         assert issuer.issuer is not None
-        url = discovery_url(issuer.issuer)
+        url = issuer.discovery_document_url
         result = await self._get(
             issuer, session, url, dict(self._headers(issuer)), conditional=False
         )

@@ -89,6 +89,9 @@ class IssuerSettings:
     jwks_uri: str | None
     issuer: str | None = None
     discovery: bool = False
+    # Where the discovery document is fetched when the issuer's own host does not resolve from
+    # the mirror's namespace (``http://auth:8080`` names itself by a bare Service name).
+    discovery_url: str | None = None
     proxy: str | None = None
     bearer_token_file: Path | None = None
     headers: tuple[tuple[str, str], ...] = ()
@@ -100,14 +103,51 @@ class IssuerSettings:
         """What this issuer fetches, for humans: the JWKS URI or the discovery document."""
         if self.jwks_uri is not None:
             return self.jwks_uri
+        return self.discovery_document_url
+
+    @property
+    def discovery_document_url(self) -> str:
+        """The OIDC discovery document to fetch: ``discovery_url``, or the issuer's own."""
+        if self.discovery_url is not None:
+            return self.discovery_url
         assert self.issuer is not None
-        return discovery_url(self.issuer)
+        return well_known_url(self.issuer)
 
 
 @dataclass(frozen=True)
 class Listener:
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class ServerTLSSettings:
+    """HTTPS on the public port: a certificate chain and its key, re-read when they change."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class PublicSettings(Listener):
+    """The JWKS port istiod reaches: plain HTTP, or HTTPS only when ``tls`` is set."""
+
+    tls: ServerTLSSettings | None = None
+
+
+@dataclass(frozen=True)
+class PeersSettings:
+    """Where a replica finds the other replicas, to fill a missing set while an upstream is
+    down: every A record of a headless Service (``dns``) but this replica's own, on the admin
+    ``port``; or a static list of admin URLs. Neither set: no peer traffic at all."""
+
+    dns: str | None = None
+    port: int = 9090
+    urls: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.dns is not None or bool(self.urls)
 
 
 @dataclass(frozen=True)
@@ -119,16 +159,20 @@ class AdminSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    public: Listener = field(default_factory=lambda: Listener("0.0.0.0", 8080))
+    public: PublicSettings = field(default_factory=lambda: PublicSettings("0.0.0.0", 8080))
     admin: AdminSettings = field(default_factory=AdminSettings)
     state_dir: Path | None = None
+    # After SIGTERM: readiness is 503 at once, both ports keep answering this long (so
+    # endpoints and load balancers drop the pod first), then in-flight requests drain.
+    shutdown_delay_s: float = 5.0
+    peers: PeersSettings = field(default_factory=PeersSettings)
     issuers: tuple[IssuerSettings, ...] = ()
 
     def issuer(self, name: str) -> IssuerSettings | None:
         return next((i for i in self.issuers if i.name == name), None)
 
 
-def discovery_url(issuer: str) -> str:
+def well_known_url(issuer: str) -> str:
     """OpenID Connect discovery document of ``issuer`` (OIDC Discovery 1.0, section 4)."""
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
@@ -211,8 +255,12 @@ class _Loader:
         self.base_dir = base_dir
 
     def settings(self, data: object) -> Settings:
-        root = self._mapping(data, "", {"public", "admin", "state_dir", "defaults", "issuers"})
-        public = self._listener(root.get("public"), "public", Listener("0.0.0.0", 8080))
+        root = self._mapping(
+            data,
+            "",
+            {"public", "admin", "state_dir", "shutdown_delay", "peers", "defaults", "issuers"},
+        )
+        public = self._public(root.get("public"))
         admin = self._admin(root.get("admin"))
         if public.port != 0 and public.port == admin.port and public.host == admin.host:
             raise ConfigError("must differ from public.port", field="admin.port")
@@ -221,6 +269,12 @@ class _Loader:
             state_dir = self._path(root["state_dir"], "state_dir")
             if not state_dir.is_dir():
                 raise ConfigError("no such directory", field="state_dir")
+        shutdown_delay_s = 5.0
+        if root.get("shutdown_delay") is not None:
+            shutdown_delay_s = parse_duration(root["shutdown_delay"], field="shutdown_delay")
+            if shutdown_delay_s > 300:
+                raise ConfigError("must be at most 5m", field="shutdown_delay")
+        peers = self._peers(root.get("peers"))
         defaults = self._limits(root.get("defaults"), "defaults", Limits())
         issuers_raw = root.get("issuers")
         if issuers_raw is None:
@@ -238,7 +292,14 @@ class _Loader:
                 )
             seen[issuer.name] = index
             issuers.append(issuer)
-        return Settings(public=public, admin=admin, state_dir=state_dir, issuers=tuple(issuers))
+        return Settings(
+            public=public,
+            admin=admin,
+            state_dir=state_dir,
+            shutdown_delay_s=shutdown_delay_s,
+            peers=peers,
+            issuers=tuple(issuers),
+        )
 
     # -- sections ---------------------------------------------------------------------------
 
@@ -251,6 +312,61 @@ class _Loader:
             raise ConfigError(f"{host!r} is not a host name or address", field=f"{where}.host")
         port = self._port(m.get("port", default.port), f"{where}.port")
         return Listener(host, port)
+
+    def _public(self, data: object) -> PublicSettings:
+        if data is None:
+            return PublicSettings("0.0.0.0", 8080)
+        m = self._mapping(data, "public", {"host", "port", "tls"})
+        listener = self._listener(
+            {k: v for k, v in m.items() if k != "tls"}, "public", Listener("0.0.0.0", 8080)
+        )
+        tls = None
+        if m.get("tls") is not None:
+            t = self._mapping(m["tls"], "public.tls", {"cert_file", "key_file"})
+            for key in ("cert_file", "key_file"):
+                if t.get(key) is None:
+                    raise ConfigError("required", field=f"public.tls.{key}")
+            tls = ServerTLSSettings(
+                cert_file=self._readable_file(t["cert_file"], "public.tls.cert_file"),
+                key_file=self._readable_file(t["key_file"], "public.tls.key_file"),
+            )
+            try:
+                build_server_ssl_context(tls)
+            except ConfigError as exc:
+                raise ConfigError(exc.detail, field=f"public.tls.{exc.field}") from exc
+        return PublicSettings(listener.host, listener.port, tls)
+
+    def _peers(self, data: object) -> PeersSettings:
+        if data is None:
+            return PeersSettings()
+        m = self._mapping(data, "peers", {"dns", "port", "urls"})
+        dns = None
+        if m.get("dns") is not None:
+            dns = self._str(m["dns"], "peers.dns")
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", dns):
+                raise ConfigError(f"{dns!r} is not a host name", field="peers.dns")
+        port = self._port(m.get("port", 9090), "peers.port")
+        if port == 0:
+            raise ConfigError("expected a port number (1-65535)", field="peers.port")
+        urls_raw = m.get("urls")
+        if urls_raw is None:
+            urls_raw = []
+        if not isinstance(urls_raw, list):
+            raise ConfigError("expected a list of admin URLs", field="peers.urls")
+        urls: list[str] = []
+        for index, item in enumerate(urls_raw):
+            url = self._url(item, f"peers.urls[{index}]", {"http", "https"}).rstrip("/")
+            if urlsplit(url).path or urlsplit(url).query:
+                raise ConfigError(
+                    "expected an admin base URL such as http://10.0.0.7:9090",
+                    field=f"peers.urls[{index}]",
+                )
+            if url in urls:
+                raise ConfigError("duplicate peer URL", field=f"peers.urls[{index}]")
+            urls.append(url)
+        if dns is not None and urls:
+            raise ConfigError("set either peers.dns or peers.urls, not both", field="peers.urls")
+        return PeersSettings(dns=dns, port=port, urls=tuple(urls))
 
     def _admin(self, data: object) -> AdminSettings:
         if data is None:
@@ -316,6 +432,7 @@ class _Loader:
             "jwks_uri",
             "issuer",
             "discovery",
+            "discovery_url",
             "proxy",
             "bearer_token_file",
             "headers",
@@ -349,6 +466,13 @@ class _Loader:
                 )
         elif jwks_uri is None:
             raise ConfigError("required (or set discovery: true)", field=f"{where}.jwks_uri")
+        discovery_url = None
+        if m.get("discovery_url") is not None:
+            if not discovery:
+                raise ConfigError("only with discovery: true", field=f"{where}.discovery_url")
+            discovery_url = self._url(
+                m["discovery_url"], f"{where}.discovery_url", {"http", "https"}
+            )
         proxy = None
         if m.get("proxy") is not None:
             proxy = self._url(m["proxy"], f"{where}.proxy", {"http"})
@@ -359,7 +483,7 @@ class _Loader:
         tls = None
         if m.get("tls") is not None:
             tls = self._tls(m["tls"], f"{where}.tls")
-            scheme = urlsplit(jwks_uri or issuer or "").scheme
+            scheme = urlsplit(jwks_uri or discovery_url or issuer or "").scheme
             if scheme != "https":
                 raise ConfigError(
                     "tls needs an https upstream; with a sidecar use http:// and no tls",
@@ -371,6 +495,7 @@ class _Loader:
             jwks_uri=jwks_uri,
             issuer=issuer,
             discovery=discovery,
+            discovery_url=discovery_url,
             proxy=proxy,
             bearer_token_file=bearer,
             headers=headers,
@@ -513,18 +638,33 @@ def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
         raise ConfigError(f"not a PEM CA bundle: {_oneline(exc)}", field="ca_file") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls and tls.cert_file and tls.key_file:
-        # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
-        # that cannot be told apart from a bad certificate, and for an encrypted key it
-        # would prompt for a passphrase on the terminal (or block a headless process).
-        try:
-            serialization.load_pem_private_key(tls.key_file.read_bytes(), password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
-            raise ConfigError(
-                f"not an unencrypted PEM private key: {_oneline(exc)}", field="key_file"
-            ) from exc
-        try:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        except (ssl.SSLError, OSError) as exc:
-            bad = "key_file" if "KEY_VALUES_MISMATCH" in str(exc) else "cert_file"
-            raise ConfigError(f"certificate and key unusable: {_oneline(exc)}", field=bad) from exc
+        load_cert_chain(context, cert_file=tls.cert_file, key_file=tls.key_file)
     return context
+
+
+def build_server_ssl_context(tls: ServerTLSSettings) -> ssl.SSLContext:
+    """The public port's server context: TLS 1.2 or newer, the configured chain and key.
+    Raises :class:`ConfigError` whose ``field`` names the bad file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_cert_chain(context, cert_file=tls.cert_file, key_file=tls.key_file)
+    return context
+
+
+def load_cert_chain(context: ssl.SSLContext, *, cert_file: Path, key_file: Path) -> None:
+    """Load a certificate chain and its key into ``context`` (new handshakes use them).
+    Raises :class:`ConfigError` whose ``field`` is ``cert_file`` or ``key_file``."""
+    # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
+    # that cannot be told apart from a bad certificate, and for an encrypted key it
+    # would prompt for a passphrase on the terminal (or block a headless process).
+    try:
+        serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
+        raise ConfigError(
+            f"not an unencrypted PEM private key: {_oneline(exc)}", field="key_file"
+        ) from exc
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except (ssl.SSLError, OSError) as exc:
+        bad = "key_file" if "KEY_VALUES_MISMATCH" in str(exc) else "cert_file"
+        raise ConfigError(f"certificate and key unusable: {_oneline(exc)}", field=bad) from exc

@@ -17,7 +17,9 @@ from jwks_mirror.errors import ConfigError
 from jwks_mirror.settings import (
     AdminSettings,
     Limits,
-    Listener,
+    PeersSettings,
+    PublicSettings,
+    ServerTLSSettings,
     Settings,
     load_settings,
     parse_duration,
@@ -87,7 +89,7 @@ def test_empty_file_gives_defaults(text: str) -> None:
 
 
 def test_defaults_are_the_documented_ones() -> None:
-    assert Settings().public == Listener("0.0.0.0", 8080)
+    assert Settings().public == PublicSettings("0.0.0.0", 8080)
     assert Settings().admin == AdminSettings("0.0.0.0", 9090, None)
     assert Limits() == Limits(
         refresh_interval_s=300.0,
@@ -160,7 +162,7 @@ issuers:
     [
         ("foo: 1", "foo"),
         ("Issuers: []", "Issuers"),
-        ("public: {host: a, port: 1, tls: x}", "public.tls"),
+        ("public: {host: a, port: 1, tsl: x}", "public.tsl"),
         ("admin: {token: x}", "admin.token"),
         ("defaults: {refresh: 5m}", "defaults.refresh"),
         (config(issuer(jwksUri="x")), "issuers[0].jwksUri"),
@@ -191,7 +193,7 @@ def test_field_path_with_a_line_break_stays_on_one_line(text: str, field: str) -
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
-    assert error("public: {hots: a}") == "public.hots: unknown key (expected one of: host, port)"
+    assert error("public: {hots: a}") == "public.hots: unknown key (expected one of: host, port, tls)"
 
 
 def test_duplicate_issuer_names() -> None:
@@ -253,7 +255,7 @@ def test_same_port_on_different_hosts_and_port_zero_are_fine() -> None:
     loaded = parse_settings("public: {host: 127.0.0.1, port: 0}\nadmin: {port: 0}")
     assert (loaded.public.port, loaded.admin.port) == (0, 0)
     loaded = parse_settings("public: {host: 10.0.0.1, port: 9090}")
-    assert loaded.public == Listener("10.0.0.1", 9090)
+    assert loaded.public == PublicSettings("10.0.0.1", 9090)
 
 
 # -- URLs, discovery, tls on http ------------------------------------------------------------
@@ -1012,3 +1014,126 @@ def test_header_names_are_case_insensitive_duplicates():
 def test_listener_host_must_look_like_a_host(host):
     with pytest.raises(ConfigError, match=r"^public\.host: .* is not a host name or address"):
         parse_settings(f"public: {{host: {json.dumps(host)}, port: 8080}}\n")
+
+
+# -- public.tls, shutdown_delay, peers, discovery_url --------------------------------------
+
+
+def test_new_top_level_defaults() -> None:
+    loaded = parse_settings("{}")
+    assert loaded.public.tls is None
+    assert loaded.shutdown_delay_s == 5.0
+    assert loaded.peers == PeersSettings(dns=None, port=9090, urls=())
+    assert not loaded.peers.enabled
+
+
+def test_public_tls_files_are_loaded(pki: Path) -> None:
+    loaded = parse_settings(
+        config(public={"port": 8443, "tls": {"cert_file": "a.crt", "key_file": "a.key"}}),
+        base_dir=pki,
+    )
+    assert loaded.public == PublicSettings(
+        "0.0.0.0", 8443, ServerTLSSettings(pki / "a.crt", pki / "a.key")
+    )
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"cert_file": "a.crt"}, "public.tls.key_file: required"),
+        ({"key_file": "a.key"}, "public.tls.cert_file: required"),
+        ({"cert_file": "nope.crt", "key_file": "a.key"}, "public.tls.cert_file: no such file"),
+        ({"cert_file": "a.crt", "key_file": "b.key"}, "public.tls.key_file: certificate and key"),
+        ({"cert_file": "a.crt", "key_file": "garbage"}, "public.tls.key_file: not an unencrypted"),
+        (
+            {"cert_file": "a.crt", "key_file": "encrypted.key"},
+            "public.tls.key_file: not an unencrypted",
+        ),
+        ({"cert_file": "garbage", "key_file": "a.key"}, "public.tls.cert_file: certificate and"),
+        ({"cert_file": "a.crt", "key_file": "a.key", "ca_file": "ca.crt"}, "public.tls.ca_file"),
+        ("yes", "public.tls: expected a mapping"),
+    ],
+)
+def test_bad_public_tls(pki: Path, tls: Any, message: str) -> None:
+    assert error(config(public={"tls": tls}), base_dir=pki).startswith(message)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(0, 0.0), ("0s", 0.0), ("15s", 15.0), ("5m", 300.0)])
+def test_shutdown_delay(value: Any, seconds: float) -> None:
+    assert parse_settings(config(shutdown_delay=value)).shutdown_delay_s == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("6m", "shutdown_delay: must be at most 5m"),
+        ("soon", "shutdown_delay: invalid duration"),
+        (-1, "shutdown_delay: invalid duration"),
+    ],
+)
+def test_bad_shutdown_delay(value: Any, message: str) -> None:
+    assert error(config(shutdown_delay=value)).startswith(message)
+
+
+def test_peers_by_dns_and_by_urls() -> None:
+    by_dns = parse_settings(config(peers={"dns": "jwks-mirror-peers.mirror.svc.cluster.local"}))
+    assert by_dns.peers == PeersSettings("jwks-mirror-peers.mirror.svc.cluster.local", 9090, ())
+    assert by_dns.peers.enabled
+    by_urls = parse_settings(
+        config(peers={"urls": ["http://127.0.0.1:9091/", "https://[::1]:9092"]})
+    )
+    assert by_urls.peers.urls == ("http://127.0.0.1:9091", "https://[::1]:9092")
+    assert by_urls.peers.enabled
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        ({"dns": "bad name"}, "peers.dns: 'bad name' is not a host name"),
+        ({"dns": "x", "port": 0}, "peers.port: expected a port number (1-65535)"),
+        ({"dns": "x", "port": "9090"}, "peers.port: expected a port number"),
+        ({"urls": "http://a:9090"}, "peers.urls: expected a list"),
+        ({"urls": ["ftp://a:9090"]}, "peers.urls[0]: invalid URL"),
+        ({"urls": ["http://a:9090/status"]}, "peers.urls[0]: expected an admin base URL"),
+        ({"urls": ["http://a:9090", "http://a:9090/"]}, "peers.urls[1]: duplicate peer URL"),
+        ({"dns": "x", "urls": ["http://a:9090"]}, "peers.urls: set either peers.dns or"),
+        ({"hosts": []}, "peers.hosts: unknown key"),
+    ],
+)
+def test_bad_peers(peers: dict[str, Any], message: str) -> None:
+    assert error(config(peers=peers)).startswith(message)
+
+
+def test_discovery_url_overrides_the_well_known_document() -> None:
+    loaded = parse_settings(
+        config(
+            issuer(
+                jwks_uri=None,
+                issuer="http://auth:8080",
+                discovery=True,
+                discovery_url="http://auth.billing.svc.cluster.local:8080",
+            )
+        )
+    )
+    only = loaded.issuers[0]
+    assert only.discovery_url == "http://auth.billing.svc.cluster.local:8080"
+    assert only.discovery_document_url == "http://auth.billing.svc.cluster.local:8080"
+    assert only.upstream == only.discovery_document_url
+    without = parse_settings(config(issuer(jwks_uri=None, issuer="http://auth:8080", discovery=True)))
+    assert without.issuers[0].discovery_document_url == (
+        "http://auth:8080/.well-known/openid-configuration"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"discovery_url": "http://auth:8080"}, "issuers[0].discovery_url: only with discovery"),
+        (
+            {"jwks_uri": None, "issuer": "http://auth", "discovery": True, "discovery_url": "x"},
+            "issuers[0].discovery_url: invalid URL",
+        ),
+    ],
+)
+def test_bad_discovery_url(fields: dict[str, Any], message: str) -> None:
+    assert error(config(issuer(**fields))).startswith(message)
