@@ -37,6 +37,33 @@ def test_check_config_ok_and_invalid(tmp_path: Path, capsys):
     assert err == "jwks-mirror: error: issuers[0].tls.cert_file: no such file\n"
 
 
+POD_ONLY = """\
+public: {tls: {cert_file: /etc/jwks-mirror/tls/tls.crt, key_file: /etc/jwks-mirror/tls/tls.key}}
+admin: {token_file: /var/run/secrets/jwks-mirror/admin-token}
+state_dir: /var/lib/jwks-mirror-not-here
+issuers:
+  - name: a
+    jwks_uri: https://keys.ns.svc.cluster.local/jwks.json
+    bearer_token_file: /var/run/secrets/tokens/jwks
+    tls: {ca_file: /etc/mesh/ca.pem, cert_file: /etc/mesh/cert.pem, key_file: /etc/mesh/key.pem}
+"""
+
+
+def test_check_config_offline_skips_only_what_the_pod_has(tmp_path: Path, capsys):
+    path = write_config(tmp_path, POD_ONLY)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == "jwks-mirror: error: public.tls.cert_file: no such file\n"
+    assert main(["check-config", "--offline", "--config", str(path)]) == 0
+    assert "ok (offline: files not checked) (1 issuers: a)" in capsys.readouterr().out
+    # Everything that is not a file on the pod is still checked offline.
+    path.write_text(POD_ONLY.replace("tls: {ca_file", "refresh_interval: soon\n    tls: {ca_file"))
+    assert main(["check-config", "--offline", "--config", str(path)]) == 2
+    assert "issuers[0].refresh_interval: invalid duration 'soon'" in capsys.readouterr().err
+    path.write_text(POD_ONLY.replace("https://keys", "http://keys"))
+    assert main(["check-config", "--offline", "--config", str(path)]) == 2
+    assert "issuers[0].tls: tls needs an https upstream" in capsys.readouterr().err
+
+
 def test_check_config_reads_the_environment(tmp_path: Path, capsys, monkeypatch):
     path = write_config(tmp_path, "issuers: []\n")
     monkeypatch.setenv("JWKS_MIRROR_CONFIG", str(path))
