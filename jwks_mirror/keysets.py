@@ -236,7 +236,7 @@ def _is_unicode(text: str) -> bool:
 def _b64url(value: object, member: str) -> bytes:
     """Decode base64 leniently: either alphabet (not both), padding optional but correct."""
     if not isinstance(value, str) or not value:
-        raise KeyDropped("malformed", f"{member!r} is not base64url")
+        raise KeyDropped("malformed", f"{member!r} is not base64")
     digits = value.rstrip("=")
     padding = len(value) - len(digits)
     chars = set(digits)
@@ -246,11 +246,11 @@ def _b64url(value: object, member: str) -> bytes:
         or (padding and (padding > 2 or len(value) % 4))
         or (chars & _URL_ONLY and chars & _STANDARD_ONLY)
     ):
-        raise KeyDropped("malformed", f"{member!r} is not base64url")
+        raise KeyDropped("malformed", f"{member!r} is not base64")
     try:
         return base64.urlsafe_b64decode(digits.translate(_TO_URLSAFE) + "=" * (-len(digits) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise KeyDropped("malformed", f"{member!r} is not base64url") from exc
+        raise KeyDropped("malformed", f"{member!r} is not base64") from exc
 
 
 def _coordinate(value: object, member: str, size: int) -> bytes:
