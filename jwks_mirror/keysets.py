@@ -406,8 +406,9 @@ def _x5c_matching(value: object, public_key: Any) -> list[str] | None:
             return None
         for item in value[1:]:
             base64.b64decode(item, validate=True)
-    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
-        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know.
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
+        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know;
+        # InvalidVersion (not a ValueError): a version field other than v1/v3.
         return None
     return list(value)
 

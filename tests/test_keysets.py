@@ -542,11 +542,22 @@ def _unknown_key_algorithm_chain() -> list[str]:
     return [base64.b64encode(forged).decode("ascii")]
 
 
+def _unknown_version_chain() -> list[str]:
+    """The x5c chain with the leaf's version field (v3, encoded 2) changed to 66, which the
+    fuzzer found raising x509.InvalidVersion, an exception outside ValueError."""
+    der = base64.b64decode(kf.x5c_chain()[0])
+    version_v3 = bytes.fromhex("a003020102")
+    assert der.count(version_v3) == 1
+    forged = der.replace(version_v3, bytes.fromhex("a003020142"))
+    return [base64.b64encode(forged).decode("ascii")]
+
+
 @pytest.mark.parametrize(
     "x5c",
     [
         pytest.param(kf.x5c_chain(1), id="another-keys-certificate"),
         pytest.param(_unknown_key_algorithm_chain(), id="unknown-key-algorithm"),
+        pytest.param(_unknown_version_chain(), id="unknown-x509-version"),
         pytest.param(["not base64!"], id="garbage-base64"),
         pytest.param(["AAAA"], id="not-a-certificate"),
         pytest.param([], id="empty"),
