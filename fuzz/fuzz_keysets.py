@@ -48,6 +48,9 @@ def seed(directory: Path) -> None:
     (directory / "valid").write_text(json.dumps({"keys": public}))
     (directory / "private").write_text(json.dumps({"keys": [json.loads(keys[1].export_private())]}))
     (directory / "one").write_text(json.dumps({"keys": public[1:2]}))
+    # Real providers' published sets: the loose encodings the validator must read.
+    for published in (Path(__file__).parent.parent / "tests" / "fixtures" / "jwks").glob("*.json"):
+        (directory / f"corpus-{published.stem}").write_bytes(published.read_bytes())
 
 
 def main() -> None:

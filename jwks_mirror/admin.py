@@ -131,7 +131,7 @@ async def status_one(request: web.Request) -> web.Response:
 
 
 def _key_fields(key: Key) -> dict[str, Any]:
-    return {"kid": key.kid, "kty": key.kty, "alg": key.jwk.get("alg"), "thumbprint": key.ident}
+    return {"kid": key.kid, "kty": key.kty, "alg": key.jwk.get("alg"), "thumbprint": key.thumbprint}
 
 
 async def refresh(request: web.Request) -> web.Response:

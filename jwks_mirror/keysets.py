@@ -15,6 +15,15 @@ The policy, and why (see DESIGN.md, "Validation"):
   on the curve, OKP Ed25519. A set left with no usable key is rejected: istiod would push it and
   Envoy would NACK the listener (worse than a stale set).
 * Output members are an allow-list, so unknown upstream members never reach verifiers.
+* Encoding is read leniently and written canonically: base64 in either alphabet, with or
+  without padding; RSA numbers with leading zero bytes; EC coordinates shorter (or longer,
+  by leading zeros) than the curve size. These are the same key material, and a key Envoy
+  could verify with must never be dropped for its spelling alone: the mirror would then cause
+  the outage it exists to prevent. Output is RFC 7518 form (unpadded base64url, minimal RSA
+  numbers, fixed-size coordinates), so equal keys always render to equal bytes.
+* The same key under one kid with different ``alg`` values is published once per ``alg``:
+  Envoy skips a JWK whose ``alg`` differs from the token's, so collapsing them would break
+  the tokens of every ``alg`` but one.
 """
 
 from __future__ import annotations
@@ -46,16 +55,24 @@ RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384
 # \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through.
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
+_B64_RE = re.compile(r"^[A-Za-z0-9_+/-]*\Z")
+_URL_ONLY = frozenset("-_")
+_STANDARD_ONLY = frozenset("+/")
+_TO_URLSAFE = str.maketrans("+/", "-_")
+# x5t is SHA-1 and x5t#S256 SHA-256 of the DER of x5c's first certificate (RFC 7517 4.8-4.9).
+_THUMBPRINTS = {"x5t": hashlib.sha1, "x5t#S256": hashlib.sha256}
+_THUMBPRINT_BYTES = {"x5t": 20, "x5t#S256": 32}
 _MAX_X5C_CERTS = 10
 
 
 @dataclass(frozen=True)
 class Key:
-    """One validated public key, in canonical form.
+    """One validated public key entry, in canonical form.
 
-    ``ident`` is the RFC 7638 thumbprint of the key material; two entries are the same key
-    when both ``kid`` and ``ident`` match.
+    ``ident`` identifies the entry: the RFC 7638 thumbprint of the key material, followed by
+    ``.<alg>`` when the entry names an ``alg`` (one key may be published once per ``alg``).
+    Two entries are the same when both ``kid`` and ``ident`` match; :attr:`thumbprint` alone
+    says whether two entries hold the same key material.
     """
 
     kid: str | None
@@ -66,6 +83,11 @@ class Key:
     @property
     def sort_key(self) -> tuple[str, str, str]:
         return (self.kid or "", self.kty, self.ident)
+
+    @property
+    def thumbprint(self) -> str:
+        """The RFC 7638 thumbprint of the key material (whatever the ``alg``)."""
+        return self.ident.partition(".")[0]
 
 
 @dataclass(frozen=True)
@@ -115,25 +137,25 @@ def validate(body: bytes, *, max_bytes: int, max_keys: int) -> Validated:
     by_kid: dict[tuple[str, str], Key] = {}
     for index, raw in enumerate(raw_keys):
         try:
-            key, note = _validate_key(raw)
+            key, removed = _validate_key(raw)
         except KeyDropped as exc:
             dropped[exc.reason] += 1
             notes.append(f"keys[{index}] dropped ({exc.reason}): {exc}")
             continue
-        if note:
+        for note in removed:
             dropped[note] += 1
             notes.append(f"keys[{index}]: {note}")
         same = kept.get((key.kid, key.ident))
         if same is not None:
-            # The same key listed twice: publish it once. The entries may differ in metadata
-            # (alg, use, x5c), so pick by content, not by position: the upstream reordering
-            # its keys must not change the published bytes (and so the version and ETag).
+            # The same key and alg listed twice: publish it once. The entries may differ in
+            # metadata (use, key_ops, x5c), so pick by content, not by position: the upstream
+            # reordering its keys must not change the published bytes (and so the ETag).
             if _canonical(key) < _canonical(same):
                 kept[(key.kid, key.ident)] = key
             continue
         if key.kid is not None:
             other = by_kid.get((key.kid, key.kty))
-            if other is not None:
+            if other is not None and other.thumbprint != key.thumbprint:
                 raise KeySetRejected(
                     "kid_conflict",
                     f"two different {key.kty} keys share kid {key.kid!r}; verifiers could pick "
@@ -211,24 +233,41 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _b64url(value: object, member: str, *, length: int | None = None) -> bytes:
-    if not isinstance(value, str) or not value or not _B64URL_RE.match(value):
-        raise KeyDropped("malformed", f"{member!r} is not base64url")
+def _b64url(value: object, member: str) -> bytes:
+    """Decode base64 leniently: either alphabet (not both), padding optional but correct."""
+    if not isinstance(value, str) or not value:
+        raise KeyDropped("malformed", f"{member!r} is not base64")
+    digits = value.rstrip("=")
+    padding = len(value) - len(digits)
+    chars = set(digits)
+    if (
+        not _B64_RE.match(digits)
+        or len(digits) % 4 == 1
+        or (padding and (padding > 2 or len(value) % 4))
+        or (chars & _URL_ONLY and chars & _STANDARD_ONLY)
+    ):
+        raise KeyDropped("malformed", f"{member!r} is not base64")
     try:
-        data = base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+        return base64.urlsafe_b64decode(digits.translate(_TO_URLSAFE) + "=" * (-len(digits) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise KeyDropped("malformed", f"{member!r} is not base64url") from exc
-    if length is not None and len(data) != length:
-        raise KeyDropped("malformed", f"{member!r} is {len(data)} bytes, expected {length}")
-    return data
+        raise KeyDropped("malformed", f"{member!r} is not base64") from exc
+
+
+def _coordinate(value: object, member: str, size: int) -> bytes:
+    """An EC coordinate as exactly ``size`` bytes: a big-endian number, as Envoy reads it."""
+    number = int.from_bytes(_b64url(value, member), "big")
+    if number.bit_length() > size * 8:
+        raise KeyDropped("malformed", f"{member!r} does not fit in {size} bytes")
+    return number.to_bytes(size, "big")
 
 
 def _b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _validate_key(raw: object) -> tuple[Key, str | None]:
-    """One key: dropped via :class:`KeyDropped`, or kept canonically (plus an optional note)."""
+def _validate_key(raw: object) -> tuple[Key, tuple[str, ...]]:
+    """One key: dropped via :class:`KeyDropped`, or kept canonically, with the names of the
+    members removed on the way (``x5c_removed``, ``x5t_removed``) for counting."""
     if not isinstance(raw, dict):
         raise KeyDropped("malformed", "not a JSON object")
     kty = raw.get("kty")
@@ -264,8 +303,8 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
         size = EC_COORDINATE_BYTES[crv]
         out.update(
             crv=crv,
-            x=_b64url_encode(_b64url(raw.get("x"), "x", length=size)),
-            y=_b64url_encode(_b64url(raw.get("y"), "y", length=size)),
+            x=_b64url_encode(_coordinate(raw.get("x"), "x", size)),
+            y=_b64url_encode(_coordinate(raw.get("y"), "y", size)),
         )
         allowed_algs = frozenset({EC_ALG[crv]})
     elif kty == "OKP":
@@ -274,7 +313,11 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
             raise KeyDropped(
                 "unsupported_curve", f"OKP curve {crv!r} (Envoy verifies Ed25519 only)"
             )
-        out.update(crv=crv, x=_b64url_encode(_b64url(raw.get("x"), "x", length=32)))
+        # An Ed25519 public key is a byte string, not a number: exactly 32 bytes, no padding.
+        x = _b64url(raw.get("x"), "x")
+        if len(x) != 32:
+            raise KeyDropped("malformed", f"'x' is {len(x)} bytes, expected 32")
+        out.update(crv=crv, x=_b64url_encode(x))
         allowed_algs = frozenset({"EdDSA"})
     else:
         raise KeyDropped("unsupported_key_type", f"key type {kty[:32]!r}")
@@ -290,21 +333,33 @@ def _validate_key(raw: object) -> tuple[Key, str | None]:
     if "key_ops" in raw:
         out["key_ops"] = ["verify"]
     public_key = _load(out)
-    note = None
-    for member in ("x5t", "x5t#S256"):
-        value = raw.get(member)
-        if isinstance(value, str) and _B64URL_RE.match(value) and len(value) <= 64:
-            out[member] = value
+    removed: list[str] = []
+    thumbprints = {m: _digest(raw[m], m) for m in _THUMBPRINTS if m in raw}
     if "x5c" in raw:
         chain = _x5c_matching(raw["x5c"], public_key)
         if chain is None:
-            note = "x5c_removed"
-            out.pop("x5t", None)
-            out.pop("x5t#S256", None)
+            removed.append("x5c_removed")
+            thumbprints.clear()  # they describe a certificate that is not published
         else:
             out["x5c"] = chain
-    ident = _thumbprint(out)
-    return Key(kid=kid, kty=kty, ident=ident, jwk=out), note
+            leaf = base64.b64decode(chain[0])
+            for member, digest in thumbprints.items():
+                if digest is not None and _THUMBPRINTS[member](leaf).digest() != digest:
+                    thumbprints[member] = None
+    if None in thumbprints.values():
+        removed.append("x5t_removed")
+    out.update((m, _b64url_encode(d)) for m, d in thumbprints.items() if d is not None)
+    ident = _thumbprint(out) + (f".{out['alg']}" if "alg" in out else "")
+    return Key(kid=kid, kty=kty, ident=ident, jwk=out), tuple(removed)
+
+
+def _digest(value: object, member: str) -> bytes | None:
+    """A thumbprint's digest, or None when it is not one (wrong encoding or size)."""
+    try:
+        digest = _b64url(value, member)
+    except KeyDropped:
+        return None
+    return digest if len(digest) == _THUMBPRINT_BYTES[member] else None
 
 
 def _check_usage(raw: Mapping[str, Any]) -> None:
@@ -351,8 +406,9 @@ def _x5c_matching(value: object, public_key: Any) -> list[str] | None:
             return None
         for item in value[1:]:
             base64.b64decode(item, validate=True)
-    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
-        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know.
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
+        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know;
+        # InvalidVersion (not a ValueError): a version field other than v1/v3.
         return None
     return list(value)
 

@@ -202,12 +202,21 @@ class IssuerState:
             if slot in current_kids:
                 continue
             other = newest.get(slot)
-            if other is None or (retained.removed_at, retained.key.ident) > (
+            if other is None or (retained.removed_at, retained.key.thumbprint) > (
                 other.removed_at,
-                other.key.ident,
+                other.key.thumbprint,
             ):
                 newest[slot] = retained
         keys.extend(r.key for r in newest.values())
+        # That key under its other algs too (one key may be published once per alg).
+        for retained in self.retained.values():
+            if retained.key.kid is None:
+                continue
+            chosen = newest.get((retained.key.kid, retained.key.kty))
+            if chosen is not None and chosen is not retained and (
+                chosen.key.thumbprint == retained.key.thumbprint
+            ):
+                keys.append(retained.key)
         if not keys:
             return False
         live = {(k.kid, k.ident) for k in self.current} | set(self.retained)
@@ -278,7 +287,8 @@ class IssuerState:
             if (key.kid, key.ident) in identities:
                 raise ValueError(f"key {_label(key)} is listed twice")
             identities.add((key.kid, key.ident))
-            if key.kid is not None and kids.setdefault((key.kid, key.kty), key.ident) != key.ident:
+            mark = key.thumbprint  # the same key under another alg is no conflict
+            if key.kid is not None and kids.setdefault((key.kid, key.kty), mark) != mark:
                 raise ValueError(f"two different {key.kty} keys share kid {key.kid!r}")
         for ident in identities:
             retained.pop(ident, None)  # current again, as in apply()

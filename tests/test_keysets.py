@@ -4,6 +4,7 @@ is published and in which exact bytes. Keys are generated at test time (``keyfac
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -281,10 +282,14 @@ def _off_curve() -> dict[str, Any]:
     return key
 
 
-def _short_x() -> dict[str, Any]:
-    key = kf.jwk("p256", kid="short")
-    key["x"] = kf.b64url(kf.b64url_decode(key["x"])[1:])
+def _oversized_x() -> dict[str, Any]:
+    key = kf.jwk("p256", kid="big")
+    key["x"] = kf.b64url(b"\x01" + kf.b64url_decode(key["x"]))
     return key
+
+
+def _rsa_n(transform: Any) -> Any:
+    return lambda: kf.jwk("rsa2048", kid="n", n=transform(kf.jwk("rsa2048")["n"]))
 
 
 DROPPED = [
@@ -294,22 +299,30 @@ DROPPED = [
     pytest.param(lambda: kf.jwk("rsa2048", kid="e", e="Ag"), "invalid_key", id="rsa-e-2"),
     pytest.param(lambda: kf.jwk("rsa2048", kid="e", e="AQAA"), "invalid_key", id="rsa-e-even"),
     pytest.param(lambda: kf.jwk("rsa2048", kid="e", e="AA"), "invalid_key", id="rsa-e-0"),
-    pytest.param(
-        lambda: kf.jwk("rsa2048", kid="n", n="a+b/" + kf.jwk("rsa2048")["n"][4:]),
-        "malformed",
-        id="rsa-n-standard-base64",
-    ),
+    # Either base64 alphabet is read, but not both in one value: that is no encoding at all.
+    pytest.param(_rsa_n(lambda n: "-+" + n[2:]), "malformed", id="rsa-n-mixed-alphabets"),
+    pytest.param(_rsa_n(lambda n: "_/" + n[2:]), "malformed", id="rsa-n-mixed-alphabets-2"),
+    pytest.param(_rsa_n(lambda n: n + "="), "malformed", id="rsa-n-wrong-padding"),
+    pytest.param(_rsa_n(lambda n: n + "==="), "malformed", id="rsa-n-three-pads"),
+    pytest.param(_rsa_n(lambda n: n[:100] + "=" + n[100:]), "malformed", id="rsa-n-inner-pad"),
+    pytest.param(_rsa_n(lambda n: n + "AAA"), "malformed", id="rsa-n-impossible-length"),
     pytest.param(lambda: kf.jwk("p256", kid="x", x="!" * 43), "malformed", id="bad-b64-chars"),
     pytest.param(
         lambda: kf.jwk("ed25519", kid="nl", x=kf.jwk("ed25519")["x"] + "\n"),
         "malformed",
         id="trailing-newline",
     ),
-    pytest.param(_short_x, "malformed", id="wrong-coordinate-length"),
+    pytest.param(_oversized_x, "malformed", id="coordinate-larger-than-the-curve"),
     pytest.param(
+        # Read as a (short) P-384 number, it is simply not a point of that curve.
         lambda: kf.jwk("p384", kid="y", y=kf.jwk("p256")["y"]),
-        "malformed",
+        "invalid_key",
         id="p256-coordinate-on-p384",
+    ),
+    pytest.param(
+        lambda: kf.jwk("ed25519", kid="s", x=kf.b64url(kf.b64url_decode(kf.jwk("ed25519")["x"])[1:])),
+        "malformed",
+        id="ed25519-31-bytes",
     ),
     pytest.param(lambda: kf.jwk("rsa2048", kid="n", n=None), "malformed", id="missing-n"),
     pytest.param(lambda: kf.jwk("rsa2048", kid="n", e=None), "malformed", id="missing-e"),
@@ -464,9 +477,60 @@ def test_matching_x5c_is_kept() -> None:
     assert published(result)[0]["x5c"] == kf.x5c_chain()
 
 
+def _cert_thumbprints(index: int = 0) -> dict[str, str]:
+    der = base64.b64decode(kf.x5c_chain(index)[0])
+    return {
+        "x5t": kf.b64url(hashlib.sha1(der).digest()),
+        "x5t#S256": kf.b64url(hashlib.sha256(der).digest()),
+    }
+
+
 def test_x5t_is_kept_with_a_matching_x5c() -> None:
-    source = kf.x5c_key(kid="cert") | {"x5t": "dGh1bWI", "x5t#S256": "c2hhMjU2"}
+    source = kf.x5c_key(kid="cert") | _cert_thumbprints()
+    result = check(kf.body(source))
+    assert published(result) == [source]
+    assert result.dropped == {}
+
+
+def test_x5t_in_another_base64_form_is_published_canonically() -> None:
+    canonical = kf.x5c_key(kid="cert") | _cert_thumbprints()
+    loose = canonical | {
+        m: base64.b64encode(kf.b64url_decode(canonical[m])).decode() for m in ("x5t", "x5t#S256")
+    }
+    assert loose != canonical
+    assert published(check(kf.body(loose))) == [canonical]
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        pytest.param({"x5t": _cert_thumbprints(1)["x5t"]}, id="x5t-of-another-certificate"),
+        pytest.param({"x5t#S256": _cert_thumbprints(1)["x5t#S256"]}, id="x5t#S256-of-another"),
+        pytest.param(
+            {"x5t": _cert_thumbprints()["x5t#S256"], "x5t#S256": _cert_thumbprints()["x5t"]},
+            id="swapped",
+        ),
+    ],
+)
+def test_x5t_not_matching_the_x5c_certificate_is_removed_and_counted(wrong: Any) -> None:
+    right = _cert_thumbprints()
+    source = kf.x5c_key(kid="cert") | right | wrong
+    result = check(kf.body(source))
+    expected = kf.x5c_key(kid="cert") | {m: v for m, v in right.items() if m not in wrong}
+    assert published(result) == [expected]
+    assert result.dropped == {"x5t_removed": 1}
+    assert result.notes == ("keys[0]: x5t_removed",)
+
+
+def test_x5t_without_x5c_is_kept_when_it_is_a_digest() -> None:
+    thumbprints = _cert_thumbprints()
+    source = good() | thumbprints
     assert published(check(kf.body(source))) == [source]
+    # A digest of the wrong size is not one: SHA-1 is 20 bytes, SHA-256 is 32.
+    swapped = good() | {"x5t": thumbprints["x5t#S256"], "x5t#S256": thumbprints["x5t"]}
+    result = check(kf.body(swapped))
+    assert published(result) == [good()]
+    assert result.dropped == {"x5t_removed": 1}
 
 
 def _unknown_key_algorithm_chain() -> list[str]:
@@ -478,11 +542,22 @@ def _unknown_key_algorithm_chain() -> list[str]:
     return [base64.b64encode(forged).decode("ascii")]
 
 
+def _unknown_version_chain() -> list[str]:
+    """The x5c chain with the leaf's version field (v3, encoded 2) changed to 66, which the
+    fuzzer found raising x509.InvalidVersion, an exception outside ValueError."""
+    der = base64.b64decode(kf.x5c_chain()[0])
+    version_v3 = bytes.fromhex("a003020102")
+    assert der.count(version_v3) == 1
+    forged = der.replace(version_v3, bytes.fromhex("a003020142"))
+    return [base64.b64encode(forged).decode("ascii")]
+
+
 @pytest.mark.parametrize(
     "x5c",
     [
         pytest.param(kf.x5c_chain(1), id="another-keys-certificate"),
         pytest.param(_unknown_key_algorithm_chain(), id="unknown-key-algorithm"),
+        pytest.param(_unknown_version_chain(), id="unknown-x509-version"),
         pytest.param(["not base64!"], id="garbage-base64"),
         pytest.param(["AAAA"], id="not-a-certificate"),
         pytest.param([], id="empty"),
@@ -493,9 +568,9 @@ def _unknown_key_algorithm_chain() -> list[str]:
     ],
 )
 def test_x5c_not_holding_the_key_is_removed_and_counted(x5c: Any) -> None:
-    source = kf.x5c_key(kid="cert") | {"x5t": "dGh1bWI"}
+    source = kf.x5c_key(kid="cert") | _cert_thumbprints()
     result = check(kf.body(source | {"x5c": x5c}))
-    expected = {k: v for k, v in source.items() if k not in ("x5c", "x5t")}
+    expected = {k: v for k, v in source.items() if k not in ("x5c", "x5t", "x5t#S256")}
     assert published(result) == [expected]
     assert result.dropped == {"x5c_removed": 1}
     assert result.notes == ("keys[0]: x5c_removed",)
@@ -511,6 +586,7 @@ def test_x5c_of_another_key_on_an_rsa_key_is_removed() -> None:
 def test_malformed_x5t_is_not_published(value: Any) -> None:
     result = check(kf.body(good() | {"x5t": value, "x5t#S256": value}))
     assert published(result) == [good()]
+    assert result.dropped == {"x5t_removed": 1}
 
 
 # -- canonical output ------------------------------------------------------------------------
@@ -581,13 +657,131 @@ def test_duplicates_differing_only_in_metadata_render_the_same_in_any_order() ->
     variants = [
         plain,
         {k: v for k, v in plain.items() if k != "x5c"},
-        plain | {"alg": "ES256"},
+        plain | {"key_ops": ["verify"]},
         plain | {"use": "sig"},
     ]
     outputs = {render(check(kf.body(*variants[i:], *variants[:i])).keys) for i in range(4)}
     outputs |= {render(check(kf.body(*reversed(variants))).keys)}
     assert len(outputs) == 1
     assert len(json.loads(outputs.pop())["keys"]) == 1
+
+
+# -- lenient decoding, canonical output ------------------------------------------------------
+
+
+def _standard_padded(value: str) -> str:
+    """The same bytes in standard base64 with padding (as Battle.net publishes them)."""
+    return base64.b64encode(kf.b64url_decode(value)).decode("ascii")
+
+
+def _with_both_alphabets(kind: str) -> dict[str, Any]:
+    """A key whose standard-base64 form has "+" or "/" in it (so the test is not vacuous)."""
+    for index in range(64):
+        key = kf.jwk(kind, index=index, kid=f"{kind}-{index}")
+        if any(set("-_") & set(key[m]) for m in ("n", "x", "y") if m in key):
+            return key
+    raise AssertionError(f"no {kind} key with '-' or '_' in 64 tries")
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "p256", "p384", "p521", "ed25519"])
+def test_standard_base64_with_padding_is_read_and_published_as_base64url(kind: str) -> None:
+    canonical = _with_both_alphabets(kind)
+    loose = {m: _standard_padded(v) if m in ("n", "e", "x", "y") else v for m, v in canonical.items()}
+    assert any("+" in v or "/" in v for v in loose.values())
+    result = check(kf.body(loose))
+    assert result.dropped == {}
+    assert published(result) == [canonical]
+    assert render(result.keys) == render(check(kf.body(canonical)).keys)
+
+
+def _p521_with_leading_zero(coordinate: str) -> dict[str, Any]:
+    """A P-521 key whose ``coordinate`` starts with a zero byte (about half of them do)."""
+    for index in range(64):
+        key = kf.jwk("p521", index=index, kid="p521-short")
+        if kf.b64url_decode(key[coordinate])[0] == 0:
+            return key
+    raise AssertionError("no P-521 key with a leading zero byte in 64 tries")
+
+
+@pytest.mark.parametrize("coordinate", ["x", "y"])
+def test_short_p521_coordinate_is_left_padded(coordinate: str) -> None:
+    canonical = _p521_with_leading_zero(coordinate)
+    full = kf.b64url_decode(canonical[coordinate])
+    assert len(full) == 66
+    short = canonical | {coordinate: kf.b64url(full.lstrip(b"\0"))}
+    result = check(kf.body(short))
+    assert result.dropped == {}
+    assert published(result) == [canonical]
+    assert len(kf.b64url_decode(published(result)[0][coordinate])) == 66
+
+
+@pytest.mark.parametrize("kind", ["p256", "p384", "p521"])
+def test_ec_coordinates_with_extra_leading_zeros_are_the_same_key(kind: str) -> None:
+    canonical = kf.jwk(kind, kid="z")
+    padded = canonical | {m: kf.b64url(b"\0\0" + kf.b64url_decode(canonical[m])) for m in "xy"}
+    result = check(kf.body(padded))
+    assert published(result) == [canonical]
+    assert result.keys[0].ident == check(kf.body(canonical)).keys[0].ident
+
+
+def test_rsa_modulus_with_a_leading_zero_byte_is_published_minimal() -> None:
+    canonical = kf.jwk("rsa2048", kid="paypal-style")
+    padded = canonical | {"n": kf.b64url(b"\0" + kf.b64url_decode(canonical["n"]))}
+    assert published(check(kf.body(padded))) == [canonical]
+
+
+def test_weak_rsa_key_stays_weak_however_it_is_padded() -> None:
+    weak = kf.jwk("rsa1024", kid="w")
+    padded = weak | {"n": _standard_padded(kf.b64url(bytes(200) + kf.b64url_decode(weak["n"])))}
+    result = check(kf.body(good(), padded))
+    assert result.dropped == {"weak_key": 1}
+
+
+def test_encryption_key_in_loose_encoding_is_still_dropped() -> None:
+    enc = kf.jwk("rsa2048", kid="enc", use="enc", alg="RSA-OAEP")
+    loose = enc | {"n": _standard_padded(enc["n"]), "e": _standard_padded(enc["e"])}
+    assert check(kf.body(good(), loose)).dropped == {"not_signing": 1}
+
+
+# -- one key, several algs ------------------------------------------------------------------
+
+
+def test_same_key_under_one_kid_with_different_algs_is_published_once_per_alg() -> None:
+    rs, ps = (kf.jwk("rsa2048", kid="k", alg=alg, use="sig") for alg in ("RS256", "PS256"))
+    result = check(kf.body(rs, ps, rs))
+    assert result.dropped == {}
+    assert sorted(k["alg"] for k in published(result)) == ["PS256", "RS256"]
+    assert {k.thumbprint for k in result.keys} == {kf_thumbprint(rs)}
+    assert len({k.ident for k in result.keys}) == 2
+    assert render(result.keys) == render(check(kf.body(ps, rs)).keys)
+
+
+def test_same_key_with_and_without_alg_is_published_both_ways() -> None:
+    plain = kf.jwk("p256", kid="k")
+    named = plain | {"alg": "ES256"}
+    assert sorted(published(check(kf.body(named, plain))), key=len) == [plain, named]
+
+
+def test_same_key_under_two_kids_is_published_under_both() -> None:
+    first, second = kf.jwk("rsa2048", kid="one"), kf.jwk("rsa2048", kid="two")
+    assert [k.get("kid") for k in published(check(kf.body(second, first)))] == ["one", "two"]
+
+
+def test_a_different_key_under_the_same_kid_still_conflicts_whatever_the_alg() -> None:
+    rs, ps = kf.jwk("rsa2048", kid="k", alg="RS256"), kf.jwk("rsa2048", kid="k", alg="PS256")
+    other = kf.jwk("rsa2048", kid="k", index=1, alg="RS384")
+    assert rejection(kf.body(rs, ps, other)).reason == "kid_conflict"
+
+
+def test_key_from_jwk_round_trips_each_alg_entry() -> None:
+    keys = check(kf.body(*(kf.jwk("rsa2048", kid="k", alg=a) for a in ("RS256", "PS512")))).keys
+    assert [key_from_jwk(k.jwk) for k in keys] == list(keys)
+
+
+def kf_thumbprint(members: dict[str, Any]) -> str:
+    required = {m: members[m] for m in ("e", "kty", "n")}
+    digest = hashlib.sha256(json.dumps(required, sort_keys=True, separators=(",", ":")).encode())
+    return kf.b64url(digest.digest())
 
 
 def test_version_of_is_a_short_stable_digest() -> None:

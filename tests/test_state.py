@@ -532,3 +532,42 @@ def test_restore_keeps_when_the_set_last_changed() -> None:
     restored.restore(through_json(source.snapshot()), now=1500.0)
     assert restored.last_change == 1000.0
     assert restored.first_seen == source.first_seen
+
+
+# -- one key published under several algs ----------------------------------------------------
+
+
+def _multi_alg(kid: str = "a", index: int = 0) -> list[dict[str, Any]]:
+    return [kf.jwk("rsa2048", kid=kid, index=index, alg=alg) for alg in ("RS256", "PS256")]
+
+
+def test_a_key_published_under_several_algs_is_retained_under_every_one() -> None:
+    state = make_state()
+    state.apply(keyset(*_multi_alg(), B()), now=0.0)
+    change = state.apply(keyset(B()), now=10.0)
+    assert change.removed == ("a", "a")
+    assert served(state) == body_of(*_multi_alg(), B())
+    algs = [k.get("alg") for k in json.loads(served(state))["keys"] if k["kid"] == "a"]
+    assert sorted(algs) == ["PS256", "RS256"]
+    state.expire_retained(10.0 + RETAIN)
+    assert served(state) == body_of(B())
+
+
+def test_retained_multi_alg_key_under_a_reused_kid_is_hidden_whole() -> None:
+    state = make_state()
+    state.apply(keyset(*_multi_alg(), B()), now=0.0)
+    state.apply(keyset(*_multi_alg(index=1), B()), now=10.0)  # kid "a" reused for a new key
+    assert served(state) == body_of(*_multi_alg(index=1), B())
+    state.apply(keyset(B()), now=20.0)  # the new key is retained too: it alone is published
+    assert served(state) == body_of(*_multi_alg(index=1), B())
+
+
+def test_snapshot_restore_round_trip_of_a_multi_alg_key() -> None:
+    source = make_state()
+    source.apply(keyset(*_multi_alg(), B()), now=1000.0)
+    source.apply(keyset(*_multi_alg(kid="c"), B()), now=2000.0)  # "a" retained, both algs
+    restored = make_state()
+    restored.restore(through_json(source.snapshot()), now=2500.0)
+    assert served(restored) == served(source)
+    assert len(json.loads(served(restored))["keys"]) == 5
+    assert restored.current == source.current
