@@ -212,3 +212,31 @@ def test_runbook_log_grep_matches_a_real_failed_fetch(tmp_path: Path) -> None:
     assert fetches, "".join(lines) + errors
     assert pattern.group(1) in fetches[0], fetches[0]
     assert "outcome" in fetches[0] and '"outcome": "failed"' not in fetches[0]
+
+
+def deploy_texts() -> dict[str, str]:
+    return {
+        str(p.relative_to(DEPLOY)): p.read_text(encoding="utf-8")
+        for p in sorted(DEPLOY.rglob("*"))
+        if p.is_file() and p.suffix in {".md", ".yaml", ".yml", ".json"}
+    }
+
+
+def test_deploy_files_stand_on_their_own() -> None:
+    """Users have only the repository: no pointer to the team's design notes or tracker."""
+    texts = deploy_texts()
+    assert len(texts) > 30
+    for name, text in texts.items():
+        assert "DESIGN.md" not in text and "../shared" not in text, name
+        assert not re.search(r"(?i)\bissues?\s*#?\d+\b|(?<![\w&/])#\d+\b", text), name
+    assert not re.search(r"\]\((https?:)?//", README), "README links outside the repository"
+
+
+def test_one_spelling_of_the_mirror_url() -> None:
+    """`pin` and `rotate` match mirror URLs by prefix: one spelling everywhere."""
+    found = 0
+    for name, text in deploy_texts().items():
+        assert not re.search(r"https?://jwks-mirror\.jwks-mirror\.svc(?!\.cluster\.local)", text), name
+        assert not re.search(r"https?://jwks-mirror(:|/)", text), name
+        found += len(re.findall(r"https?://jwks-mirror\.jwks-mirror\.svc\.cluster\.local:8080", text))
+    assert found >= 8
