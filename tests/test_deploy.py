@@ -114,7 +114,7 @@ WITH_CONFIG = [
 ]
 HISTOGRAMS = {"jwks_mirror_fetch_duration_seconds"}
 FETCH_OUTCOMES = {"changed", "unchanged", "failed"}
-# Labels prometheus-operator attaches to every target of a ServiceMonitor.
+# Labels prometheus-operator attaches to every target of a PodMonitor.
 TARGET_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
 
 # checkov checks that do not apply, each with the reason.
