@@ -173,6 +173,7 @@ def test_runbook_log_grep_matches_a_real_failed_fetch(tmp_path: Path) -> None:
         line for b in blocks("sh") for line in b.splitlines() if line.startswith("kubectl") and " logs " in line
     ]
     assert "-l app.kubernetes.io/name=jwks-mirror" in command, "every replica, not one pod"
+    assert "--tail=-1" in command, "with a selector kubectl logs keeps 10 lines per pod"
     pattern = re.search(r"grep '([^']+)'", command)
     assert pattern
     with socket.socket() as probe:
