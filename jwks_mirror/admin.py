@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from jwks_mirror.keysets import Key
 from jwks_mirror.mirror import Mirror, UnknownIssuer
+from jwks_mirror.peering import share
 from jwks_mirror.state import IssuerState
 
 MIRROR = web.AppKey("mirror", Mirror)
@@ -31,6 +32,7 @@ def create_admin_app(mirror: Mirror) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_get("/status/{name}", status_one)
+    app.router.add_get("/peer/{name}", peer)
     app.router.add_post("/refresh", refresh)
     app.router.add_post("/refresh/{name}", refresh)
     return app
@@ -87,6 +89,9 @@ def _summary(state: IssuerState, now: float) -> dict[str, Any]:
         "expired": state.is_expired(now),
         "next_refresh": state.next_refresh,
         "path": f"/{state.name}/jwks.json",
+        "source": state.source,
+        "filled_from_peer": state.filled_from,
+        "peer_fill": state.peer_fill,
     }
 
 
@@ -128,6 +133,16 @@ async def status_one(request: web.Request) -> web.Response:
     detail["key_history"] = keys
     detail["jwks"] = json.loads(state.published.body) if state.published else None
     return _json(detail)
+
+
+async def peer(request: web.Request) -> web.Response:
+    """What a replica with no set copies while its upstream is down (see peering.py)."""
+    mirror = request.app[MIRROR]
+    state = mirror.states.get(request.match_info["name"])
+    if state is None:
+        return _json({"error": f"unknown issuer: {request.match_info['name']}"}, status=404)
+    code, document = share(state, mirror.clock())
+    return _json(document, status=code)
 
 
 def _key_fields(key: Key) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
+from jwks_mirror.peering import PeerFiller, PeerFinder
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.settings import IssuerSettings, Settings
 from jwks_mirror.state import IssuerState, StateStore
@@ -48,6 +49,7 @@ class Mirror:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
+        peer_finder: PeerFinder | None = None,
     ) -> None:
         self.settings = settings
         self.states: dict[str, IssuerState] = {}
@@ -63,6 +65,13 @@ class Mirror:
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
         self._backoff_base_s = backoff_base_s
         self._fetcher = Fetcher()
+        self.peers = PeerFiller(
+            lambda: self.settings.peers,
+            registry=registry,
+            states=lambda: list(self.states.values()),
+            clock=clock,
+            finder=peer_finder,
+        )
         self._refreshers: dict[str, IssuerRefresher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -101,6 +110,7 @@ class Mirror:
         self._tasks.clear()
         self._refreshers.clear()
         await self._fetcher.close()
+        await self.peers.close()
 
     async def reload(self, new: Settings) -> ReloadSummary:
         """Apply a new, already validated configuration.
@@ -125,6 +135,7 @@ class Mirror:
             await self._stop_issuer(name)
             del self.states[name]
             self.metrics.forget(name)
+            self.peers.forget(name)
         added, changed, unchanged = [], [], []
         for issuer in new.issuers:
             state = self.states.get(issuer.name)
@@ -184,6 +195,7 @@ class Mirror:
             clock=self.clock,
             rng=self._rng,
             backoff_base_s=self._backoff_base_s,
+            peer_fill=self.peers.fill,
         )
         self.states[state.name] = state
         self._refreshers[state.name] = refresher

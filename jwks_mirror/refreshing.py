@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from jwks_mirror.errors import FetchError, KeySetRejected
@@ -77,8 +77,10 @@ class IssuerRefresher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
+        peer_fill: Callable[[IssuerState], Awaitable[None]] | None = None,
     ) -> None:
         self.state = state
+        self._peer_fill = peer_fill
         self._fetcher = fetcher
         self._metrics = metrics
         self._store = store
@@ -189,6 +191,13 @@ class IssuerRefresher:
             consecutive_failures=state.consecutive_failures,
             next_refresh_in_s=round(state.next_refresh - self._clock(), 3),
         )
+        if (
+            outcome.outcome == "failed"
+            and self._peer_fill is not None
+            and not state.servable(self._clock())
+        ):
+            # Part of this attempt (readiness waits for it), bounded by the fetch timeout.
+            await self._peer_fill(state)
         self.reschedule()
         return outcome
 
@@ -273,8 +282,8 @@ class IssuerRefresher:
 
     def _persist(self) -> None:
         """Write the state file in a thread; a failure is logged and counted, never fatal."""
-        if self._store is None or self.state.published is None:
-            return
+        if self._store is None or self.state.published is None or self.state.source == "peer":
+            return  # a peer's copy is not ours to persist: a restart asks the peers again
         document = self.state.snapshot()
         self._persisted_success = self.state.last_success
         store, name = self._store, self.state.name
