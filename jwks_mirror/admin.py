@@ -52,13 +52,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 once every issuer has settled, 503 before that and while draining. Issuers
+    without a servable set are named but do not make the replica unready (see
+    ``Mirror.ready``): each fails closed on its own path and is alerted on per issuer."""
     mirror = request.app[MIRROR]
-    if mirror.draining:
-        return _json({"ready": False, "draining": True, "not_ready": []}, status=503)
-    not_ready = mirror.not_ready()
-    if not_ready:
-        return _json({"ready": False, "draining": False, "not_ready": not_ready}, status=503)
-    return _json({"ready": True, "draining": False, "not_ready": []})
+    ready = mirror.ready
+    body = {
+        "ready": ready,
+        "draining": mirror.draining,
+        "pending": mirror.pending(),
+        "not_servable": mirror.not_ready(),
+    }
+    return _json(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -55,6 +55,7 @@ class Mirror:
         self.states: dict[str, IssuerState] = {}
         self.unknown_requests: dict[int, int] = {}
         self.draining = False
+        self._was_ready = False
         self.clock = clock
         self.metrics = Metrics(
             registry,
@@ -246,5 +247,26 @@ class Mirror:
         )
 
     def not_ready(self) -> list[str]:
+        """Issuers without a servable set: each fails closed on its own path (503)."""
         now = self.clock()
         return [name for name, state in self.states.items() if not state.servable(now)]
+
+    def pending(self) -> list[str]:
+        """Issuers whose first fetch attempt has not completed (nor a set been restored)."""
+        return [name for name, r in self._refreshers.items() if not r.settled]
+
+    @property
+    def ready(self) -> bool:
+        """Readiness is scoped to the process, never to one issuer: every replica shares the
+        configuration, so "unready while an issuer is broken" would take every replica out of
+        the Service at once and istiod would lose every issuer.
+
+        False while draining, and until every issuer has settled (its first fetch attempt
+        completed, or a set restored). Once ready, an issuer added by a reload does not make
+        the replica unready again: a ConfigMap update reaches every replica together.
+        """
+        if self.draining:
+            return False
+        if not self._was_ready:
+            self._was_ready = not self.pending()
+        return self._was_ready

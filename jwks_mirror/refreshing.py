@@ -92,6 +92,15 @@ class IssuerRefresher:
         self._wake = asyncio.Event()
         self._persisting: asyncio.Task[None] | None = None
         self._persisted_success: float | None = None  # last_success in the newest write
+        # A set restored from state_dir (or kept across a reload) counts as settled at once.
+        self._settled = state.servable(clock())
+
+    @property
+    def settled(self) -> bool:
+        """True once this issuer no longer holds readiness back: its first fetch attempt has
+        completed (success or failure), or it started with a servable set (restored from
+        ``state_dir``). The one place that decides it; ``Mirror.ready`` reads it."""
+        return self._settled
 
     # -- the background loop ----------------------------------------------------------------
 
@@ -176,6 +185,9 @@ class IssuerRefresher:
             outcome = self._failed(exc)
         else:
             outcome = self._succeeded(change)
+        finally:
+            # Also after a bug raised: readiness must never wait on one issuer for ever.
+            self._settled = True
         duration = time.perf_counter() - started
         self._metrics.fetch_duration_seconds.labels(state.name).observe(duration)
         self._metrics.fetch_total.labels(state.name, outcome.outcome).inc()
