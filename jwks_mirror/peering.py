@@ -135,7 +135,7 @@ def parse_offer(body: bytes, *, issuer: IssuerSettings, peer: str, now: float) -
     last_success = min(last_success, now)
     if last_success + limits.max_stale_s <= now:
         raise PeerError(
-            "expired",
+            "older_than_max_stale",
             f"the peer's last upstream success was {now - last_success:.0f}s ago, "
             f"over max_stale ({limits.max_stale_s:g}s)",
         )

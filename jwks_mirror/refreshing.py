@@ -177,6 +177,15 @@ class IssuerRefresher:
             self._inflight = None
 
     async def _refresh_once(self) -> Outcome:
+        try:
+            return await self._attempt()
+        finally:
+            # Settled only now, after the peer fill: it is part of the attempt, so a fresh
+            # replica is ready once it has tried its peers too. Also after a bug raised:
+            # readiness must never wait on one issuer for ever.
+            self._settled = True
+
+    async def _attempt(self) -> Outcome:
         state = self.state
         started = time.perf_counter()
         try:
@@ -185,9 +194,6 @@ class IssuerRefresher:
             outcome = self._failed(exc)
         else:
             outcome = self._succeeded(change)
-        finally:
-            # Also after a bug raised: readiness must never wait on one issuer for ever.
-            self._settled = True
         duration = time.perf_counter() - started
         self._metrics.fetch_duration_seconds.labels(state.name).observe(duration)
         self._metrics.fetch_total.labels(state.name, outcome.outcome).inc()
