@@ -147,7 +147,13 @@ async def peer(request: web.Request) -> web.Response:
     if state is None:
         return _json({"error": f"unknown issuer: {request.match_info['name']}"}, status=404)
     code, document = share(state, mirror.clock())
-    return _json(document, status=code)
+    # Compact: the asking replica caps the answer's size (see peering.py).
+    return web.Response(
+        body=json.dumps(document, separators=(",", ":")).encode(),
+        status=code,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _key_fields(key: Key) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from jwks_mirror.adminclient import format_status
 from jwks_mirror.errors import PeerError
 from jwks_mirror.peering import PeerFinder, parse_offer, share
 from jwks_mirror.settings import PeersSettings, parse_settings
@@ -163,6 +164,9 @@ async def test_a_fresh_replica_serves_its_peers_set_while_the_upstream_is_down(
     assert await metric(second, "jwks_mirror_peer_fills_total", issuer="idp", outcome="filled") == 1
     assert await metric(second, "jwks_mirror_stale", issuer="idp") == 1
     # A copy is never shared on, and never written to state_dir (a restart asks again).
+    assert "stale (peer copy)" in format_status(
+        json.loads((await get(f"{second.admin_url}/status"))[2])
+    )
     code3, _, refused = await get(f"{second.admin_url}/peer/idp")
     assert code3 == 503 and json.loads(refused)["reason"] == "filled_from_peer"
     await second.mirror.refresh(["idp"])
