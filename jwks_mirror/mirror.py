@@ -67,11 +67,7 @@ class Mirror:
         self._backoff_base_s = backoff_base_s
         self._fetcher = Fetcher()
         self.peers = PeerFiller(
-            lambda: self.settings.peers,
-            registry=registry,
-            states=lambda: list(self.states.values()),
-            clock=clock,
-            finder=peer_finder,
+            lambda: self.settings.peers, metrics=self.metrics, clock=clock, finder=peer_finder
         )
         self._refreshers: dict[str, IssuerRefresher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -136,7 +132,6 @@ class Mirror:
             await self._stop_issuer(name)
             del self.states[name]
             self.metrics.forget(name)
-            self.peers.forget(name)
         added, changed, unchanged = [], [], []
         for issuer in new.issuers:
             state = self.states.get(issuer.name)

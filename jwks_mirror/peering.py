@@ -44,19 +44,17 @@ import math
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from jwks_mirror import __version__
 from jwks_mirror.errors import KeySetRejected, PeerError
 from jwks_mirror.keysets import Key, Validated, parse_json, render, validate
 from jwks_mirror.logs import event
+from jwks_mirror.metrics import Metrics
 from jwks_mirror.settings import IssuerSettings, PeersSettings
 from jwks_mirror.state import IssuerState
 
@@ -275,8 +273,7 @@ class PeerFiller:
         self,
         peers: Callable[[], PeersSettings],
         *,
-        registry: CollectorRegistry,
-        states: Callable[[], Iterable[IssuerState]],
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
         finder: PeerFinder | None = None,
     ) -> None:
@@ -284,30 +281,12 @@ class PeerFiller:
         self._clock = clock
         self._finder = finder or PeerFinder()
         self._session: aiohttp.ClientSession | None = None
-        self.fills_total = Counter(
-            "jwks_mirror_peer_fills",
-            "Peer-fill attempts by outcome (filled, no_set, rejected, unreachable, no_peers).",
-            ["issuer", "outcome"],
-            registry=registry,
-        )
-        self.errors_total = Counter(
-            "jwks_mirror_peer_errors",
-            "Peer answers ignored, by reason: invalid sets, other upstream, older than "
-            "max_stale, malformed, too large, timeout, unreachable.",
-            ["issuer", "reason"],
-            registry=registry,
-        )
-        registry.register(_FilledCollector(states))
+        self._metrics = metrics
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def forget(self, issuer: str) -> None:
-        for metric in (self.fills_total, self.errors_total):
-            for labels in [k for k in metric._metrics if k[0] == issuer]:
-                metric.remove(*labels)
 
     async def fill(self, state: IssuerState) -> None:
         """One peer-fill attempt for ``state``, bounded by its fetch timeout. Never raises
@@ -338,10 +317,10 @@ class PeerFiller:
                 now=now,
             )
         outcome = self._outcome(state, best, urls, results)
-        self.fills_total.labels(state.name, outcome).inc()
+        self._metrics.peer_fills_total.labels(state.name, outcome).inc()
         for result in results:
             if result.offer is None and result.result not in _NOTHING_TO_SHARE:
-                self.errors_total.labels(state.name, result.result).inc()
+                self._metrics.peer_errors_total.labels(state.name, result.result).inc()
         duration = loop.time() - started
         state.peer_fill = {
             "at": now,
@@ -461,20 +440,3 @@ def _refusal(status: int, body: bytes) -> tuple[str, str]:
 
 def _oneline(exc: object) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
-class _FilledCollector(Collector):
-    """``jwks_mirror_filled_from_peer{issuer}``: 1 while the served set is a peer's copy."""
-
-    def __init__(self, states: Callable[[], Iterable[IssuerState]]) -> None:
-        self._states = states
-
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "jwks_mirror_filled_from_peer",
-            "1 while the served set was copied from a peer (the upstream is failing).",
-            labels=["issuer"],
-        )
-        for state in self._states():
-            gauge.add_metric([state.name], 1.0 if state.source == "peer" else 0.0)
-        yield gauge
