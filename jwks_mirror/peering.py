@@ -305,9 +305,11 @@ class PeerFiller:
             results.append(PeerResult(peers.dns or "", "dns", f"cannot resolve: {exc}"))
         if urls:
             results += await self._ask_all(state, urls, deadline=started + timeout)
-        offers = [r.offer for r in results if r.offer is not None]
-        best = max(offers, key=lambda o: o.last_success, default=None)
         now = self._clock()
+        # Checked again now: an offer may have reached max_stale while slower peers answered.
+        max_stale_s = state.settings.limits.max_stale_s
+        offers = [r.offer for r in results if r.offer and r.offer.last_success + max_stale_s > now]
+        best = max(offers, key=lambda o: o.last_success, default=None)
         if best is not None and not state.servable(now):
             state.adopt_from_peer(
                 best.validated,
