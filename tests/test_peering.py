@@ -565,3 +565,16 @@ def test_too_many_keys_in_a_peer_set_is_the_upstream_rule():
     with pytest.raises(PeerError) as caught:
         parse_offer(body, issuer=issuer, peer="p", now=time.time())
     assert caught.value.reason == "too_many_keys"
+
+
+async def test_without_peers_settings_there_is_no_peer_fill(fake_issuer, mirror_factory):
+    upstream = await fake_issuer()
+    upstream.behaviour = answer(503)
+    peer = await fake_issuer(behaviour=serve_json(offer(upstream.url)))
+    running = await mirror_factory(config(upstream.url))
+    await poll(lambda: ready(running), what="readiness")
+    status = await status_of(running)
+    assert status["peer_fill"] is None and status["source"] is None
+    assert status["servable"] is False
+    assert peer.requests == []
+    assert await metric(running, "jwks_mirror_peer_fills_total", issuer="idp") is None
