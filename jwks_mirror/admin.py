@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from jwks_mirror.keysets import Key
 from jwks_mirror.mirror import Mirror, UnknownIssuer
+from jwks_mirror.peering import share
 from jwks_mirror.state import IssuerState
 
 MIRROR = web.AppKey("mirror", Mirror)
@@ -31,6 +32,7 @@ def create_admin_app(mirror: Mirror) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_get("/status/{name}", status_one)
+    app.router.add_get("/peer/{name}", peer)
     app.router.add_post("/refresh", refresh)
     app.router.add_post("/refresh/{name}", refresh)
     return app
@@ -50,13 +52,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 once every issuer has settled, 503 before that and while draining. Issuers
+    without a servable set are named but do not make the replica unready (see
+    ``Mirror.ready``): each fails closed on its own path and is alerted on per issuer."""
     mirror = request.app[MIRROR]
-    if mirror.draining:
-        return _json({"ready": False, "draining": True, "not_ready": []}, status=503)
-    not_ready = mirror.not_ready()
-    if not_ready:
-        return _json({"ready": False, "draining": False, "not_ready": not_ready}, status=503)
-    return _json({"ready": True, "draining": False, "not_ready": []})
+    ready = mirror.ready
+    body = {
+        "ready": ready,
+        "draining": mirror.draining,
+        "pending": mirror.pending(),
+        "not_servable": mirror.not_ready(),
+    }
+    return _json(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -87,6 +94,9 @@ def _summary(state: IssuerState, now: float) -> dict[str, Any]:
         "expired": state.is_expired(now),
         "next_refresh": state.next_refresh,
         "path": f"/{state.name}/jwks.json",
+        "source": state.source,
+        "filled_from_peer": state.filled_from,
+        "peer_fill": state.peer_fill,
     }
 
 
@@ -128,6 +138,22 @@ async def status_one(request: web.Request) -> web.Response:
     detail["key_history"] = keys
     detail["jwks"] = json.loads(state.published.body) if state.published else None
     return _json(detail)
+
+
+async def peer(request: web.Request) -> web.Response:
+    """What a replica with no set copies while its upstream is down (see peering.py)."""
+    mirror = request.app[MIRROR]
+    state = mirror.states.get(request.match_info["name"])
+    if state is None:
+        return _json({"error": f"unknown issuer: {request.match_info['name']}"}, status=404)
+    code, document = share(state, mirror.clock())
+    # Compact: the asking replica caps the answer's size (see peering.py).
+    return web.Response(
+        body=json.dumps(document, separators=(",", ":")).encode(),
+        status=code,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _key_fields(key: Key) -> dict[str, Any]:

@@ -116,6 +116,8 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
 def _state_label(item: dict[str, Any]) -> str:
     if not item.get("servable"):
         return "expired" if item.get("last_success") else "no keys"
+    if item.get("source") == "peer":
+        return "stale (peer copy)"  # the upstream is failing; a peer's set is served
     return "stale" if item.get("stale") else "ok"
 
 

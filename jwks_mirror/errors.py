@@ -9,6 +9,7 @@ machine-readable ``reason`` (used as a metrics label) and a one-line human messa
     │   ├── UpstreamError      transport or protocol: timeout, connect, tls, status, redirect,
     │   │                      too_large, encoding, discovery
     │   └── KeySetRejected     the body arrived but fails the validation policy
+    ├── PeerError              a peer's answer gave no usable set (peer fill); it is ignored
     └── AdminError             talking to a running mirror's admin port failed (CLI side)
 
 Aiohttp, ssl and jwcrypto exceptions never escape a module boundary: ``fetching`` and
@@ -49,6 +50,14 @@ class UpstreamError(FetchError):
 
 class KeySetRejected(FetchError):
     """The upstream answered, but the body fails the validation policy as a whole."""
+
+
+class PeerError(MirrorError):
+    """A peer's ``/peer/{name}`` answer was unusable; ``reason`` is its metrics label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class AdminError(MirrorError):

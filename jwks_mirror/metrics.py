@@ -69,7 +69,22 @@ class Metrics:
             ["issuer"],
             registry=registry,
         )
+        # Peer fill (peering.py): attempts by outcome, and peer answers ignored by reason.
+        self.peer_fills_total = Counter(
+            PREFIX + "peer_fills",
+            "Peer-fill attempts by outcome (filled, no_set, rejected, unreachable, no_peers).",
+            ["issuer", "outcome"],
+            registry=registry,
+        )
+        self.peer_errors_total = Counter(
+            PREFIX + "peer_errors",
+            "Peer answers ignored, by reason: an invalid set, another upstream, older than "
+            "max_stale, malformed, too large, timeout, unreachable.",
+            ["issuer", "reason"],
+            registry=registry,
+        )
         registry.register(StateCollector(states, unknown_requests, clock))
+        registry.register(PeerCopyCollector(states))
 
     def forget(self, issuer: str) -> None:
         """Drop the event series of an issuer removed from the configuration."""
@@ -77,6 +92,8 @@ class Metrics:
             self.fetch_total,
             self.fetch_errors_total,
             self.keys_rejected_total,
+            self.peer_fills_total,
+            self.peer_errors_total,
         ):
             for labels in [k for k in metric._metrics if k[0] == issuer]:
                 metric.remove(*labels)
@@ -171,6 +188,23 @@ class StateCollector(Collector):
             info,
             requests,
         )
+
+
+class PeerCopyCollector(Collector):
+    """``filled_from_peer{issuer}``: 1 while the served set is a peer's copy (peering.py)."""
+
+    def __init__(self, states: Callable[[], Iterable[IssuerState]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            PREFIX + "filled_from_peer",
+            "1 while the served set was copied from a peer replica (its upstream is failing).",
+            labels=["issuer"],
+        )
+        for state in self._states():
+            gauge.add_metric([state.name], 1.0 if state.source == "peer" else 0.0)
+        yield gauge
 
 
 def new_registry() -> CollectorRegistry:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
+from jwks_mirror.peering import PeerFiller, PeerFinder
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.settings import IssuerSettings, Settings
 from jwks_mirror.state import IssuerState, StateStore
@@ -48,11 +49,13 @@ class Mirror:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
+        peer_finder: PeerFinder | None = None,
     ) -> None:
         self.settings = settings
         self.states: dict[str, IssuerState] = {}
         self.unknown_requests: dict[int, int] = {}
         self.draining = False
+        self._was_ready = False
         self.clock = clock
         self.metrics = Metrics(
             registry,
@@ -63,6 +66,9 @@ class Mirror:
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
         self._backoff_base_s = backoff_base_s
         self._fetcher = Fetcher()
+        self.peers = PeerFiller(
+            lambda: self.settings.peers, metrics=self.metrics, clock=clock, finder=peer_finder
+        )
         self._refreshers: dict[str, IssuerRefresher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -101,6 +107,7 @@ class Mirror:
         self._tasks.clear()
         self._refreshers.clear()
         await self._fetcher.close()
+        await self.peers.close()
 
     async def reload(self, new: Settings) -> ReloadSummary:
         """Apply a new, already validated configuration.
@@ -184,6 +191,7 @@ class Mirror:
             clock=self.clock,
             rng=self._rng,
             backoff_base_s=self._backoff_base_s,
+            peer_fill=self.peers.fill,
         )
         self.states[state.name] = state
         self._refreshers[state.name] = refresher
@@ -234,5 +242,26 @@ class Mirror:
         )
 
     def not_ready(self) -> list[str]:
+        """Issuers without a servable set: each fails closed on its own path (503)."""
         now = self.clock()
         return [name for name, state in self.states.items() if not state.servable(now)]
+
+    def pending(self) -> list[str]:
+        """Issuers whose first fetch attempt has not completed (nor a set been restored)."""
+        return [name for name, r in self._refreshers.items() if not r.settled]
+
+    @property
+    def ready(self) -> bool:
+        """Readiness is scoped to the process, never to one issuer: every replica shares the
+        configuration, so "unready while an issuer is broken" would take every replica out of
+        the Service at once and istiod would lose every issuer.
+
+        False while draining, and until every issuer has settled (its first fetch attempt
+        completed, or a set restored). Once ready, an issuer added by a reload does not make
+        the replica unready again: a ConfigMap update reaches every replica together.
+        """
+        if self.draining:
+            return False
+        if not self._was_ready:
+            self._was_ready = not self.pending()
+        return self._was_ready

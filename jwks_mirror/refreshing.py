@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from jwks_mirror.errors import FetchError, KeySetRejected
@@ -77,8 +77,10 @@ class IssuerRefresher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
+        peer_fill: Callable[[IssuerState], Awaitable[None]] | None = None,
     ) -> None:
         self.state = state
+        self._peer_fill = peer_fill
         self._fetcher = fetcher
         self._metrics = metrics
         self._store = store
@@ -90,6 +92,15 @@ class IssuerRefresher:
         self._wake = asyncio.Event()
         self._persisting: asyncio.Task[None] | None = None
         self._persisted_success: float | None = None  # last_success in the newest write
+        # A set restored from state_dir (or kept across a reload) counts as settled at once.
+        self._settled = state.servable(clock())
+
+    @property
+    def settled(self) -> bool:
+        """True once this issuer no longer holds readiness back: its first fetch attempt has
+        completed (success or failure), or it started with a servable set (restored from
+        ``state_dir``). The one place that decides it; ``Mirror.ready`` reads it."""
+        return self._settled
 
     # -- the background loop ----------------------------------------------------------------
 
@@ -166,6 +177,15 @@ class IssuerRefresher:
             self._inflight = None
 
     async def _refresh_once(self) -> Outcome:
+        try:
+            return await self._attempt()
+        finally:
+            # Settled only now, after the peer fill: it is part of the attempt, so a fresh
+            # replica is ready once it has tried its peers too. Also after a bug raised:
+            # readiness must never wait on one issuer for ever.
+            self._settled = True
+
+    async def _attempt(self) -> Outcome:
         state = self.state
         started = time.perf_counter()
         try:
@@ -189,6 +209,13 @@ class IssuerRefresher:
             consecutive_failures=state.consecutive_failures,
             next_refresh_in_s=round(state.next_refresh - self._clock(), 3),
         )
+        if (
+            outcome.outcome == "failed"
+            and self._peer_fill is not None
+            and not state.servable(self._clock())
+        ):
+            # Part of this attempt (readiness waits for it), bounded by the fetch timeout.
+            await self._peer_fill(state)
         self.reschedule()
         return outcome
 
@@ -273,8 +300,8 @@ class IssuerRefresher:
 
     def _persist(self) -> None:
         """Write the state file in a thread; a failure is logged and counted, never fatal."""
-        if self._store is None or self.state.published is None:
-            return
+        if self._store is None or self.state.published is None or self.state.source == "peer":
+            return  # a peer's copy is not ours to persist: a restart asks the peers again
         document = self.state.snapshot()
         self._persisted_success = self.state.last_success
         store, name = self._store, self.state.name

@@ -88,6 +88,12 @@ class IssuerState:
     # Request counters by status code, read by the metrics collector at scrape time. Plain
     # ints: the event loop is single-threaded, so no lock is needed on the hot path.
     requests: dict[int, int] = field(default_factory=dict)
+    # Where the published set came from: "upstream" (a fetch), "state" (state_dir, written
+    # after a fetch) or "peer" (copied from another replica: see peering.py). Only sets
+    # from an upstream or a restore of one are shared with peers.
+    source: str | None = None
+    filled_from: str | None = None  # the peer's admin URL while source == "peer"
+    peer_fill: dict[str, Any] | None = None  # the last peer-fill attempt, for /status
 
     @property
     def name(self) -> str:
@@ -147,6 +153,36 @@ class IssuerState:
             retained=self.retained_kids(),
         )
 
+    def adopt_from_peer(
+        self,
+        validated: Validated,
+        *,
+        retained: Iterable[tuple[Key, float]],
+        last_success: float,
+        peer: str,
+        now: float,
+    ) -> bool:
+        """Publish a set copied from a peer; True if the published bytes changed.
+
+        ``last_success`` is the *peer's* last upstream success, never the copy time, so the
+        set fails closed at the moment it does on the peer. The upstream validators are
+        cleared: they belong to the peer's fetch, and our next fetch must be unconditional.
+        """
+        self.current = validated.keys
+        current = {(k.kid, k.ident) for k in validated.keys}
+        self.retained = {
+            (key.kid, key.ident): Retained(key, removed_at)
+            for key, removed_at in retained
+            if (key.kid, key.ident) not in current
+        }
+        for ident in current | set(self.retained):
+            self.first_seen.setdefault(ident, now)
+        self.last_success = min(last_success, now)
+        self.upstream_etag = self.upstream_last_modified = self.upstream_digest = None
+        self.source, self.filled_from = "peer", peer
+        self._drop_expired(now)
+        return self._republish(now)
+
     def mark_unchanged(self, *, now: float) -> Change:
         """The upstream confirmed the set (304, or identical bytes)."""
         self._mark_success(now)
@@ -185,6 +221,7 @@ class IssuerState:
         self.last_error = None
         self.last_error_reason = None
         self.consecutive_failures = 0
+        self.source, self.filled_from = "upstream", None
 
     def _republish(self, now: float) -> bool:
         keys = list(self.current)
@@ -301,6 +338,7 @@ class IssuerState:
         for name in ("upstream_etag", "upstream_last_modified", "upstream_digest"):
             value = document.get(name)
             setattr(self, name, value if isinstance(value, str) else None)
+        self.source, self.filled_from = "state", None
         self._drop_expired(now)
         self._republish(now)
         # Publishing above stamped "now"; the set last changed when the file says it did.

@@ -54,11 +54,11 @@ async def test_healthz_is_always_ok(two_issuers):
     assert (status, body) == (200, b"ok\n")
 
 
-async def test_readyz_names_the_issuers_that_are_not_ready(two_issuers):
+async def test_readyz_names_the_issuers_that_are_not_servable_but_stays_ready(two_issuers):
     running, _ = two_issuers
     status, _, body = await call(f"{running.admin_url}/readyz")
-    assert status == 503
-    assert parsed(body)["not_ready"] == ["down"]
+    assert status == 200
+    assert parsed(body)["not_servable"] == ["down"]
 
 
 async def test_readyz_ok_when_all_servable_and_503_while_draining(fake_issuer, mirror_factory):

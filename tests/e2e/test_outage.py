@@ -136,7 +136,7 @@ def test_fails_closed_once_max_stale_passes_and_reopens_by_itself(mesh: Mesh) ->
     _pod_gone(workload)
     wait_until(lambda: mirror.jwks("idp").status == 503, timeout=10,
                what="the mirror to stop serving a set older than max_stale")
-    assert mirror.readyz().status == 503
+    assert mirror.readyz().status == 200  # one broken issuer never makes a replica unready
     assert mirror.status("idp")["servable"] is False
     assert mirror.metric("jwks_mirror_servable", issuer="idp") == 0
     assert mirror.metric("jwks_mirror_stale", issuer="idp") == 1

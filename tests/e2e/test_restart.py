@@ -81,7 +81,9 @@ def test_restart_without_state_dir_has_nothing_to_serve(mesh: Mesh) -> None:
     mirror.start(ready=False)
     wait_until(lambda: mirror.status("idp")["consecutive_failures"] >= 1, timeout=10,
                what="the restarted mirror to try the (down) issuer")
-    assert mirror.readyz().status == 503
+    # Readiness is the process's: the replica is ready, and the issuer fails closed alone.
+    assert mirror.readyz().status == 200
+    assert mirror.readyz().json()["not_servable"] == ["idp"]
     assert mirror.cli("status", "--admin", mirror.admin_url).returncode == 1
     resp = mirror.jwks("idp")
     assert resp.status == 503 and "retry-after" in resp.headers, resp

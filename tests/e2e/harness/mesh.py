@@ -117,8 +117,11 @@ class Mesh:
             routes=routes))
 
     def mirror(self, issuers: list[dict[str, Any]], *, defaults: dict[str, Any] | None = None,
-               state_dir: Path | None = None, start: bool = True) -> Mirror:
-        mirror = Mirror(self.workdir, issuers=issuers, defaults=defaults, state_dir=state_dir)
+               state_dir: Path | None = None, start: bool = True, name: str = "mirror",
+               peers: dict[str, Any] | None = None) -> Mirror:
+        """A mirror replica; give each replica of one test its own ``name``."""
+        mirror = Mirror(self.workdir, issuers=issuers, defaults=defaults, state_dir=state_dir,
+                        name=name, peers=peers)
         self._cleanups.append(mirror.stop)
         if start:
             mirror.start()
@@ -161,6 +164,10 @@ class Mesh:
         ]
         mirror = self.mirror(entries, defaults=defaults, state_dir=state_dir)
         return mirror, self.verifier_for(mirror, names)
+
+    def on_close(self, cleanup: Callable[[], object]) -> None:
+        """Run ``cleanup`` when the mesh closes (for pieces a test starts itself)."""
+        self._cleanups.append(cleanup)
 
     def close(self) -> None:
         errors: list[BaseException] = []

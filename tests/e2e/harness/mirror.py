@@ -38,7 +38,7 @@ class Mirror:
 
     def __init__(self, workdir: Path, *, issuers: list[dict[str, Any]],
                  defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
-                 name: str = "mirror") -> None:
+                 name: str = "mirror", peers: dict[str, Any] | None = None) -> None:
         self.workdir = workdir
         self.name = name
         self.public_port = free_port()
@@ -46,6 +46,7 @@ class Mirror:
         self.issuers = issuers
         self.defaults = defaults or {}
         self.state_dir = state_dir
+        self.peers = peers  # the ``peers:`` section (replicas to fill a missing set from)
         self.config_path = workdir / f"{name}.yaml"
         self.starts = 0
         self.listening: dict[str, Any] | None = None
@@ -62,6 +63,8 @@ class Mirror:
         }
         if self.state_dir is not None:
             config["state_dir"] = str(self.state_dir)
+        if self.peers is not None:
+            config["peers"] = self.peers
         # JSON is YAML; it keeps the harness free of a YAML writer.
         self.config_path.write_text(json.dumps(config, indent=2))
 
