@@ -262,7 +262,7 @@ def _config_output(path: Path, config: ManifestStream | None, plan: Plan) -> Out
     before = config.text if config is not None else ""
     documents = [d for d in config.documents if d.data] if config is not None else []
     if not documents:
-        # A new (or empty, or comments-only) file: the layout of DESIGN.md's example.
+        # A new (or empty, or comments-only) file: the layout of docs/configuration.md.
         data = CommentedMap(issuers=CommentedSeq(entries))
         after = before + ("\n" if before and not before.endswith("\n") else "")
         after += dump_yaml(data, (2, 4, 2))
