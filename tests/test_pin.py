@@ -238,6 +238,22 @@ def test_pin_treats_every_spelling_of_the_mirror_service_as_one_mirror(
     assert len(listed.splitlines()) == 3
 
 
+def test_rewrite_leaves_the_mirror_alone_under_any_spelling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand-written mirror URL on the Service's long name is the mirror's own, not an
+    in-mesh upstream to mirror (which would make the mirror fetch from itself)."""
+    source = tmp_path / "spellings.yaml"
+    source.write_text(SPELLINGS.format(query=""))
+    assert main(["rewrite", str(source), "--mirror-url", MIRROR, "--check"]) == 1
+    listed = capsys.readouterr().out.splitlines()
+    # Only the two that are another Service (port 8081, namespace other) are upstreams.
+    assert [line.split("jwksUri ")[1] for line in listed] == [
+        "http://jwks-mirror.jwks-mirror.svc:8081/keys-myns/jwks.json is not mirrored",
+        "http://jwks-mirror.other.svc.cluster.local:8080/keys-myns/jwks.json is not mirrored",
+    ]
+
+
 @pytest.mark.parametrize(
     ("uri", "mirror", "namespace", "same"),
     [
