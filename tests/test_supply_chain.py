@@ -102,8 +102,11 @@ def test_base_image_is_pinned_by_digest_in_both_stages() -> None:
     assert len(images) == 1, f"both stages must use one base (the venv's interpreter): {images}"
     (image,) = images
     assert DIGEST.match(image), f"pin the base by version tag and digest: {image}"
-    # The image runs on the Python the locks were resolved for (they start at requires-python).
-    minor = tuple(int(p) for p in DIGEST.match(image).group(1).split(".")[:2])  # type: ignore[union-attr]
+    # The image runs a Python the locks were resolved for (they start at requires-python), and
+    # the one tools/image_env.py downloads the image's wheels for.
+    version = DIGEST.match(image).group(1)  # type: ignore[union-attr]
+    assert image_env.image_python() == version.rsplit(".", 1)[0]
+    minor = tuple(int(p) for p in version.split(".")[:2])
     floor = re.match(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"])
     assert floor is not None and minor >= (int(floor.group(1)), int(floor.group(2)))
 

@@ -7,9 +7,12 @@ the build backend from ``requirements/build.lock`` into one venv, the wheel buil
 network, the runtime from ``requirements/runtime.lock`` into another, both with
 ``--require-hashes --only-binary :all:`` (so a dependency missing from a lock, or a file whose
 hash changed, fails here as it would in ``docker build``), and the package with ``--no-deps``.
-Then ``jwks-mirror demo --once`` runs on exactly those versions, and ``cyclonedx-py`` (from
-``requirements/sbom.lock``, in a third venv) writes ``OUT_DIR/sbom.cdx.json``, which is checked
-to list every locked package at its locked version and jwks-mirror itself.
+The image's own Python (the version in the Dockerfile's ``FROM``) may differ from this
+machine's, so both locks are also downloaded, hashes checked, as that Python's wheels for
+x86_64 and aarch64 Linux. Then ``jwks-mirror demo --once`` runs on exactly the locked versions,
+and ``cyclonedx-py`` (from ``requirements/sbom.lock``, in a third venv) writes
+``OUT_DIR/sbom.cdx.json``, which is checked to list every locked package at its locked version
+and jwks-mirror itself.
 
 Exit 0 when all of it holds; 1 (one line on stderr saying what) otherwise.
 """
@@ -26,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements"
+_FROM = re.compile(r"^FROM\s+python:(\d+\.\d+)\.\d+-slim\S*", re.MULTILINE)
+# Debian bookworm's glibc is 2.36: any manylinux wheel up to that runs on the image.
+_MANYLINUX = [f"manylinux_2_{minor}" for minor in range(5, 37)]
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
@@ -108,6 +114,30 @@ def _locked_install(bin_dir: Path, lock: str) -> None:
     )
 
 
+def image_python() -> str:
+    """The ``X.Y`` of the Dockerfile's base image; a ValueError if it names no python image."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    versions = {str(match) for match in _FROM.findall(text)}
+    if len(versions) != 1:
+        raise ValueError(f"Dockerfile: expected one python:X.Y.Z-slim base, found {versions}")
+    return versions.pop()
+
+
+def _download_for_image(pip: Path, out: Path) -> None:
+    """Every locked file the image's pip would install exists as a wheel for the image's
+    Python on both architectures, and matches its hash."""
+    python = image_python()
+    for arch in ("x86_64", "aarch64"):
+        platforms = [arg for tag in _MANYLINUX for arg in ("--platform", f"{tag}_{arch}")]
+        for lock in ("build.lock", "runtime.lock"):
+            _run(
+                pip, "download", "--quiet", "--disable-pip-version-check", "--require-hashes",
+                "--no-deps", "--only-binary", ":all:", "--implementation", "cp",
+                "--python-version", python, *platforms,
+                "--dest", out / f"py{python}-{arch}", "-r", REQUIREMENTS / lock,
+            )
+
+
 def build(out: Path) -> Path:
     """Build the image's environment under ``out``; returns the SBOM's path."""
     shutil.rmtree(out, ignore_errors=True)
@@ -120,6 +150,7 @@ def build(out: Path) -> Path:
     runtime = _venv(out / "venv")
     _locked_install(runtime, "runtime.lock")
     _run(runtime / "pip", "install", "--quiet", "--no-deps", *sorted(wheels.glob("*.whl")))
+    _download_for_image(builder / "pip", out / "image-wheels")
     _run(runtime / "jwks-mirror", "demo", "--once", cwd=out)
     tool = _venv(out / "sbom-tool")
     _locked_install(tool, "sbom.lock")
