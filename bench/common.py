@@ -152,7 +152,7 @@ def commit() -> str:
 
 
 def banner(title: str) -> dict[str, Any]:
-    """Print what the issue asks every benchmark to print: machine, versions, command."""
+    """Print what every benchmark prints first: machine, versions, command."""
     info = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--mirror-url", metavar="URL",
-            help="also pin jwksUris under this URL that rewrite did not annotate",
+            help="also pin jwksUris under this URL that rewrite did not annotate (any "
+            "spelling of the same Service: svc, svc.ns, svc.ns.svc[.<cluster domain>])",
         )
 
     p = sub.add_parser("pin", help="set ?v=<key-set version> on mirror jwksUris (istiod refetches)")

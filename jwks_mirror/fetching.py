@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -154,6 +154,8 @@ class Fetcher:
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in ("http", "https"):
             raise UpstreamError("discovery", "discovery document has no http(s) jwks_uri")
+        if issuer.discovery_url is not None:
+            return rebase_origin(jwks_uri, old=issuer.issuer, new=issuer.discovery_url)
         return jwks_uri
 
     def _headers(self, issuer: IssuerSettings) -> Mapping[str, str]:
@@ -235,6 +237,34 @@ class Fetcher:
             raise UpstreamError("connect", f"{url}: invalid URL") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", f"{url}: {_oneline(exc)}") from exc
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` with the scheme's default port filled in; None if unparsable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.hostname is None:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, parts.hostname.rstrip("."), port if port is not None else default
+
+
+def rebase_origin(url: str, *, old: str, new: str) -> str:
+    """``url`` moved to ``new``'s origin (scheme, host, port) if it is on ``old``'s; else as is.
+
+    An issuer that names itself by a bare Service name (``http://auth:8080``) also names its
+    ``jwks_uri`` that way, and that name only resolves in the issuer's own namespace; the
+    document was fetched from ``discovery_url``, so its keys are fetched from the same place.
+    A ``jwks_uri`` on any other origin was chosen by the issuer and is fetched as it says.
+    """
+    origin = _origin(url)
+    if origin is None or origin != _origin(old):
+        return url
+    target = urlsplit(new)
+    return urlunsplit(urlsplit(url)._replace(scheme=target.scheme, netloc=target.netloc))
 
 
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -3,7 +3,7 @@
 Pure: no I/O, no aiohttp, no clock. Everything jwks-mirror publishes passes through
 :func:`validate`, and :func:`render` is the only producer of published bytes.
 
-The policy, and why (see DESIGN.md, "Validation"):
+The policy, and why (README.md, "What is published, and what never is"):
 
 * Any private member (``d p q dp dq qi oth``) or any symmetric (``oct``) key rejects the *whole*
   set. Such an upstream is broken or compromised; publishing "the rest" of its answer would

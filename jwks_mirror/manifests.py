@@ -37,12 +37,13 @@ from jwks_mirror.roundtrip import (
     replace_value,
     set_value,
 )
+from jwks_mirror.settings import well_known_url
 
 __all__ = [
     "ANNOTATION", "API_VERSIONS", "MAX_JWKS_URI", "ManifestError", "ManifestStream",
     "MeshPolicy", "Plan", "RuleRef", "Target", "Upstream", "apply_rewrite", "dns_label",
     "http_url", "iter_request_authentications", "iter_rules", "mirror_jwks_uri", "mirror_name",
-    "parse_stream", "plan_rewrite", "restore",
+    "parse_stream", "plan_rewrite", "restore", "under_mirror",
 ]
 
 ANNOTATION = "jwks-mirror.io/original-jwks-uri"
@@ -229,6 +230,9 @@ class Upstream:
     url: str
     service: str
     namespace: str
+    # A discovery issuer named by a bare Service name (``http://auth:8080``): the name the
+    # manifest (and the issuer's discovery document) uses, while ``url`` is where to fetch.
+    issuer: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -262,7 +266,10 @@ class MeshPolicy:
         if _LABEL.fullmatch(host) and host != "localhost":
             fqdn = f"{host}.{local_ns}.svc.{self.cluster_domain}"
             netloc = fqdn + (f":{parts.port}" if parts.port is not None else "")
-            return Upstream(kind, urlunsplit(parts._replace(netloc=netloc)), host, local_ns)
+            issuer = url if kind == "discovery" else None
+            return Upstream(
+                kind, urlunsplit(parts._replace(netloc=netloc)), host, local_ns, issuer
+            )
         for suffix in self._suffixes:
             if host.endswith(suffix):
                 labels = host.removesuffix(suffix).split(".")
@@ -305,6 +312,11 @@ class Plan:
                 entry["jwks_uri"] = up.url
                 if isinstance(issuer, str) and issuer.strip():
                     entry["issuer"] = str(issuer)
+            elif up.issuer is not None:
+                # The OIDC check wants the issuer as it names itself; only the fetch moves.
+                entry["issuer"] = up.issuer
+                entry["discovery"] = True
+                entry["discovery_url"] = well_known_url(up.url)
             else:
                 entry["issuer"] = up.url
                 entry["discovery"] = True
@@ -369,10 +381,45 @@ def _classify(
             upstream = Upstream("jwks", str(original or issuer), "upstream", "unknown")
         names.setdefault(upstream.key, mirror_name(str(uri)) or upstream.base_name)
         return Target(ref, upstream, mirrored=True)
-    if mirror_url is not None and str(uri).startswith(mirror_url + "/"):
+    if mirror_url is not None and under_mirror(str(uri), mirror_url, namespace=ref.namespace):
         return None  # the mirror's own URL, written by hand: nothing to do
     upstream = policy.upstream(str(uri), kind="jwks", namespace=ref.namespace)
     return Target(ref, upstream, mirrored=False) if upstream else None
+
+
+def _service_origin(
+    parts: SplitResult, *, namespace: str | None
+) -> tuple[str, tuple[str, ...], int | None]:
+    """``(scheme, host, port)`` where every in-cluster spelling of a Service has one host:
+    ``svc``, ``svc.ns``, ``svc.ns.svc`` and ``svc.ns.svc.<any cluster domain>`` all become
+    ``(svc, ns)`` (a bare name is in ``namespace``, ``default`` without one, as for
+    :class:`MeshPolicy`); the port is filled in from the scheme."""
+    host = (parts.hostname or "").rstrip(".")
+    labels = host.split(".")
+    key: tuple[str, ...] = (host,)
+    if all(_LABEL.fullmatch(label) for label in labels[:2]):
+        if len(labels) == 1 and host != "localhost":
+            key = (host, namespace or "default")
+        elif len(labels) == 2 or (len(labels) >= 3 and labels[2] == "svc"):
+            key = (labels[0], labels[1])
+    port = parts.port if parts.port is not None else {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, key, port
+
+
+def under_mirror(uri: str, mirror_url: str, *, namespace: str | None) -> bool:
+    """True when ``uri`` is under ``mirror_url`` however either spells the mirror's Service.
+
+    ``http://jwks-mirror.jwks-mirror.svc:8080`` and
+    ``http://jwks-mirror.jwks-mirror.svc.cluster.local:8080/`` are one mirror; so are the
+    default port written out or left off. Any other host (an IP, an external name) must match
+    exactly, case aside. The path must continue ``mirror_url``'s own path at a ``/``.
+    """
+    parts, mirror = http_url(uri), http_url(mirror_url)
+    if parts is None or mirror is None:
+        return False
+    if _service_origin(parts, namespace=namespace) != _service_origin(mirror, namespace=namespace):
+        return False
+    return parts.path.startswith(mirror.path.rstrip("/") + "/")
 
 
 def mirror_name(uri: str) -> str | None:

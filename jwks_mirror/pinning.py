@@ -9,8 +9,10 @@ a ``jwksUri`` of ``<mirror>/<name>/jwks.json?v=<version>`` serves the same keys 
 ``version`` is, to istiod, a URI it has never seen: it fetches it at the next push.
 
 * **Which URIs** — a rule's ``jwksUri`` is the mirror's when ``rewrite`` left the original in
-  the :data:`~jwks_mirror.manifests.ANNOTATION` annotation for that rule index, or it starts
-  with an explicit ``mirror_url``; either way its path must be ``.../<name>/jwks.json``.
+  the :data:`~jwks_mirror.manifests.ANNOTATION` annotation for that rule index, or it is
+  under an explicit ``mirror_url``, spelled any way that names the same Service
+  (:func:`~jwks_mirror.manifests.under_mirror`); either way its path must be
+  ``.../<name>/jwks.json``.
 * **Which version** — the ``version`` of ``<name>`` in the mirror's ``/status``: the first 16
   hex digits of the SHA-256 of the published canonical bytes, so every replica holding the
   same keys reports the same one. Several replicas' statuses must agree.
@@ -35,6 +37,7 @@ from jwks_mirror.manifests import (
     iter_rules,
     mirror_name,
     read_originals,
+    under_mirror,
 )
 from jwks_mirror.roundtrip import ManifestError
 
@@ -148,7 +151,7 @@ def _mirror_rule(ref: RuleRef, mirror_url: str | None) -> tuple[str, str] | None
         return None
     if str(ref.index) in read_originals(ref.resource, source=ref.source):
         return str(uri), name
-    if mirror_url is not None and uri.startswith(mirror_url.rstrip("/") + "/"):
+    if mirror_url is not None and under_mirror(str(uri), mirror_url, namespace=ref.namespace):
         return str(uri), name
     return None
 

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -228,10 +229,22 @@ def _known_names(config: ManifestStream) -> dict[tuple[str, str], str]:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
         if entry.get("discovery") is True and isinstance(entry.get("issuer"), str):
-            known.setdefault(("discovery", entry["issuer"]), entry["name"])
+            known.setdefault(("discovery", _discovery_upstream(entry)), entry["name"])
         elif isinstance(entry.get("jwks_uri"), str):
             known.setdefault(("jwks", entry["jwks_uri"]), entry["name"])
     return known
+
+
+def _discovery_upstream(entry: dict[str, Any]) -> str:
+    """The URL a discovery entry's upstream is known by: its issuer, or for an issuer named
+    by a bare Service name, that issuer on its ``discovery_url``'s host (what
+    :class:`~jwks_mirror.manifests.MeshPolicy` resolves it to)."""
+    issuer = str(entry["issuer"])
+    discovery_url = entry.get("discovery_url")
+    if not isinstance(discovery_url, str) or http_url(discovery_url) is None:
+        return issuer
+    target = urlsplit(discovery_url)
+    return urlunsplit(urlsplit(issuer)._replace(scheme=target.scheme, netloc=target.netloc))
 
 
 def _issuer_list(config: ManifestStream) -> Any:
@@ -249,7 +262,7 @@ def _config_output(path: Path, config: ManifestStream | None, plan: Plan) -> Out
     before = config.text if config is not None else ""
     documents = [d for d in config.documents if d.data] if config is not None else []
     if not documents:
-        # A new (or empty, or comments-only) file: the layout of DESIGN.md's example.
+        # A new (or empty, or comments-only) file: the layout of docs/configuration.md.
         data = CommentedMap(issuers=CommentedSeq(entries))
         after = before + ("\n" if before and not before.endswith("\n") else "")
         after += dump_yaml(data, (2, 4, 2))

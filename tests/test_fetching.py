@@ -13,10 +13,21 @@ import pytest
 from aiohttp import web
 
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.fetching import Fetcher
+from jwks_mirror.fetching import Fetcher, rebase_origin
 from jwks_mirror.settings import IssuerSettings, parse_settings
 
-from .conftest import ISSUER_HOST, Pki, answer, drip, gzipped, hang, jwks, reset, truncated
+from .conftest import (
+    ISSUER_HOST,
+    Behaviour,
+    Pki,
+    answer,
+    drip,
+    gzipped,
+    hang,
+    jwks,
+    reset,
+    truncated,
+)
 
 
 def issuer_settings(body: str, *, timeout: str = "2s") -> IssuerSettings:
@@ -205,6 +216,89 @@ async def test_discovery_follows_the_issuers_jwks_uri(fake_issuer, fetcher):
     result = await fetcher.fetch(settings)
     assert result.url == keys.url
     assert json.loads(result.body) == keys.document
+
+
+def bare_name_idp(keys_document: object) -> Behaviour:
+    """An IdP that, like one configured as ``http://auth:8080`` in its namespace, names itself
+    and its keys by a host the mirror (and this test) cannot resolve."""
+
+    async def behave(request: web.Request) -> web.StreamResponse:
+        if request.path == "/.well-known/openid-configuration":
+            return web.json_response(
+                {"issuer": "http://auth:8080", "jwks_uri": "http://auth:8080/keys?set=1"}
+            )
+        if request.path == "/keys" and request.query_string == "set=1":
+            return web.json_response(keys_document)
+        return web.Response(status=404)
+
+    return behave
+
+
+async def test_discovery_url_fetches_the_keys_from_its_own_origin(fake_issuer, fetcher):
+    """The document says ``http://auth:8080/keys``; that host only resolves in the issuer's
+    namespace, so the keys come from discovery_url's origin, same path and query."""
+    idp = await fake_issuer()
+    idp.behaviour = bare_name_idp(idp.document)
+    settings = issuer_settings(
+        "    issuer: http://auth:8080\n    discovery: true\n"
+        f"    discovery_url: {idp.base}/.well-known/openid-configuration\n"
+    )
+    result = await fetcher.fetch(settings)
+    assert result.url == f"{idp.base}/keys?set=1"
+    assert json.loads(result.body) == idp.document
+    assert [r.path_qs for r in idp.requests] == ["/.well-known/openid-configuration", "/keys?set=1"]
+
+
+async def test_discovery_url_keeps_the_issuer_check(fake_issuer, fetcher):
+    idp = await fake_issuer()
+    idp.behaviour = bare_name_idp(idp.document)
+    settings = issuer_settings(
+        "    issuer: http://auth.billing.svc.cluster.local:8080\n    discovery: true\n"
+        f"    discovery_url: {idp.base}/.well-known/openid-configuration\n"
+    )
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "discovery"
+    assert "names issuer 'http://auth:8080'" in str(info.value)
+    assert len(idp.requests) == 1  # no key fetch after a document for another issuer
+
+
+async def test_discovery_url_leaves_a_jwks_uri_on_another_origin_alone(fake_issuer, fetcher):
+    keys = await fake_issuer()
+
+    async def discovery(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"issuer": "http://auth:8080", "jwks_uri": keys.url})
+
+    idp = await fake_issuer(behaviour=discovery)
+    settings = issuer_settings(
+        "    issuer: http://auth:8080\n    discovery: true\n"
+        f"    discovery_url: {idp.base}/.well-known/openid-configuration\n"
+    )
+    result = await fetcher.fetch(settings)
+    assert result.url == keys.url
+    assert len(keys.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://auth:8080/keys", "http://10.0.0.1:9000/keys"),
+        ("http://AUTH:8080/k?a=1", "http://10.0.0.1:9000/k?a=1"),
+        ("http://auth:8081/keys", "http://auth:8081/keys"),  # another port
+        ("https://auth:8080/keys", "https://auth:8080/keys"),  # another scheme
+        ("http://auth.billing:8080/keys", "http://auth.billing:8080/keys"),  # another host
+    ],
+)
+def test_rebase_origin(url: str, expected: str) -> None:
+    assert rebase_origin(url, old="http://auth:8080", new="http://10.0.0.1:9000/.well-known/x") == (
+        expected
+    )
+
+
+def test_rebase_origin_fills_in_default_ports() -> None:
+    assert rebase_origin("https://auth/k", old="https://auth:443/", new="http://x:1/d") == (
+        "http://x:1/k"
+    )
 
 
 @pytest.mark.parametrize(

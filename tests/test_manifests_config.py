@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from jwks_mirror.cli import main
 from jwks_mirror.settings import load_settings
 
+from .conftest import config_text, jwks
 from .test_manifests import DATA, MIRROR, manifest, read, run
+from .test_rotate import get_bytes
 
 # -- the mirror config -----------------------------------------------------------------------
 
@@ -149,3 +154,79 @@ def test_diff_shows_the_config_and_writes_nothing(
     assert not config.exists()
     assert f"+++ b{config}\n@@ -0,0 +1,4 @@\n+issuers:\n+  - name: keys-myns\n" in out
     assert f"+++ b{source}\n" in out
+
+
+# -- a discovery issuer named by a bare Service name -----------------------------------------
+
+BARE_ISSUER = """\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: billing-jwt
+  namespace: billing
+spec:
+  jwtRules:
+  - issuer: http://auth:8080
+"""
+
+BARE_ENTRY = """\
+issuers:
+  - name: auth-billing
+    issuer: http://auth:8080
+    discovery: true
+    discovery_url: http://auth.billing.svc.cluster.local:8080/.well-known/openid-configuration
+"""
+
+
+async def test_bare_name_discovery_issuer_is_kept_and_fetched_through_discovery_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_issuer, mirror_factory
+) -> None:
+    """``issuer: http://auth:8080`` in namespace billing: the config keeps the issuer as the
+    IdP names itself (the OIDC check compares it) and fetches from the FQDN. A real IdP on
+    loopback whose document says ``http://auth:8080`` for itself and its keys then serves
+    the mirror, with only the FQDN's DNS answer stood in for by its loopback address."""
+    source = tmp_path / "billing.yaml"
+    source.write_text(BARE_ISSUER)
+    config = tmp_path / "mirror.yaml"
+    args = [str(source), "--mirror-url", MIRROR, "--config-out", str(config), "--in-place"]
+    assert run(capsys, *args)[0] == 0
+    assert read(config) == BARE_ENTRY
+    assert f"jwksUri: {MIRROR}/auth-billing/jwks.json" in read(source)
+    assert main(["check-config", "--config", str(config)]) == 0
+    # A second run, and a new manifest for the same issuer, reuse the entry.
+    other = manifest(tmp_path, "more.yaml", "http://keys.myns.svc/jwks.json")
+    again = tmp_path / "again.yaml"
+    again.write_text(BARE_ISSUER.replace("billing-jwt", "billing-jwt-2"))
+    assert run(capsys, str(other), str(again), *args[1:])[0] == 0
+    assert read(config).startswith(BARE_ENTRY)
+    assert f"jwksUri: {MIRROR}/auth-billing/jwks.json" in read(again)
+    capsys.readouterr()
+
+    async def idp_behaviour(request: web.Request) -> web.StreamResponse:
+        if request.path == "/.well-known/openid-configuration":
+            return web.json_response(
+                {"issuer": "http://auth:8080", "jwks_uri": "http://auth:8080/oauth2/keys"}
+            )
+        if request.path == "/oauth2/keys":
+            return web.json_response(jwks("billing-1"))
+        return web.Response(status=404)
+
+    idp = await fake_issuer(behaviour=idp_behaviour)
+    entry = load_settings(config).issuer("auth-billing")
+    assert entry is not None and entry.discovery_url is not None
+    discovery_url = entry.discovery_url.replace(
+        "auth.billing.svc.cluster.local:8080", f"127.0.0.1:{idp.port}"
+    )
+    running = await mirror_factory(
+        config_text(
+            f"  - name: auth-billing\n    issuer: {entry.issuer}\n    discovery: true\n"
+            f"    discovery_url: {discovery_url}\n"
+        )
+    )
+    [outcome] = await running.mirror.refresh(["auth-billing"])
+    assert outcome.outcome in ("changed", "unchanged"), outcome  # the start may fetch first
+    body = await asyncio.to_thread(get_bytes, f"{running.public_url}/auth-billing/jwks.json")
+    assert [k["kid"] for k in json.loads(body)["keys"]] == ["billing-1"]
+    paths = [r.path for r in idp.requests]
+    assert paths[:2] == ["/.well-known/openid-configuration", "/oauth2/keys"]
+    assert set(paths) == {"/.well-known/openid-configuration", "/oauth2/keys"}

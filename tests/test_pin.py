@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from jwks_mirror.cli import main
+from jwks_mirror.manifests import under_mirror
 from jwks_mirror.pinning import pinned_uri, pinned_version, versions_from_statuses
 
 from .conftest import jwks
@@ -181,6 +182,106 @@ def test_only_annotated_or_named_mirror_uris_are_pinned(
     code, out, _ = run(capsys, str(source), "--from-status", str(status), "--mirror-url", MIRROR)
     assert code == 0
     assert out == hand_written.replace("keys-myns/jwks.json", "keys-myns/jwks.json?v=00112233aabbccdd")
+
+
+SPELLINGS = """\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: spellings, namespace: jwks-mirror}}
+spec:
+  jwtRules:
+  - issuer: a
+    jwksUri: http://jwks-mirror.jwks-mirror.svc.cluster.local:8080/keys-myns/jwks.json
+  - issuer: b
+    jwksUri: http://jwks-mirror:8080/keys-myns/jwks.json{query}
+  - issuer: c
+    jwksUri: http://JWKS-MIRROR.jwks-mirror.svc.example.org.:8080/keys-myns/jwks.json
+  - issuer: d
+    jwksUri: http://jwks-mirror.jwks-mirror.svc:8081/keys-myns/jwks.json
+  - issuer: e
+    jwksUri: http://jwks-mirror.other.svc.cluster.local:8080/keys-myns/jwks.json
+"""
+
+
+def test_pin_treats_every_spelling_of_the_mirror_service_as_one_mirror(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--mirror-url ...svc:8080`` pins manifests written with ``...svc.cluster.local:8080``,
+    a bare name in the mirror's namespace and another cluster domain; another port or
+    namespace is another Service and stays as it is."""
+    source = tmp_path / "spellings.yaml"
+    source.write_text(SPELLINGS.format(query="?v=0000000000000000"))
+    status = status_file(tmp_path, {"keys-myns": "00112233aabbccdd"})
+    code, out, err = run(capsys, str(source), "--from-status", str(status), "--mirror-url", MIRROR)
+    assert (code, err) == (0, "")
+    pinned = [line.strip() for line in out.splitlines() if "jwksUri" in line]
+    assert pinned == [
+        "jwksUri: http://jwks-mirror.jwks-mirror.svc.cluster.local:8080/keys-myns/jwks.json"
+        "?v=00112233aabbccdd",
+        "jwksUri: http://jwks-mirror:8080/keys-myns/jwks.json?v=00112233aabbccdd",
+        "jwksUri: http://JWKS-MIRROR.jwks-mirror.svc.example.org.:8080/keys-myns/jwks.json"
+        "?v=00112233aabbccdd",
+        "jwksUri: http://jwks-mirror.jwks-mirror.svc:8081/keys-myns/jwks.json",
+        "jwksUri: http://jwks-mirror.other.svc.cluster.local:8080/keys-myns/jwks.json",
+    ]
+    # The same mirror, given in its long form with a trailing slash: the same result.
+    code, again, _ = run(
+        capsys, str(source), "--from-status", str(status),
+        "--mirror-url", "http://jwks-mirror.jwks-mirror.svc.cluster.local:8080/",
+    )
+    assert (code, again) == (0, out)
+    # --check sees the same three: the stale ?v= and the two unpinned ones.
+    code, listed, _ = run(
+        capsys, str(source), "--from-status", str(status), "--mirror-url", MIRROR, "--check"
+    )
+    assert code == 1
+    assert len(listed.splitlines()) == 3
+
+
+def test_rewrite_leaves_the_mirror_alone_under_any_spelling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand-written mirror URL on the Service's long name is the mirror's own, not an
+    in-mesh upstream to mirror (which would make the mirror fetch from itself)."""
+    source = tmp_path / "spellings.yaml"
+    source.write_text(SPELLINGS.format(query=""))
+    assert main(["rewrite", str(source), "--mirror-url", MIRROR, "--check"]) == 1
+    listed = capsys.readouterr().out.splitlines()
+    # Only the two that are another Service (port 8081, namespace other) are upstreams.
+    assert [line.split("jwksUri ")[1] for line in listed] == [
+        "http://jwks-mirror.jwks-mirror.svc:8081/keys-myns/jwks.json is not mirrored",
+        "http://jwks-mirror.other.svc.cluster.local:8080/keys-myns/jwks.json is not mirrored",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "mirror", "namespace", "same"),
+    [
+        ("http://m.ns.svc.cluster.local:8080/a/jwks.json", "http://m.ns.svc:8080", "x", True),
+        ("http://m.ns.svc:8080/a/jwks.json", "http://m.ns.svc.cluster.local:8080/", "x", True),
+        ("http://m.ns:8080/a/jwks.json", "http://m.ns.svc.corp.internal:8080", "x", True),
+        ("http://m:8080/a/jwks.json", "http://m.ns.svc:8080", "ns", True),
+        ("http://m:8080/a/jwks.json", "http://m.ns.svc:8080", "other", False),
+        ("http://m:8080/a/jwks.json", "http://m:8080", None, True),  # both in "default"
+        ("http://m.default.svc:8080/a/jwks.json", "http://m:8080", None, True),
+        ("http://m.ns.svc.cluster.local/a/jwks.json", "http://m.ns.svc:80", "x", True),
+        ("https://m.ns.svc:443/a/jwks.json", "https://m.ns.svc", "x", True),
+        ("https://m.ns.svc/a/jwks.json", "http://m.ns.svc", "x", False),  # another scheme
+        ("http://m.ns.svc:8081/a/jwks.json", "http://m.ns.svc:8080", "x", False),
+        ("http://m.other.svc:8080/a/jwks.json", "http://m.ns.svc:8080", "x", False),
+        ("http://n.ns.svc:8080/a/jwks.json", "http://m.ns.svc:8080", "x", False),
+        ("http://m.ns.svc:8080/mirror/a/jwks.json", "http://m.ns.svc:8080/mirror", "x", True),
+        ("http://m.ns.svc:8080/mirrored/a/jwks.json", "http://m.ns.svc:8080/mirror", "x", False),
+        ("http://m.ns.svc:8080", "http://m.ns.svc:8080", "x", False),  # no path below it
+        ("http://10.0.0.7:8080/a/jwks.json", "http://10.0.0.7:8080", "x", True),
+        ("http://10.0.0.8:8080/a/jwks.json", "http://10.0.0.7:8080", "x", False),
+        ("https://keys.example.com/a/jwks.json", "https://KEYS.example.com.", "x", True),
+        ("https://keys.example.org/a/jwks.json", "https://keys.example.com", "x", False),
+        ("not a url", "http://m.ns.svc:8080", "x", False),
+    ],
+)
+def test_under_mirror(uri: str, mirror: str, namespace: str | None, same: bool) -> None:
+    assert under_mirror(uri, mirror, namespace=namespace) is same
 
 
 # -- --check ---------------------------------------------------------------------------------

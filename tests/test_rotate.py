@@ -180,6 +180,28 @@ async def test_diff_writes_nothing_and_no_paths_just_reports(
     assert out.splitlines()[-1] == f"version: {version}"
 
 
+async def test_rotate_pins_a_hand_written_uri_spelled_another_way(
+    fake_issuer: MakeIssuer, mirror_factory: MakeMirror, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No annotation, and the mirror written with the cluster domain: ``--mirror-url`` in its
+    short form still names the same Service, so the URI is pinned."""
+    _, [running] = await started(fake_issuer, mirror_factory)
+    long_form = "http://jwks-mirror.jwks-mirror.svc.cluster.local:8080/keys-myns/jwks.json"
+    source = tmp_path / "hand.yaml"
+    text = MANIFEST.replace("  annotations:\n", "").replace(
+        "    jwks-mirror.io/original-jwks-uri: '{{\"0\":\"http://keys.myns.svc/jwks.json\"}}'\n", ""
+    )
+    source.write_text(text.format(uri=long_form))
+    code, out, err = await rotate(
+        capsys, "keys-myns", str(source), "--admin", running.admin_url, "--mirror-url", MIRROR
+    )
+    assert (code, err) == (0, "")
+    version = await published_version(running)
+    assert "pinned: 1 jwksUris changed, 0 already current" in out
+    assert read(source) == text.format(uri=f"{long_form}?v={version}")
+
+
 async def test_every_replica_is_refreshed_before_pinning(
     fake_issuer: MakeIssuer, mirror_factory: MakeMirror, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -152,8 +152,8 @@ def test_fails_closed_once_max_stale_passes_and_reopens_by_itself(mesh: Mesh) ->
 
 @pytest.mark.parametrize("outage", ["503", "pod-gone"])
 def test_outage_is_reported_as_stale(mesh: Mesh, outage: str) -> None:
-    """Issue 5: during an outage "/status and the metrics show the issuer stale" while the
-    last good set is still served; once the issuer is back, stale clears by itself."""
+    """During an outage /status and the metrics show the issuer stale while the last good
+    set is still served; once the issuer is back, stale clears by itself."""
     mirror, verifier = mesh.mirrored(["idp"], defaults=FAST)
     workload = mesh.issuers["idp"]
     token = workload.app.token()

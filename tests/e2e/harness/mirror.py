@@ -34,7 +34,7 @@ def cli_argv() -> list[str]:
 
 
 class Mirror:
-    """A mirror configured with ``issuers`` (config dicts as in DESIGN.md)."""
+    """A mirror configured with ``issuers`` (config dicts as in docs/configuration.md)."""
 
     def __init__(self, workdir: Path, *, issuers: list[dict[str, Any]],
                  defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
