@@ -195,6 +195,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        running.mirror.draining = True  # readiness 503 before anything else happens
         delay_s = running.mirror.settings.shutdown_delay_s  # a reload may have changed it
         event("shutting_down", delay_s=delay_s)
         if watch_task is not None:
