@@ -26,6 +26,7 @@ from . import http
 from .procs import Proc, wait_until
 
 _TLS_SOCKET = "envoy.transport_sockets.tls"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/envoy.extensions"
 _HCM = f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = {"name": "envoy.filters.http.router",
@@ -89,6 +90,7 @@ class Provider:
     tls_ca: Path | None = None
     tls_server_name: str | None = None
     replicas: tuple[Replica, ...] = ()
+    new_connection_per_fetch: bool = False  # every fetch a new connection (and handshake)
 
 
 def _socket(port: int) -> dict[str, Any]:
@@ -290,6 +292,12 @@ def verifier(*, port: int, providers: list[Provider], cache_duration: str = "1s"
         cluster = _cluster(cluster_name, provider.upstream_port, transport_socket=transport_socket)
         if provider.replicas:
             cluster = _replicated(cluster, provider.replicas)
+        if provider.new_connection_per_fetch:
+            cluster["typed_extension_protocol_options"] = {_HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "common_http_protocol_options": {"max_requests_per_connection": 1},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }}
         clusters.append(cluster)
         jwt_providers[provider.name] = {
             "issuer": provider.issuer,

@@ -183,6 +183,7 @@ class Mesh:
     def verifier_for_replicas(self, replicas: list[Mirror], names: list[str], *,
                               service: str = "http://jwks-mirror.jwks-mirror.svc:8080",
                               tls_ca: Path | None = None, tls_server_name: str | None = None,
+                              new_connection_per_fetch: bool = False,
                               **kwargs: Any) -> Verifier:
         """A verifier whose JWKS cluster is the Service over ``replicas``: every replica an
         endpoint, health-checked on ``/readyz``, as istiod reaches the mirror."""
@@ -190,7 +191,7 @@ class Mesh:
         providers = [
             Provider(name, self.issuers[name].app.issuer_url, f"{service}/{name}/jwks.json",
                      replicas[0].public_port, tls_ca=tls_ca, tls_server_name=tls_server_name,
-                     replicas=endpoints)
+                     replicas=endpoints, new_connection_per_fetch=new_connection_per_fetch)
             for name in names
         ]
         return self.verifier(providers, **kwargs)
