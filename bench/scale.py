@@ -50,6 +50,10 @@ def one_run(directory: Path, upstream_url: str, issuers: int) -> dict[str, float
             lambda: common.http("GET", f"{admin}/readyz")[0] == 200, 120, interval_s=0.02
         ):
             raise RuntimeError("mirror never became ready")
+        # Ready means every first fetch attempt is done; the figure also needs them to succeed.
+        not_servable = json.loads(common.http("GET", f"{admin}/readyz")[2])["not_servable"]
+        if not_servable:
+            raise RuntimeError(f"{len(not_servable)} issuers not servable once ready")
         ready_s = time.monotonic() - started
         pid = common.mirror_pid(mirror)
         ready_cpu = common.cpu_seconds(pid)

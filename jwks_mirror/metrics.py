@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,6 +81,19 @@ class Metrics:
             "Peer answers ignored, by reason: an invalid set, another upstream, older than "
             "max_stale, malformed, too large, timeout, unreachable.",
             ["issuer", "reason"],
+            registry=registry,
+        )
+        self.public_tls_reloads_total = Counter(
+            PREFIX + "public_tls_reloads",
+            "Reloads of the public port's certificate and key after they changed on disk, by "
+            "outcome (success, failure); a failure keeps the pair in use.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.public_tls_not_after_timestamp_seconds = Gauge(
+            PREFIX + "public_tls_not_after_timestamp_seconds",
+            "Expiry of the certificate the public port serves (absent without public.tls).",
+            ["cert_file"],
             registry=registry,
         )
         registry.register(StateCollector(states, unknown_requests, clock))

@@ -1,4 +1,5 @@
-"""The public, plain-HTTP port: ``GET|HEAD /{name}/jwks.json`` and nothing else.
+"""The public port: ``GET|HEAD /{name}/jwks.json`` and nothing else, over plain HTTP or, with
+``public.tls``, HTTPS only (the TLS layer wraps the listener; see :mod:`jwks_mirror.publictls`).
 
 This is the port istiod reaches, on the path of every push, so it must be cheap and boring.
 It is a bare :class:`asyncio.Protocol`, not an aiohttp server: the port answers a handful of
@@ -27,6 +28,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from email.utils import formatdate
+from ssl import SSLContext
 
 from jwks_mirror import __version__
 from jwks_mirror.http1 import REASONS, Connection, with_connection
@@ -109,10 +111,20 @@ class PublicServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
 
-    async def start(self, host: str, port: int, *, backlog: int = 1024) -> None:
+    async def start(
+        self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
+    ) -> None:
+        """Listen; with ``ssl`` the port speaks TLS only (a plain request fails the handshake
+        and gets no answer). A handshake gets the idle/header timeout too."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=backlog
+            lambda: Connection(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=backlog,
+            ssl=ssl,
+            ssl_handshake_timeout=self.keepalive_s if ssl is not None else None,
         )
         self._sweeper = loop.create_task(self._sweep(), name="public:idle-sweep")
 

@@ -1,10 +1,14 @@
 """``jwks-mirror serve``: both ports, signals, config watching, and orderly shutdown.
 
 Shutdown order (SIGTERM or SIGINT), written down here because it matters:
-  1. readiness goes 503 (``mirror.draining``) so Kubernetes stops routing new requests;
-  2. the public port stops accepting and waits for in-flight requests to finish;
-  3. the refreshers stop and pending state writes complete;
-  4. the admin port closes last, so probes see the drain until the end.
+  1. readiness goes 503 (``mirror.draining``) so endpoints and load balancers drop the pod;
+  2. both ports keep answering for ``shutdown_delay`` (routing lags readiness: requests
+     still arrive for a while), cut short by a second SIGTERM/SIGINT;
+  3. the public port stops accepting and waits for in-flight requests to finish (at most
+     ``DRAIN_TIMEOUT_S``);
+  4. the refreshers stop and pending state writes complete;
+  5. the admin port closes last, so probes see the drain until the end.
+Kubernetes' ``terminationGracePeriodSeconds`` must cover ``shutdown_delay`` plus the drain.
 """
 
 from __future__ import annotations
@@ -14,22 +18,26 @@ import contextlib
 import hashlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
 from jwks_mirror import public as public_port
+from jwks_mirror import publictls
 from jwks_mirror.admin import create_admin_app
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.logs import configure, event
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.public import PublicServer
+from jwks_mirror.publictls import ServingCertificate
 from jwks_mirror.settings import Settings, load_settings
 
 SHUTDOWN_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = SHUTDOWN_TIMEOUT_S  # in-flight public requests, after shutdown_delay
 CONFIG_POLL_S = 5.0
+CERTIFICATE_POLL_S = publictls.POLL_S
 
 
 @dataclass
@@ -41,12 +49,27 @@ class Running:
     admin_url: str
     _public: PublicServer
     _admin: web.BaseRunner
+    certificate: ServingCertificate | None = None
+    _certificate_watch: asyncio.Task[None] | None = None
+    _hurry: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def stop(self) -> None:
+    async def stop(self, *, delay_s: float = 0.0) -> None:
+        """Shut down in the order the module docstring gives; ``delay_s`` is step 2."""
         self.mirror.draining = True
-        await self._public.close(timeout_s=SHUTDOWN_TIMEOUT_S)
+        if delay_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), timeout=delay_s)
+        if self._certificate_watch is not None:
+            self._certificate_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._certificate_watch
+        await self._public.close(timeout_s=DRAIN_TIMEOUT_S)
         await self.mirror.stop()
         await self._admin.cleanup()
+
+    def hurry(self) -> None:
+        """End the shutdown delay now (a second SIGTERM)."""
+        self._hurry.set()
 
 
 async def start(
@@ -54,9 +77,16 @@ async def start(
     *,
     mirror: Mirror | None = None,
     keepalive_timeout_s: float | None = None,
+    certificate_poll_s: float = CERTIFICATE_POLL_S,
 ) -> Running:
-    """Start the mirror and bind both ports (port 0 picks a free one)."""
+    """Start the mirror and bind both ports (port 0 picks a free one).
+
+    Raises :class:`ConfigError` when ``public.tls`` cannot be loaded, OSError when a port
+    cannot be bound.
+    """
     mirror = mirror or Mirror(settings, registry=new_registry())
+    tls = settings.public.tls
+    certificate = ServingCertificate(tls, metrics=mirror.metrics) if tls is not None else None
     await mirror.start()
     # Both ports close connections that have sent no complete request for this long: the
     # idle timeout and the header timeout against slow clients (aiohttp arms its keep-alive
@@ -70,7 +100,11 @@ async def start(
         keepalive_timeout=keepalive_s,
     )
     try:
-        await public.start(settings.public.host, settings.public.port)
+        await public.start(
+            settings.public.host,
+            settings.public.port,
+            ssl=certificate.listener_context if certificate is not None else None,
+        )
         await admin.setup()
         admin_site = web.TCPSite(
             admin, settings.admin.host, settings.admin.port, reuse_address=True
@@ -81,19 +115,28 @@ async def start(
         await admin.cleanup()
         await mirror.stop()
         raise
+    watch = (
+        asyncio.get_running_loop().create_task(
+            certificate.watch(certificate_poll_s), name="public:certificate"
+        )
+        if certificate is not None
+        else None
+    )
     return Running(
         mirror=mirror,
-        public_url=_url(public),
+        public_url=_url(public, scheme="https" if certificate is not None else "http"),
         admin_url=_url(admin),
         _public=public,
         _admin=admin,
+        certificate=certificate,
+        _certificate_watch=watch,
     )
 
 
-def _url(runner: web.BaseRunner | PublicServer) -> str:
+def _url(runner: web.BaseRunner | PublicServer, *, scheme: str = "http") -> str:
     host, port = runner.addresses[0][:2]
     host = "127.0.0.1" if host == "0.0.0.0" else host
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def run(settings: Settings, *, config_path: str | None = None) -> int:
@@ -133,20 +176,33 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     watcher = ConfigWatcher(running.mirror, config_path) if config_path else None
+
+    def on_stop_signal() -> None:
+        if stop.is_set():
+            running.hurry()  # a second signal: skip the rest of shutdown_delay
+        stop.set()
+
+    def on_hangup() -> None:
+        if watcher is not None:
+            watcher.trigger(forced=True)
+        if running.certificate is not None:
+            running.certificate.trigger()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if watcher is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: watcher.trigger(forced=True))
+        loop.add_signal_handler(sig, on_stop_signal)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     watch_task = loop.create_task(watcher.run(poll_s)) if watcher else None
     try:
         await stop.wait()
     finally:
-        event("shutting_down")
+        running.mirror.draining = True  # readiness 503 before anything else happens
+        delay_s = running.mirror.settings.shutdown_delay_s  # a reload may have changed it
+        event("shutting_down", delay_s=delay_s)
         if watch_task is not None:
             watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch_task
-        await running.stop()
+        await running.stop(delay_s=delay_s)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     event("stopped")

@@ -203,7 +203,9 @@ async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Pa
         return web.json_response(jwks("k1"))
 
     issuer = await fake_issuer(behaviour=slow)
-    path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    path = write_config(  # no shutdown_delay: the drain itself must wait for the answer
+        tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n", extra="shutdown_delay: 0\n")
+    )
     with serve_process(path) as process:
         listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
@@ -242,7 +244,9 @@ async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_pat
     import aiohttp
 
     issuer = await fake_issuer()
-    path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    path = write_config(  # no shutdown_delay: this is about the drain that follows it
+        tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n", extra="shutdown_delay: 0\n")
+    )
     ok, refused, failed = 0, 0, []
     with serve_process(path) as process:
         listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")

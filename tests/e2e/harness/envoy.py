@@ -26,6 +26,7 @@ from . import http
 from .procs import Proc, wait_until
 
 _TLS_SOCKET = "envoy.transport_sockets.tls"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TYPES = "type.googleapis.com/envoy.extensions"
 _HCM = f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = {"name": "envoy.filters.http.router",
@@ -63,11 +64,23 @@ class MeshRoute:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One mirror replica behind a Service: its public port, and the admin port whose
+    ``/readyz`` decides whether it gets traffic (the readiness probe)."""
+
+    public_port: int
+    admin_port: int
+
+
+@dataclass(frozen=True)
 class Provider:
     """One ``jwt_authn`` provider: tokens of ``issuer`` verified with keys from ``jwks_uri``.
 
     ``upstream_port`` is where Envoy's fetch goes (the cluster); ``tls_ca`` makes that fetch
-    HTTPS without a client certificate, as istiod's would be.
+    HTTPS without a client certificate, as istiod's would be, trusting only that CA
+    (``tls_server_name``: the SNI sent and the DNS name the certificate must hold).
+    ``replicas``, when given, replace ``upstream_port``: the cluster holds every replica and
+    health-checks each on ``/readyz``, as a Service's endpoints follow readiness.
     """
 
     name: str
@@ -75,6 +88,9 @@ class Provider:
     jwks_uri: str
     upstream_port: int
     tls_ca: Path | None = None
+    tls_server_name: str | None = None
+    replicas: tuple[Replica, ...] = ()
+    new_connection_per_fetch: bool = False  # every fetch a new connection (and handshake)
 
 
 def _socket(port: int) -> dict[str, Any]:
@@ -212,6 +228,41 @@ def mirror_sidecar(*, port: int, identity: Identity, ca_file: Path,
     return _bootstrap([listener], clusters)
 
 
+# Readiness as endpoints see it: a replica whose /readyz fails one check gets no new
+# requests; the check runs on the plain admin port even when the cluster speaks TLS.
+_HEALTH_CHECK = {
+    "timeout": "1s",
+    "interval": "0.25s",
+    "no_traffic_interval": "0.25s",
+    "unhealthy_threshold": 1,
+    "healthy_threshold": 1,
+    "http_health_check": {"path": "/readyz"},
+    "transport_socket_match_criteria": {"probe": "plain"},
+}
+_PLAIN_PROBE_SOCKET = {
+    "name": "plain-probe",
+    "match": {"probe": "plain"},
+    "transport_socket": {
+        "name": "envoy.transport_sockets.raw_buffer",
+        "typed_config": {"@type": f"{_TYPES}.transport_sockets.raw_buffer.v3.RawBuffer"},
+    },
+}
+
+
+def _replicated(cluster: dict[str, Any], replicas: tuple[Replica, ...]) -> dict[str, Any]:
+    """``cluster`` over every replica, each health-checked on its admin port's /readyz. No
+    panic routing: like a Service without ready endpoints, no replica ready means no fetch."""
+    cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": _socket(r.public_port),
+                      "health_check_config": {"port_value": r.admin_port}}}
+        for r in replicas
+    ]}]
+    cluster["health_checks"] = [_HEALTH_CHECK]
+    cluster["transport_socket_matches"] = [_PLAIN_PROBE_SOCKET]
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    return cluster
+
+
 def verifier(*, port: int, providers: list[Provider], cache_duration: str = "1s",
              fetch_timeout: str = "1s") -> dict[str, Any]:
     """``jwt_authn`` in front of a 200 route; ``/<provider>/...`` requires that provider.
@@ -228,17 +279,26 @@ def verifier(*, port: int, providers: list[Provider], cache_duration: str = "1s"
         cluster_name = f"jwks-{provider.name}"
         transport_socket = None
         if provider.tls_ca is not None:
-            transport_socket = {
-                "name": _TLS_SOCKET,
-                "typed_config": {
-                    "@type": f"{_TYPES}.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "common_tls_context": {
-                        "validation_context": _validation(provider.tls_ca, []),
-                    },
-                },
+            validation = _validation(provider.tls_ca, [])
+            tls_context: dict[str, Any] = {
+                "@type": f"{_TYPES}.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {"validation_context": validation},
             }
-        clusters.append(_cluster(cluster_name, provider.upstream_port,
-                                 transport_socket=transport_socket))
+            if provider.tls_server_name:
+                tls_context["sni"] = provider.tls_server_name
+                validation["match_typed_subject_alt_names"] = [
+                    {"san_type": "DNS", "matcher": {"exact": provider.tls_server_name}}]
+            transport_socket = {"name": _TLS_SOCKET, "typed_config": tls_context}
+        cluster = _cluster(cluster_name, provider.upstream_port, transport_socket=transport_socket)
+        if provider.replicas:
+            cluster = _replicated(cluster, provider.replicas)
+        if provider.new_connection_per_fetch:
+            cluster["typed_extension_protocol_options"] = {_HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "common_http_protocol_options": {"max_requests_per_connection": 1},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }}
+        clusters.append(cluster)
         jwt_providers[provider.name] = {
             "issuer": provider.issuer,
             "remote_jwks": {

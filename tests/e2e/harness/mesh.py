@@ -21,7 +21,7 @@ from typing import Any
 from jwks_mirror.pki import MeshCA
 
 from . import envoy, http
-from .envoy import Envoy, Identity, MeshRoute, Provider
+from .envoy import Envoy, Identity, MeshRoute, Provider, Replica
 from .issuer import PlainIssuer
 from .mirror import Mirror
 from .procs import free_port
@@ -118,10 +118,11 @@ class Mesh:
 
     def mirror(self, issuers: list[dict[str, Any]], *, defaults: dict[str, Any] | None = None,
                state_dir: Path | None = None, start: bool = True, name: str = "mirror",
-               peers: dict[str, Any] | None = None) -> Mirror:
-        """A mirror replica; give each replica of one test its own ``name``."""
+               peers: dict[str, Any] | None = None, **options: Any) -> Mirror:
+        """A ``jwks-mirror serve`` process; give each replica of one test its own ``name``.
+        ``options`` go to :class:`Mirror` (``shutdown_delay``, ``public_tls``)."""
         mirror = Mirror(self.workdir, issuers=issuers, defaults=defaults, state_dir=state_dir,
-                        name=name, peers=peers)
+                        name=name, peers=peers, **options)
         self._cleanups.append(mirror.stop)
         if start:
             mirror.start()
@@ -168,6 +169,36 @@ class Mesh:
     def on_close(self, cleanup: Callable[[], object]) -> None:
         """Run ``cleanup`` when the mesh closes (for pieces a test starts itself)."""
         self._cleanups.append(cleanup)
+
+    def replicas(self, names: list[str], *, count: int = 2,
+                 defaults: dict[str, Any] | None = None, start: bool = True,
+                 **options: Any) -> list[Mirror]:
+        """``count`` replicas of one configuration (a Deployment's pods): each a process
+        with its own ports, all fetching ``names`` through the mirror's sidecar."""
+        for name in names:
+            if name not in self.issuers:
+                self.add_issuer(name)
+        proxy_url = self.mirror_sidecar().url
+        entries = [self.issuers[n].proxied_entry(proxy_url) for n in names]
+        return [self.mirror(entries, defaults=defaults, name=f"replica-{i + 1}", start=start,
+                            **options)
+                for i in range(count)]
+
+    def verifier_for_replicas(self, replicas: list[Mirror], names: list[str], *,
+                              service: str = "http://jwks-mirror.jwks-mirror.svc:8080",
+                              tls_ca: Path | None = None, tls_server_name: str | None = None,
+                              new_connection_per_fetch: bool = False,
+                              **kwargs: Any) -> Verifier:
+        """A verifier whose JWKS cluster is the Service over ``replicas``: every replica an
+        endpoint, health-checked on ``/readyz``, as istiod reaches the mirror."""
+        endpoints = tuple(Replica(m.public_port, m.admin_port) for m in replicas)
+        providers = [
+            Provider(name, self.issuers[name].app.issuer_url, f"{service}/{name}/jwks.json",
+                     replicas[0].public_port, tls_ca=tls_ca, tls_server_name=tls_server_name,
+                     replicas=endpoints, new_connection_per_fetch=new_connection_per_fetch)
+            for name in names
+        ]
+        return self.verifier(providers, **kwargs)
 
     def close(self) -> None:
         errors: list[BaseException] = []

@@ -38,7 +38,8 @@ class Mirror:
 
     def __init__(self, workdir: Path, *, issuers: list[dict[str, Any]],
                  defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
-                 name: str = "mirror", peers: dict[str, Any] | None = None) -> None:
+                 name: str = "mirror", peers: dict[str, Any] | None = None,
+                 shutdown_delay: str = "0s", public_tls: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.name = name
         self.public_port = free_port()
@@ -47,6 +48,9 @@ class Mirror:
         self.defaults = defaults or {}
         self.state_dir = state_dir
         self.peers = peers  # the ``peers:`` section (replicas to fill a missing set from)
+        # 0 s unless a test is about the drain: most tests stop mirrors many times.
+        self.shutdown_delay = shutdown_delay
+        self.public_tls = public_tls
         self.config_path = workdir / f"{name}.yaml"
         self.starts = 0
         self.listening: dict[str, Any] | None = None
@@ -55,9 +59,13 @@ class Mirror:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def write_config(self) -> None:
+        public: dict[str, Any] = {"host": "127.0.0.1", "port": self.public_port}
+        if self.public_tls is not None:
+            public["tls"] = self.public_tls
         config: dict[str, Any] = {
-            "public": {"host": "127.0.0.1", "port": self.public_port},
+            "public": public,
             "admin": {"host": "127.0.0.1", "port": self.admin_port},
+            "shutdown_delay": self.shutdown_delay,
             "defaults": self.defaults,
             "issuers": self.issuers,
         }
@@ -121,15 +129,16 @@ class Mirror:
         self.write_config()
         self.proc.popen.send_signal(signal.SIGHUP)
 
-    def stop(self) -> int | None:
-        """SIGTERM, as Kubernetes sends; returns the exit code."""
-        return self.proc.stop(grace=10) if self.proc else None
+    def stop(self, *, grace: float = 10.0) -> int | None:
+        """SIGTERM, as Kubernetes sends; returns the exit code (SIGKILL after ``grace``)."""
+        return self.proc.stop(grace=grace) if self.proc else None
 
     # -- public port --------------------------------------------------------------------------
 
     @property
     def public_url(self) -> str:
-        return f"http://127.0.0.1:{self.public_port}"
+        scheme = "https" if self.public_tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.public_port}"
 
     def jwks_url(self, name: str, query: str = "") -> str:
         return f"{self.public_url}/{name}/jwks.json" + (f"?{query}" if query else "")
