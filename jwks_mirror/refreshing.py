@@ -175,7 +175,7 @@ class IssuerRefresher:
         else:
             outcome = self._succeeded(change)
         duration = time.perf_counter() - started
-        self._metrics.fetch_duration_seconds.labels(state.name).observe(duration)
+        self._metrics.fetch_duration_seconds.observe(duration)
         self._metrics.fetch_total.labels(state.name, outcome.outcome).inc()
         event(
             "fetch",
