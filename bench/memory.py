@@ -39,7 +39,7 @@ from jwks_mirror.logs import log
 from jwks_mirror.settings import load_settings
 
 _PACKAGE = str(Path(server.__file__).resolve().parent)
-_FRAMES = 40
+_FRAMES = 25
 
 
 def _module(filename: str) -> str:
@@ -57,8 +57,8 @@ def _module(filename: str) -> str:
 
 
 def _our_line(traceback: tracemalloc.Traceback) -> str:
-    """The innermost jwks_mirror frame (tracemalloc lists the innermost frame first)."""
-    for frame in traceback:
+    """The innermost jwks_mirror frame (tracemalloc lists the oldest frame first)."""
+    for frame in reversed(traceback):
         if frame.filename.startswith(_PACKAGE):
             return f"{Path(frame.filename).name}:{frame.lineno}"
     return "(outside jwks_mirror)"
@@ -79,7 +79,7 @@ def breakdown(
         if size == 0:
             continue
         total += size
-        by_module[_module(stat.traceback[0].filename)] += size
+        by_module[_module(stat.traceback[-1].filename)] += size
         by_line[_our_line(stat.traceback)] += size
     return {
         "issuers": issuers,
@@ -111,6 +111,26 @@ async def _measure(config: Path, issuers: int, timeout_s: float) -> tuple[
     return before, after, rss_before, rss_after
 
 
+def _run(issuers: int, timeout_s: float) -> tuple[
+    tracemalloc.Snapshot, tracemalloc.Snapshot, float, float
+]:
+    common.raise_fd_limit()
+    common.banner(f"memory: tracemalloc per issuer, {issuers} issuers")
+    log.addHandler(logging.NullHandler())  # the fetch lines would only cost time here
+    log.propagate = False
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        upstream, url = common.start_upstream(issuers)
+        with common.running(upstream):
+            names = [issuer_name(i) for i in range(issuers)]
+            # tracemalloc slows everything several times: a fetch must not time out for it
+            config = common.mirror_config(Path(tmp), url, names, timeout="120s")
+            tracemalloc.start(_FRAMES)
+            try:
+                return asyncio.run(_measure(config, issuers, timeout_s))
+            finally:
+                tracemalloc.stop()
+
+
 def _pid() -> int:
     import os
 
@@ -122,21 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--issuers", type=int, default=10_000)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to become ready")
+    parser.add_argument("--save", type=Path, help="also dump both snapshots into this directory")
+    parser.add_argument("--load", type=Path, help="analyse snapshots saved by --save; run nothing")
     args = parser.parse_args(argv)
-    common.raise_fd_limit()
-    common.banner(f"memory: tracemalloc per issuer, {args.issuers} issuers")
-    log.addHandler(logging.NullHandler())  # the fetch lines would only cost time here
-    log.propagate = False
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        upstream, url = common.start_upstream(args.issuers)
-        with common.running(upstream):
-            names = [issuer_name(i) for i in range(args.issuers)]
-            config = common.mirror_config(Path(tmp), url, names)
-            tracemalloc.start(_FRAMES)
-            before, after, rss_before, rss_after = asyncio.run(
-                _measure(config, args.issuers, args.timeout)
-            )
-            tracemalloc.stop()
+    if args.load:
+        before = tracemalloc.Snapshot.load(str(args.load / "before.snapshot"))
+        after = tracemalloc.Snapshot.load(str(args.load / "after.snapshot"))
+        rss_before = rss_after = float("nan")
+    else:
+        before, after, rss_before, rss_after = _run(args.issuers, args.timeout)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            before.dump(str(args.save / "before.snapshot"))
+            after.dump(str(args.save / "after.snapshot"))
     result = breakdown(before, after, args.issuers, args.top)
     per_issuer = float(result["per_issuer_bytes"])  # type: ignore[arg-type]
     print(
