@@ -38,7 +38,7 @@ from jwks_mirror import server
 from jwks_mirror.logs import log
 from jwks_mirror.settings import load_settings
 
-_PACKAGE = str(Path(server.__file__).resolve().parent)
+_PACKAGE = "/jwks_mirror/"
 _FRAMES = 25
 
 
@@ -59,7 +59,7 @@ def _module(filename: str) -> str:
 def _our_line(traceback: tracemalloc.Traceback) -> str:
     """The innermost jwks_mirror frame (tracemalloc lists the oldest frame first)."""
     for frame in reversed(traceback):
-        if frame.filename.startswith(_PACKAGE):
+        if _PACKAGE in frame.filename:  # by name: --load reads snapshots of other checkouts
             return f"{Path(frame.filename).name}:{frame.lineno}"
     return "(outside jwks_mirror)"
 
