@@ -3,6 +3,7 @@
     python bench/run.py              # full: a few minutes on a 2-core machine
     python bench/run.py --quick      # shorter runs, fewer rounds
     python bench/run.py --smoke      # tiny sizes, for CI (asserts nothing about timings)
+    python bench/run.py --only issuers10k   # the 10,000-issuer case and its targets
 
 Each benchmark prints the machine, the versions and the command, and appends dated rows to
 ``docs/benchmarks.md`` (unless ``--no-record``). ``--json FILE`` also writes the raw results.
@@ -18,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_rewrite, common, scale, serving
+from bench import bench_rewrite, common, issuers10k, scale, serving
 
 PROFILES = {
     #           serving: rounds, seconds, warmup   scale: issuers, rounds
-    # rewrite: manifests, repeats
+    # rewrite: manifests, repeats   issuers10k: issuers (its serving part uses rounds etc.)
     "full": {"rounds": 5, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3,
-             "manifests": 1000, "rewrite_repeat": 3},
+             "manifests": 1000, "rewrite_repeat": 3, "many": 10000},
     "quick": {"rounds": 2, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 1,
-              "manifests": 1000, "rewrite_repeat": 1},
+              "manifests": 1000, "rewrite_repeat": 1, "many": 10000},
     "smoke": {"rounds": 1, "duration_s": 1.0, "warmup_s": 0.0, "issuers": 20, "scale_rounds": 1,
-              "manifests": 10, "rewrite_repeat": 1},
+              "manifests": 10, "rewrite_repeat": 1, "many": 50},
 }
 
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     parser.add_argument(
         "--only",
-        choices=("serving", "scale", "rewrite"),
+        choices=("serving", "scale", "rewrite", "issuers10k"),
         action="append",
         help="run only this benchmark (repeatable)",
     )
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not touch docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write raw results here")
     parser.add_argument("--issuers", type=int, help="override the scale benchmark's issuers")
+    parser.add_argument("--many", type=int, help="override the issuers10k benchmark's issuers")
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio"),
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     common.LOOP = args.loop
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     label = args.label or ("smoke" if args.smoke else "quick" if args.quick else "full")
-    which = args.only or ["serving", "scale", "rewrite"]
+    which = args.only or ["serving", "scale", "issuers10k", "rewrite"]
     results: dict[str, object] = {}
     if "serving" in which:
         result = serving.run(
@@ -73,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         results["scale"] = result
         if not args.no_record:
             common.record("scale-rows", scale.rows(result, label))
+    if "issuers10k" in which:
+        serve = {k: float(profile[k]) for k in ("rounds", "duration_s", "warmup_s")}
+        result = issuers10k.run(issuers=args.many or int(profile["many"]), serve=serve)
+        results["issuers10k"] = result
+        if not args.no_record:
+            common.record("issuers10k-rows", issuers10k.rows(result, label))
     if "rewrite" in which:
         # Its figures go into the "Rewrite" section of docs/benchmarks.md by hand: the
         # numbers are printed with the machine and versions.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -103,6 +104,21 @@ async def test_metrics_expose_every_documented_family(two_issuers):
     stale = samples(text, "jwks_mirror_stale")
     assert stale[(("issuer", "good"),)] == 0 and stale[(("issuer", "down"),)] == 1
     assert samples(text, "jwks_mirror_keys")[(("issuer", "good"),)] == 1
+
+
+async def test_metrics_are_gzipped_for_scrapers_that_ask(two_issuers):
+    running, _ = two_issuers
+    url = f"{running.admin_url}/metrics"
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(url, headers={"Accept-Encoding": "identity"}) as response:
+            plain_headers, plain = response.headers.copy(), await response.read()
+        async with session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
+            gz_headers, compressed = response.headers.copy(), await response.read()
+    assert "Content-Encoding" not in plain_headers
+    assert gz_headers["Content-Encoding"] == "gzip"
+    unzipped = gzip.decompress(compressed).decode()
+    assert samples(unzipped, "jwks_mirror_keys") == samples(plain.decode(), "jwks_mirror_keys")
+    assert samples(unzipped, "jwks_mirror_keys")[(("issuer", "good"),)] == 1
 
 
 async def test_refresh_reports_outcomes_and_status_codes(two_issuers):

@@ -73,17 +73,38 @@ def test_scale_benchmark_produces_its_numbers(results):
     assert median["ready_s"] > 0 and median["rss_ready_mb"] > 0
 
 
+def test_many_issuers_benchmark_produces_its_numbers(results):
+    many = results["issuers10k"]
+    assert many["issuers"] == 50
+    figures = many["result"]
+    for key in (
+        "ready_s", "rss_ready_mb", "unchanged_cpu_s", "changed_cpu_s", "metrics_s", "metrics_mb",
+        "metrics_gzip_mb",
+    ):
+        assert _number(figures[key]), key
+    assert figures["unchanged_failed"] == 0 and figures["changed_failed"] == 0
+    # 50 issuers export at least one sample per issuer for each per-issuer gauge
+    assert figures["metrics_samples"] >= 50 * 8
+    assert 0 < figures["metrics_gzip_mb"] < figures["metrics_mb"]
+    for serving_cases in (figures["serving"], many["serving_one_issuer"]):
+        assert set(serving_cases) == {"200", "304", "200x1000"}
+        assert all(case["ratio"] > 0 for case in serving_cases.values())
+
+
 def test_rows_render_for_the_results_file(results, tmp_path):
     sys.path.insert(0, str(ROOT))
-    from bench import common, scale, serving
+    from bench import common, issuers10k, scale, serving
 
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("x\n<!-- serving-rows -->\ny\n<!-- scale-rows -->\n")
+    doc.write_text(
+        "x\n<!-- serving-rows -->\ny\n<!-- scale-rows -->\nz\n<!-- issuers10k-rows -->\n"
+    )
     common.record("serving-rows", serving.rows(results["serving"], "smoke"), doc=doc)
     common.record("scale-rows", scale.rows(results["scale"], "smoke"), doc=doc)
+    common.record("issuers10k-rows", issuers10k.rows(results["issuers10k"], "smoke"), doc=doc)
     lines = doc.read_text().splitlines()
-    assert len([line for line in lines if line.startswith("| ")]) == 4
-    assert lines[-1] == "<!-- scale-rows -->"
+    assert len([line for line in lines if line.startswith("| ")]) == 5
+    assert lines[-1] == "<!-- issuers10k-rows -->"
 
 
 def test_rewrite_benchmark_produces_its_numbers(results):

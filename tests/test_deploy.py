@@ -82,7 +82,7 @@ def _exported_metrics() -> dict[str, set[str]]:
     state.apply(validate(body, max_bytes=1 << 16, max_keys=10), now=0.0)
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_errors_total.labels("a", "timeout").inc()
-    metrics.fetch_duration_seconds.labels("a").observe(0.1)
+    metrics.fetch_duration_seconds.observe(0.1)
     metrics.keys_rejected_total.labels("a", "weak_key").inc()
     metrics.config_reloads_total.labels("success").inc()
     metrics.persist_errors_total.labels("a").inc()

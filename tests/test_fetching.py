@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.fetching import Fetcher, rebase_origin
+from jwks_mirror.fetching import Admission, Fetcher, rebase_origin
 from jwks_mirror.settings import IssuerSettings, parse_settings
 
 from .conftest import (
@@ -336,6 +336,71 @@ async def test_hanging_upstream_times_out(fake_issuer, fetcher):
         await fetcher.fetch(settings)
     assert info.value.reason == "timeout"
     assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_admission_queues_fetches_beyond_the_limit_until_a_slot_is_given_back():
+    admission = Admission(limit=2, slot_s=3600)
+    first, second = await admission.enter(), await admission.enter()
+    third = asyncio.ensure_future(admission.enter())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not third.done()  # both slots are held, for an hour unless given back
+    first()
+    first()  # giving a slot back twice frees one slot, not two
+    release_third = await asyncio.wait_for(third, timeout=10)
+    fourth = asyncio.ensure_future(admission.enter())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not fourth.done()
+    second()
+    (await asyncio.wait_for(fourth, timeout=10))()
+    release_third()
+
+
+async def test_admission_serves_waiters_in_order_and_skips_cancelled_ones():
+    admission = Admission(limit=1, slot_s=3600)
+    held = await admission.enter()
+    order: list[str] = []
+
+    async def want(tag: str):
+        release = await admission.enter()
+        order.append(tag)
+        return release
+
+    a, b, c = (asyncio.ensure_future(want(tag)) for tag in "abc")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order == []
+    b.cancel()
+    held()
+    (await asyncio.wait_for(a, timeout=10))()
+    (await asyncio.wait_for(c, timeout=10))()
+    assert order == ["a", "c"] and b.cancelled()
+    (await asyncio.wait_for(admission.enter(), timeout=10))()  # the one slot is free again
+
+
+async def test_a_hanging_fetch_gives_its_admission_slot_back_before_its_timeout(fake_issuer):
+    """With one slot, a healthy issuer queued behind a hanging one is fetched long before
+    the hanging fetch times out (a slot is held for slot_s at most, not for the timeout)."""
+    stuck, healthy = await fake_issuer(), await fake_issuer()
+    stuck.behaviour = hang(stuck)
+    fetcher = Fetcher(admission=Admission(limit=1, slot_s=0.05))
+    try:
+        hanging = asyncio.ensure_future(
+            fetcher.fetch(issuer_settings(f"    jwks_uri: {stuck.url}\n", timeout="60s"))
+        )
+        while not stuck.requests:
+            await asyncio.sleep(0.01)
+        result = await asyncio.wait_for(
+            fetcher.fetch(issuer_settings(f"    jwks_uri: {healthy.url}\n")), timeout=30
+        )
+        assert json.loads(result.body) == healthy.document
+        assert not hanging.done()  # still waiting for its upstream: it only gave the slot up
+    finally:
+        stuck.released.set()
+        with pytest.raises(UpstreamError):
+            await hanging
+        await fetcher.close()
 
 
 async def test_slow_drip_body_hits_the_total_timeout(fake_issuer, fetcher):

@@ -1,0 +1,114 @@
+"""The per-issuer counters kept as plain numbers, as a scrape exports them."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from jwks_mirror.metrics import Metrics
+
+
+def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry(), states=list, unknown_requests={}, clock=lambda: 0.0)
+
+
+def test_issuer_counters_are_exported_at_scrape_time_without_created_series(metrics):
+    metrics.fetch_total.labels("a", "changed").inc()
+    metrics.fetch_total.labels("a", "changed").inc()
+    metrics.fetch_total.labels("b", "failed").inc()
+    metrics.keys_rejected_total.labels("a", "weak_key").inc(3)
+    metrics.persist_errors_total.labels("b").inc()
+    samples = scrape(metrics.registry)
+    assert samples["jwks_mirror_fetch_total"] == {
+        (("issuer", "a"), ("outcome", "changed")): 2.0,
+        (("issuer", "b"), ("outcome", "failed")): 1.0,
+    }
+    assert samples["jwks_mirror_keys_rejected_total"] == {
+        (("issuer", "a"), ("reason", "weak_key")): 3.0
+    }
+    assert samples["jwks_mirror_persist_errors_total"] == {(("issuer", "b"),): 1.0}
+    created = {name for name in samples if name.endswith("_created")}
+    assert created == {"jwks_mirror_fetch_duration_seconds_created"}  # one, not one per issuer
+
+
+def test_forget_drops_every_series_of_a_removed_issuer(metrics):
+    metrics.fetch_total.labels("a", "changed").inc()
+    metrics.fetch_errors_total.labels("a", "timeout").inc()
+    metrics.fetch_total.labels("b", "unchanged").inc()
+    metrics.forget("a")
+    samples = scrape(metrics.registry)
+    assert samples["jwks_mirror_fetch_total"] == {
+        (("issuer", "b"), ("outcome", "unchanged")): 1.0
+    }
+    assert "jwks_mirror_fetch_errors_total" not in samples
+
+
+def test_counters_refuse_wrong_labels_and_decrements(metrics):
+    with pytest.raises(ValueError):
+        metrics.fetch_total.labels("a")
+    with pytest.raises(ValueError):
+        metrics.persist_errors_total.labels("a", "extra")
+    with pytest.raises(ValueError):
+        metrics.fetch_total.labels("a", "changed").inc(-1)
+
+
+def test_fetch_duration_is_one_histogram_for_all_issuers(metrics):
+    metrics.fetch_duration_seconds.observe(0.02)
+    metrics.fetch_duration_seconds.observe(3.0)
+    samples = scrape(metrics.registry)
+    assert samples["jwks_mirror_fetch_duration_seconds_count"] == {(): 2.0}
+    assert samples["jwks_mirror_fetch_duration_seconds_bucket"][(("le", "0.025"),)] == 1.0
+
+
+def test_exposition_is_byte_for_byte_what_prometheus_client_renders():
+    from prometheus_client import Counter, Gauge, Info, Summary
+
+    from jwks_mirror.keysets import validate
+    from jwks_mirror.metrics import exposition, new_registry
+    from jwks_mirror.settings import parse_settings
+    from jwks_mirror.state import IssuerState
+
+    registry = new_registry()  # process, platform and GC collectors included
+    issuers = parse_settings(
+        "issuers: [{name: a, jwks_uri: 'http://k.ns.svc/'}, {name: b, jwks_uri: 'http://l.ns.svc/'}]"
+    ).issuers
+    states = [IssuerState(issuer) for issuer in issuers]
+    body = b'{"keys":[{"kty":"EC","crv":"P-256","kid":"k1",' \
+        b'"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
+        b'"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
+    states[0].apply(validate(body, max_bytes=1 << 16, max_keys=10), now=5.0)
+    states[0].requests[200] = 7
+    metrics = Metrics(registry, states=lambda: states, unknown_requests={404: 2}, clock=lambda: 9.0)
+    metrics.fetch_total.labels("a", "changed").inc()
+    metrics.fetch_duration_seconds.observe(0.3)
+    metrics.config_reloads_total.labels("success").inc()
+    # awkward values: escaping in label values and help text, big and special floats
+    odd = Gauge("odd_gauge", 'help with "quotes", a \\ and a\nnewline', ["v"], registry=registry)
+    odd.labels('say "hi"\\\n').set(1764489600.123)
+    odd.labels("inf").set(float("inf"))
+    Counter("plain_events", "no labels", registry=registry).inc(3)
+    Summary("a_summary", "sum and count", registry=registry).observe(2)
+    Info("build", "an info metric", registry=registry).info({"version": "1"})
+    # one collection rendered both ways (process CPU and memory move between two)
+    frozen = Frozen(list(registry.collect()))
+    assert exposition(frozen) == generate_latest(frozen)
+    assert b'jwks_mirror_keys{issuer="a"} 1.0' in exposition(frozen)
+    assert b"process_cpu_seconds_total" in exposition(frozen)
+
+
+class Frozen:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
