@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 from jwcrypto import jwk
 
+from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
-from jwks_mirror.pki import MeshCA
 from jwks_mirror.server import Running, start
 from jwks_mirror.settings import Settings, parse_settings
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
 from jwcrypto import jwk as jwcrypto_jwk
 
-from jwks_mirror.pki import MeshCA
+from jwks_mirror.demo.pki import MeshCA
 
 KINDS = (
     "rsa2048",

@@ -38,7 +38,7 @@ from cloudcoil.models.istio.networking import v1 as istio_networking
 from cloudcoil.models.istio.security import v1 as istio_security
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
-from jwks_mirror.pki import MeshCA
+from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -322,7 +322,7 @@ async def test_tls_trouble_keeps_the_last_good_set(
     # Now the upstream's TLS goes wrong in one way or another.
     await issuer.stop()
     if trouble == "wrong-ca":
-        from jwks_mirror.pki import MeshCA
+        from jwks_mirror.demo.pki import MeshCA
 
         other = MeshCA(name="another mesh")
         cert, key = other.issue(
@@ -339,7 +339,7 @@ async def test_tls_trouble_keeps_the_last_good_set(
     elif trouble == "expired":
         context = pki.expired_server_context()
     else:  # the server now trusts another CA for clients: our certificate is refused
-        from jwks_mirror.pki import MeshCA
+        from jwks_mirror.demo.pki import MeshCA
 
         other = MeshCA(name="client CA")
         context = ssl.create_default_context(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jwks_mirror.manifests import (
+from jwks_mirror.gitops.manifests import (
     MeshPolicy,
     Upstream,
     dns_label,

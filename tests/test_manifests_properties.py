@@ -17,7 +17,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from jwks_mirror.manifests import (
+from jwks_mirror.cli.rewrite import render_restorable
+from jwks_mirror.gitops.manifests import (
     ANNOTATION,
     MeshPolicy,
     apply_rewrite,
@@ -26,7 +27,6 @@ from jwks_mirror.manifests import (
     plan_rewrite,
     restore,
 )
-from jwks_mirror.rewrite_cmd import render_restorable
 
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 LAYOUTS = [(2, 2, 0), (2, 4, 2), (4, 4, 2)]

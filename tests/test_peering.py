@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from jwks_mirror.adminclient import format_status
+from jwks_mirror.cli.admin_client import format_status
 from jwks_mirror.errors import PeerError
 from jwks_mirror.peering import PeerFinder, parse_offer, share
 from jwks_mirror.settings import PeersSettings, parse_settings

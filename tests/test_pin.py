@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from jwks_mirror.cli import main
-from jwks_mirror.manifests import under_mirror
-from jwks_mirror.pinning import pinned_uri, pinned_version, versions_from_statuses
+from jwks_mirror.gitops.manifests import under_mirror
+from jwks_mirror.gitops.pinning import pinned_uri, pinned_version, versions_from_statuses
 
 from .conftest import jwks
 from .test_rotate import MakeIssuer, MakeMirror, get_bytes, started

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from jwks_mirror.pki import MeshCA
+from jwks_mirror.demo.pki import MeshCA
 
 from .harness import http
 from .harness.mesh import Mesh

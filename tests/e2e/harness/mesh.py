@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jwks_mirror.pki import MeshCA
+from jwks_mirror.demo.pki import MeshCA
 
 from . import envoy, http
 from .envoy import Envoy, Identity, MeshRoute, Provider, Replica

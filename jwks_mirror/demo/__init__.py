@@ -21,8 +21,8 @@ import aiohttp
 from aiohttp import web
 from jwcrypto import jwk, jws, jwt
 
+from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.keysets import PRIVATE_MEMBERS
-from jwks_mirror.pki import MeshCA
 from jwks_mirror.server import Running, start
 from jwks_mirror.settings import parse_settings
 

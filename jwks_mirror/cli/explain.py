@@ -19,7 +19,7 @@ from typing import Any
 
 from jwcrypto import jwk, jws
 
-from jwks_mirror.adminclient import human_duration
+from jwks_mirror.cli.admin_client import human_duration
 from jwks_mirror.errors import ConfigError
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds

@@ -1,6 +1,6 @@
 """RequestAuthentication manifests: walk them, point in-mesh rules at the mirror, restore.
 
-PURE-ish: round-trip trees in, edited trees out (:mod:`jwks_mirror.roundtrip` reads and
+PURE-ish: round-trip trees in, edited trees out (:mod:`jwks_mirror.gitops.roundtrip` reads and
 writes the text); no I/O, no aiohttp.
 
 * **Walking** — :func:`iter_rules` visits every ``jwtRules`` entry of every
@@ -26,7 +26,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap
 
-from jwks_mirror.roundtrip import (
+from jwks_mirror.gitops.roundtrip import (
     Document,
     ManifestError,
     ManifestStream,

@@ -1,8 +1,8 @@
-"""``jwks-mirror pin`` and ``rotate``: the I/O around :mod:`jwks_mirror.pinning`.
+"""``jwks-mirror pin`` and ``rotate``: the I/O around :mod:`jwks_mirror.gitops.pinning`.
 
 Inputs are read and parsed before the mirror is asked anything, and the mirror is asked
 before anything is written, so ``--in-place`` stays all or nothing (the reading and writing
-are :mod:`jwks_mirror.rewrite_cmd`'s). Exit codes: 0 done; 1 the mirror could not be asked,
+are :mod:`jwks_mirror.cli.rewrite`'s). Exit codes: 0 done; 1 the mirror could not be asked,
 a refresh failed, an issuer has no version to pin (unknown to the mirror, nothing published,
 replicas that disagree) or ``--check`` found URIs behind; 2 bad input or options.
 """
@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jwks_mirror.adminclient import AdminClient
+from jwks_mirror.cli.admin_client import AdminClient
+from jwks_mirror.cli.rewrite import emit, mirror_url_option, outputs_for, read_streams
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.pinning import (
+from jwks_mirror.gitops.pinning import (
     Pin,
     apply_pins,
     behind,
@@ -25,7 +26,6 @@ from jwks_mirror.pinning import (
     plan_pins,
     versions_from_statuses,
 )
-from jwks_mirror.rewrite_cmd import emit, mirror_url_option, outputs_for, read_streams
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

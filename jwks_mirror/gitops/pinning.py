@@ -9,9 +9,9 @@ a ``jwksUri`` of ``<mirror>/<name>/jwks.json?v=<version>`` serves the same keys 
 ``version`` is, to istiod, a URI it has never seen: it fetches it at the next push.
 
 * **Which URIs** — a rule's ``jwksUri`` is the mirror's when ``rewrite`` left the original in
-  the :data:`~jwks_mirror.manifests.ANNOTATION` annotation for that rule index, or it is
+  the :data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation for that rule index, or it is
   under an explicit ``mirror_url``, spelled any way that names the same Service
-  (:func:`~jwks_mirror.manifests.under_mirror`); either way its path must be
+  (:func:`~jwks_mirror.gitops.manifests.under_mirror`); either way its path must be
   ``.../<name>/jwks.json``.
 * **Which version** — the ``version`` of ``<name>`` in the mirror's ``/status``: the first 16
   hex digits of the SHA-256 of the published canonical bytes, so every replica holding the
@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.manifests import (
+from jwks_mirror.gitops.manifests import (
     MAX_JWKS_URI,
     ManifestStream,
     RuleRef,
@@ -39,7 +39,7 @@ from jwks_mirror.manifests import (
     read_originals,
     under_mirror,
 )
-from jwks_mirror.roundtrip import ManifestError
+from jwks_mirror.gitops.roundtrip import ManifestError
 
 __all__ = [
     "Pin", "Versions", "apply_pins", "behind", "describe", "pinned_uri", "pinned_version",

@@ -189,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from jwks_mirror.adminclient import AdminClient
+    from jwks_mirror.cli.admin_client import AdminClient
 
     client = AdminClient(args.admin, token=_admin_token(args))
     results = client.refresh(args.names, purge_retained=args.purge_retained)
@@ -206,7 +206,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from jwks_mirror.adminclient import AdminClient, format_status
+    from jwks_mirror.cli.admin_client import AdminClient, format_status
 
     status = AdminClient(args.admin, token=_admin_token(args)).status()
     if args.json:
@@ -220,8 +220,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import time
 
-    from jwks_mirror.adminclient import AdminClient
-    from jwks_mirror.explain import decode_unverified, explain
+    from jwks_mirror.cli.admin_client import AdminClient
+    from jwks_mirror.cli.explain import decode_unverified, explain
 
     jwt = sys.stdin.read() if args.jwt == "-" else args.jwt
     decode_unverified(jwt)  # input errors (exit 2) before any network call
@@ -233,19 +233,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if verdict.accepted else EXIT_FAILED
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
-    from jwks_mirror.rewrite_cmd import run
+    from jwks_mirror.cli.rewrite import run
 
     return run(args)
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    from jwks_mirror.pin_cmd import run_pin
+    from jwks_mirror.cli.pin import run_pin
 
     return run_pin(args, token=_admin_token(args), default_admin=DEFAULT_ADMIN)
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from jwks_mirror.pin_cmd import run_rotate
+    from jwks_mirror.cli.pin import run_rotate
 
     return run_rotate(args, token=_admin_token(args), default_admin=DEFAULT_ADMIN)
 

@@ -1,4 +1,4 @@
-"""``jwks-mirror rewrite``: the I/O around :mod:`jwks_mirror.manifests`.
+"""``jwks-mirror rewrite``: the I/O around :mod:`jwks_mirror.gitops.manifests`.
 
 Reads every input before writing anything, so ``--in-place`` is all or nothing: a file that
 does not parse, a bad ``jwksUri`` or an invalid merged config stops the run with exit 2 and no
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.manifests import (
+from jwks_mirror.gitops.manifests import (
     MeshPolicy,
     Plan,
     apply_rewrite,
@@ -29,7 +29,7 @@ from jwks_mirror.manifests import (
     plan_rewrite,
     restore,
 )
-from jwks_mirror.roundtrip import (
+from jwks_mirror.gitops.roundtrip import (
     ManifestError,
     ManifestStream,
     dump_yaml,
@@ -238,7 +238,7 @@ def _known_names(config: ManifestStream) -> dict[tuple[str, str], str]:
 def _discovery_upstream(entry: dict[str, Any]) -> str:
     """The URL a discovery entry's upstream is known by: its issuer, or for an issuer named
     by a bare Service name, that issuer on its ``discovery_url``'s host (what
-    :class:`~jwks_mirror.manifests.MeshPolicy` resolves it to)."""
+    :class:`~jwks_mirror.gitops.manifests.MeshPolicy` resolves it to)."""
     issuer = str(entry["issuer"])
     discovery_url = entry.get("discovery_url")
     if not isinstance(discovery_url, str) or http_url(discovery_url) is None:
