@@ -18,6 +18,11 @@ Aiohttp, ssl and jwcrypto exceptions never escape a module boundary: ``fetching`
 
 from __future__ import annotations
 
+# Exit codes of every command, defined here once.
+EXIT_OK = 0  # success
+EXIT_FAILED = 1  # the operation failed: a fetch, a check, a token Istio would reject
+EXIT_USAGE = 2  # usage or input error: arguments, configuration, manifests, a token that is no JWT
+
 
 class MirrorError(Exception):
     """Base class of every error jwks-mirror raises on purpose."""

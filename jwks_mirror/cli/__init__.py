@@ -12,10 +12,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from jwks_mirror.errors import AdminError, ConfigError, MirrorError
+from jwks_mirror.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AdminError,
+    ConfigError,
+    MirrorError,
+)
 from jwks_mirror.settings import CONFIG_ENV, Settings, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
 DEFAULT_CONFIG = "/etc/jwks-mirror/config.yaml"
 

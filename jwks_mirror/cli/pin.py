@@ -17,7 +17,7 @@ from typing import Any
 
 from jwks_mirror.cli.admin_client import AdminClient
 from jwks_mirror.cli.rewrite import emit, mirror_url_option, outputs_for, read_streams
-from jwks_mirror.errors import ConfigError
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from jwks_mirror.gitops.pinning import (
     Pin,
     apply_pins,
@@ -26,8 +26,6 @@ from jwks_mirror.gitops.pinning import (
     plan_pins,
     versions_from_statuses,
 )
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _stderr(line: str) -> None:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from jwks_mirror.errors import ConfigError
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from jwks_mirror.gitops.manifests import (
     MeshPolicy,
     Plan,
@@ -38,7 +38,6 @@ from jwks_mirror.gitops.roundtrip import (
 )
 from jwks_mirror.settings import parse_settings
 
-EXIT_OK, EXIT_FAILED = 0, 1
 STDIN = "<stdin>"
 # Comments and blank lines, then a document start marker.
 _EXPLICIT_START = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\n)*---(?:[ \t\n]|$)")
