@@ -86,6 +86,8 @@ def _exported_metrics() -> dict[str, set[str]]:
     metrics.keys_rejected_total.labels("a", "weak_key").inc()
     metrics.config_reloads_total.labels("success").inc()
     metrics.persist_errors_total.labels("a").inc()
+    metrics.public_tls_reloads_total.labels("failure").inc()
+    metrics.public_tls_not_after_timestamp_seconds.labels("/tls/tls.crt").set(0)
     out: dict[str, set[str]] = {}
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
@@ -448,6 +450,9 @@ def test_manifests_agree_with_config(kustomization: str, tmp_path: Path) -> None
     assert [(p["name"], p["port"], ports[p["targetPort"]]) for p in peers["ports"]] == [
         ("http-admin", settings.peers.port, admin)
     ]
+    # Peer fill tells its own records of the headless Service apart by the pod's IPs.
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in mirror.get("env", [])}
+    assert env.get("POD_IP") == "status.podIP" and env.get("POD_IPS") == "status.podIPs"
 
     peer = one(kustomization, "PeerAuthentication")["spec"]
     assert peer["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
@@ -592,6 +597,7 @@ def test_alerts_cover_the_issue_and_link_their_runbook() -> None:
     assert set(alerts) == {
         "JwksMirrorKeySetStale", "JwksMirrorKeySetNotServed", "JwksMirrorFetchesFailing",
         "JwksMirrorNoReadyReplica", "JwksMirrorKeySetRejected",
+        "JwksMirrorPublicCertificateRejected", "JwksMirrorPublicCertificateExpiring",
     }
     anchors = readme_anchors()
     for name, rule in alerts.items():
@@ -615,6 +621,9 @@ def test_alert_expressions_use_only_exported_metrics() -> None:
                 ), f"{rule['alert']}: {selector.name} is not filtered by job"
     assert {"jwks_mirror_stale", "jwks_mirror_fetch_total", "jwks_mirror_servable"} <= used
     assert {"kube_deployment_status_replicas_available", "up"} <= used
+    assert {
+        "jwks_mirror_public_tls_reloads_total", "jwks_mirror_public_tls_not_after_timestamp_seconds"
+    } <= used
 
 
 def test_broken_issuers_alert_per_issuer_not_through_readiness() -> None:
