@@ -100,8 +100,15 @@ def versions() -> dict[str, str]:
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
-        loop = f"uvloop {uvloop.__version__}" if LOOP == "auto" else "asyncio (uvloop disabled)"
+        loop = {
+            "auto": f"uvloop {uvloop.__version__}",
+            "uvloop": f"uvloop {uvloop.__version__}",
+            "asyncio": "asyncio (uvloop disabled)",
+            "both": f"asyncio and uvloop {uvloop.__version__}, side by side",
+        }[LOOP]
     except ImportError:
+        if LOOP in ("uvloop", "both"):
+            raise SystemExit("--loop uvloop/both needs uvloop: pip install -e '.[fast]'") from None
         loop = "asyncio"
     return {
         "python": platform.python_version(),
@@ -331,16 +338,19 @@ def mirror_config(directory: Path, upstream: str, names: Sequence[str], **defaul
     return path
 
 
-# "auto": serve uses uvloop when it is importable, as in production; "asyncio": hide it.
+# "auto": serve uses uvloop when it is importable, as in production; "asyncio": hide it;
+# "uvloop": it must be importable; "both": the serving benchmark runs one mirror on each loop.
 LOOP = "auto"
 _NO_UVLOOP = (
     "import sys; sys.modules['uvloop'] = None; from jwks_mirror.cli import main; sys.exit(main())"
 )
 
 
-def start_mirror(config: Path, *, cpu: str = SERVER_CPU, extra: Sequence[str] = ()) -> Proc:
-    """``jwks-mirror serve`` as a real process, pinned to ``cpu``."""
-    entry = ["-m", "jwks_mirror"] if LOOP == "auto" else ["-c", _NO_UVLOOP]
+def start_mirror(
+    config: Path, *, cpu: str = SERVER_CPU, extra: Sequence[str] = (), loop: str | None = None
+) -> Proc:
+    """``jwks-mirror serve`` as a real process, pinned to ``cpu``, on ``loop`` (else LOOP)."""
+    entry = ["-c", _NO_UVLOOP] if (loop or LOOP) == "asyncio" else ["-m", "jwks_mirror"]
     argv = [sys.executable, *entry, "serve", "--config", str(config), *extra]
     return Proc(pinned(cpu, argv), env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

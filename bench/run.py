@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--issuers", type=int, help="override the scale benchmark's issuers")
     parser.add_argument(
         "--loop",
-        choices=("auto", "asyncio"),
+        choices=("auto", "asyncio", "uvloop", "both"),
         default="auto",
-        help="asyncio: run the mirror without uvloop even if it is installed",
+        help="asyncio: run the mirror without uvloop even if it is installed; both: the "
+        "serving benchmark measures a mirror on each loop against nginx in the same rounds",
     )
     args = parser.parse_args(argv)
     common.LOOP = args.loop

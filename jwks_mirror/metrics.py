@@ -69,6 +69,14 @@ class Metrics:
             ["issuer"],
             registry=registry,
         )
+        self.public_aborts_total = Counter(
+            PREFIX + "public_aborts",
+            "Public-port connections aborted (reset, unwritten answers dropped), by reason: "
+            "stalled (answers not drained for the idle timeout), closing (still closing a "
+            "sweep after it was closed), shutdown (still open when the drain timed out).",
+            ["reason"],
+            registry=registry,
+        )
         registry.register(StateCollector(states, unknown_requests, clock))
 
     def forget(self, issuer: str) -> None:
