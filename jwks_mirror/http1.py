@@ -163,7 +163,7 @@ class Connection(asyncio.Protocol):
         self._inm: bytes | None = None
         self._keep_alive_tokens: list[bytes] = []
         self._length = 0
-        self._te = False
+        self._te = b""  # the last transfer coding named
 
     # -- transport events ------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class Connection(asyncio.Protocol):
         elif name == b"content-length":
             self._length = int(value)  # llhttp allows digits and whitespace only, one value
         elif name == b"transfer-encoding":
-            self._te = True
+            self._te = value.rpartition(b",")[2].strip(b" \t").lower()
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -312,7 +312,10 @@ class Connection(asyncio.Protocol):
             raise Refused(400)
         if hosts and not _HOST.fullmatch(hosts[0].rstrip(b" \t")):
             raise Refused(400)
-        if self._te and version == "1.0":
+        if self._te and (version == "1.0" or self._te != b"chunked"):
+            # RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty; 6.3: a final
+            # coding other than chunked leaves the length unknown. llhttp checks the latter
+            # only after this callback, when the answer would already be written.
             raise Refused(400)
         tokens = self._keep_alive_tokens
         keep_alive = version == "1.1" or b"keep-alive" in tokens
