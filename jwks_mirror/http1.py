@@ -111,11 +111,11 @@ class Connection(asyncio.Protocol):
         "_fields",
         "_head_bytes",
         "_head_parts",
-        "_hosts",
+        "_host",
         "_inm",
-        "_keep_alive_tokens",
         "_last_buffered",
         "_length",
+        "_odd",
         "_parser",
         "_paused",
         "_pending",
@@ -124,8 +124,10 @@ class Connection(asyncio.Protocol):
         "_server",
         "_tail",
         "_te",
+        "_tokens",
         "_transport",
         "_url",
+        "_valid_host",
         "closing_sweeps",
         "idle_sweeps",
         "seen",
@@ -153,17 +155,21 @@ class Connection(asyncio.Protocol):
         self.idle_sweeps = 0
         self.stalled_sweeps = 0
         self.closing_sweeps = 0
+        self._valid_host = b""  # the last Host found valid: clients repeat theirs
+        self._odd = True
         self._reset()
 
     def _reset(self) -> None:
         """Forget the request just answered (or never begun)."""
         self._url = b""
         self._fields = 0
-        self._hosts: list[bytes] = []
+        self._host: bytes | None = None
         self._inm: bytes | None = None
-        self._keep_alive_tokens: list[bytes] = []
-        self._length = 0
-        self._te = b""  # the last transfer coding named
+        if self._odd:
+            self._odd = False
+            self._tokens: list[bytes] = []
+            self._length = 0
+            self._te = b""  # the last transfer coding named
 
     # -- transport events ------------------------------------------------------------------
 
@@ -245,7 +251,11 @@ class Connection(asyncio.Protocol):
                 self._body_left -= take
                 pos += take
                 continue
-            end = self._head_end(data, pos)
+            if self._tail:
+                end = self._head_end(data, pos)
+            else:
+                end = data.find(_END, pos)
+                end = -1 if end < 0 else end + 4
             stop = size if end < 0 else end
             self._head_bytes += stop - pos
             if self._head_bytes > MAX_HEAD_BYTES:
@@ -263,16 +273,18 @@ class Connection(asyncio.Protocol):
             pos = stop
 
     def _head_end(self, data: bytes, pos: int) -> int:
-        """Index just past the blank line ending the current head in ``data``, or -1."""
+        """Index just past the blank line ending the current head in ``data``, or -1,
+        when the head began in an earlier read (its blank line may straddle the two)."""
         tail = self._tail
-        if tail:
-            found = (tail + data[pos : pos + 3]).find(_END)
-            if found >= 0:
-                return pos + found + 4 - len(tail)
+        found = (tail + data[pos : pos + 3]).find(_END)
+        if found >= 0:
+            return pos + found + 4 - len(tail)
         found = data.find(_END, pos)
         return -1 if found < 0 else found + 4
 
-    # llhttp callbacks (httptools calls only those defined)
+    # llhttp callbacks (httptools calls only those defined). Per request, only the URL, the
+    # field count, Host and If-None-Match are kept on the common path; any field that bears
+    # on framing or the connection's life sets ``_odd`` and is looked at after the head.
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -283,52 +295,54 @@ class Connection(asyncio.Protocol):
             raise Refused(431)
         name = name.lower()
         if name == b"host":
-            self._hosts.append(value)
+            if self._host is not None:
+                raise Refused(400)  # RFC 9112 3.2: more than one Host
+            self._host = value
         elif name == b"if-none-match":
             value = value.strip(b" \t")
             self._inm = value if self._inm is None else self._inm + b", " + value
         elif name == b"connection":
-            self._keep_alive_tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
+            self._odd = True
+            self._tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
         elif name == b"content-length":
+            self._odd = True
             self._length = int(value)  # llhttp allows digits and whitespace only, one value
         elif name == b"transfer-encoding":
+            self._odd = True
             self._te = value.rpartition(b",")[2].strip(b" \t").lower()
 
     def on_headers_complete(self) -> None:
-        parser = self._parser
-        method = parser.get_method()
-        version = parser.get_http_version()
-        tail = _VERSIONS.get(version)
-        head = b"".join((*self._head_parts, self._piece)) if self._head_parts else self._piece
-        self._head_parts = []
+        method = self._parser.get_method()
+        head = self._piece
+        if self._head_parts:
+            head = b"".join((*self._head_parts, head))
+            self._head_parts = []
         self._tail = b""
         self._head_bytes = 0
-        if head[:1] in (b"\r", b"\n"):
+        if head[0] in b"\r\n":
             head = head.lstrip(b"\r\n")
-        if tail is None or not head.startswith(method + b" " + self._url + tail):
-            raise Refused(400)  # HTTP/0.9 or 2.0, or spaces llhttp tolerated
-        hosts = self._hosts
-        if len(hosts) > 1 or (not hosts and version == "1.1"):
+        # llhttp tolerates repeated spaces in the request line, and parses HTTP/0.9 and 2.0
+        line = method + b" " + self._url
+        if head.startswith(line + b" HTTP/1.1\r\n"):
+            http11 = True
+        elif head.startswith(line + b" HTTP/1.0\r\n"):
+            http11 = False
+        else:
             raise Refused(400)
-        if hosts and not _HOST.fullmatch(hosts[0].rstrip(b" \t")):
-            raise Refused(400)
-        if self._te and (version == "1.0" or self._te != b"chunked"):
-            # RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty; 6.3: a final
-            # coding other than chunked leaves the length unknown. llhttp checks the latter
-            # only after this callback, when the answer would already be written.
-            raise Refused(400)
-        tokens = self._keep_alive_tokens
-        keep_alive = version == "1.1" or b"keep-alive" in tokens
-        if (
-            b"close" in tokens
-            or self._te
-            or self._length > MAX_SKIPPED_BODY_BYTES
-            or parser.should_upgrade()
-        ):
-            keep_alive = False
+        host = self._host
+        if host is None:
+            if http11:
+                raise Refused(400)  # RFC 9112 3.2
+        elif host != self._valid_host:
+            if not _HOST.fullmatch(host.rstrip(b" \t")):
+                raise Refused(400)
+            self._valid_host = host
+        keep_alive = http11 and method != b"CONNECT"
+        if self._odd:
+            keep_alive = self._keep_alive(keep_alive, http11=http11)
         server = self._server
         answer, _ = server.answer(method, self._url, self._inm, keep_alive)
-        if keep_alive and version == "1.0" and not server.draining:
+        if keep_alive and not http11 and not server.draining:
             answer = with_connection(answer, b"keep-alive")
         self._reply(answer)
         if not keep_alive or server.draining:
@@ -336,6 +350,22 @@ class Connection(asyncio.Protocol):
         else:
             self._body_left = self._length
         self._reset()
+
+    def _keep_alive(self, keep_alive: bool, *, http11: bool) -> bool:
+        """The rare path: framing and connection fields. Refuses what cannot be framed."""
+        te = self._te
+        if te and (not http11 or te != b"chunked"):
+            # RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty; 6.3: a final
+            # coding other than chunked leaves the length unknown. llhttp checks the latter
+            # only after this callback, when the answer would already be written.
+            raise Refused(400)
+        tokens = self._tokens
+        if b"close" in tokens or b"upgrade" in tokens:
+            return False  # close wins; an upgrade is never honoured
+        if b"keep-alive" in tokens and not http11:
+            keep_alive = True
+        # a chunked body is not read, nor a large one: answer, then close
+        return keep_alive and not te and self._length <= MAX_SKIPPED_BODY_BYTES
 
     # -- answers and closing ---------------------------------------------------------------
 
