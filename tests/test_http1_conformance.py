@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -24,7 +25,7 @@ import pytest
 
 from jwks_mirror import http1, public
 
-from .conftest import config_text, jwks
+from .conftest import ISSUER_HOST, config_text, jwks
 
 HOST = b"Host: mirror\r\n"
 GET = b"GET /keys-myns/jwks.json HTTP/1.1\r\n"
@@ -395,3 +396,28 @@ async def test_a_reader_that_reads_is_never_aborted(short_timeouts, connect):
 def test_limits_have_safe_defaults():
     assert http1.MAX_HEAD_BYTES == 16384 and http1.MAX_FIELDS == 100
     assert public.KEEPALIVE_S == 15.0
+
+
+async def test_the_protocol_is_the_same_over_tls(served, pki):
+    """The public port may be served over TLS (``public.tls``): the protocol uses only the
+    transport's interface, so pipelining, refusals and half-close behave the same there."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: http1.Connection(served._public), "127.0.0.1", 0, ssl=pki.server_context(require_client=False)
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client = ssl.create_default_context(cafile=str(pki.ca_file))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname=ISSUER_HOST)
+        writer.write(PROBE + b"GET /nope/jwks.json HTTP/1.1\r\n" + HOST + b"\r\n" + PROBE)
+        assert [(await read_response(reader))[0] for _ in range(3)] == [200, 404, 200]
+        writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello" + PROBE)
+        status, headers, _ = await read_response(reader)
+        assert status == 400 and headers["connection"] == "close"
+        assert await at_eof(reader)
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
