@@ -160,11 +160,22 @@ def _ok(url: str) -> bool:
         return False
 
 
-def mirror_sides() -> dict[str, str | None]:
-    """The mirror processes to measure, by result key: one, or one per loop with ``both``."""
-    if common.LOOP == "both":
-        return {"mirror": "asyncio", "mirror_uvloop": "uvloop"}
-    return {"mirror": None}
+def mirror_sides() -> dict[str, tuple[str | None, Path | None]]:
+    """The mirror processes to measure, by result key, with their loop and package directory:
+    one, or one per loop with ``--loop both``; and the same again for ``--baseline``."""
+    loops: dict[str, str | None] = (
+        {"": "asyncio", "_uvloop": "uvloop"} if common.LOOP == "both" else {"": None}
+    )
+    sides: dict[str, tuple[str | None, Path | None]] = {
+        f"mirror{suffix}": (loop, None) for suffix, loop in loops.items()
+    }
+    if common.BASELINE is not None:
+        sides.update({f"baseline{s}": (loop, common.BASELINE) for s, loop in loops.items()})
+    return sides
+
+
+def ratio_key(side: str) -> str:
+    return "ratio" if side == "mirror" else f"ratio_{side.removeprefix('mirror_')}"
 
 
 def run(*, rounds: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
@@ -179,8 +190,10 @@ def run(*, rounds: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
         config = common.mirror_config(directory, upstream_url, [NAME])
         targets: dict[str, str] = {}
         admins: dict[str, str] = {}
-        for side, loop in sides.items():
-            mirror = stack.enter_context(common.running(common.start_mirror(config, loop=loop)))
+        for side, (loop, package_dir) in sides.items():
+            mirror = stack.enter_context(
+                common.running(common.start_mirror(config, loop=loop, package_dir=package_dir))
+            )
             listening = mirror.wait_json("listening")
             admin = admins[side] = listening["admin"]
             ready = common.wait_until(
@@ -252,8 +265,7 @@ def _measure(
         # machine mostly hits both: the median of the per-round ratios is the robust figure.
         for side in targets:
             if side != "nginx":
-                key = "ratio" + side.removeprefix("mirror")
-                summary[key] = common.median(
+                summary[ratio_key(side)] = common.median(
                     [m.rps / n.rps for m, n in zip(samples[side], samples["nginx"], strict=True)]
                 )
         summary["connections"] = case.connections
@@ -272,14 +284,14 @@ def _requests_total(admin: str) -> float:
 
 
 def _mirrors(case: dict[str, Any]) -> list[tuple[str, dict[str, Any], float]]:
-    """(loop suffix, mirror figures, ratio) for each mirror measured in a case."""
+    """(label suffix, mirror figures, ratio) for each mirror measured in a case."""
+    sides = [s for s in ("mirror", "mirror_uvloop", "baseline", "baseline_uvloop") if s in case]
+    both = "mirror_uvloop" in case
     out = []
-    for side in ("mirror", "mirror_uvloop"):
-        if side in case:
-            suffix = side.removeprefix("mirror").replace("_", ", ")
-            out.append((suffix, case[side], case["ratio" + side.removeprefix("mirror")]))
-    if len(out) > 1:
-        out[0] = (", asyncio", out[0][1], out[0][2])
+    for side in sides:
+        loop = ", uvloop" if side.endswith("_uvloop") else ", asyncio" if both else ""
+        who = f" [{common.BASELINE_LABEL}]" if side.startswith("baseline") else ""
+        out.append((loop + who, case[side], case[ratio_key(side)]))
     return out
 
 
