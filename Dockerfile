@@ -9,9 +9,9 @@ WORKDIR /src
 RUN python -m venv /opt/jwks-mirror
 COPY pyproject.toml README.md ./
 COPY jwks_mirror ./jwks_mirror
-# pip compiles the bytecode here: the root filesystem is read-only at run time. The "fast"
-# extra adds uvloop, which the public port needs for its p99 target (docs/benchmarks.md).
-RUN /opt/jwks-mirror/bin/pip install ".[fast]"
+# pip compiles the bytecode here: the root filesystem is read-only at run time. No "fast"
+# extra: the image runs the asyncio loop that CI tests, not uvloop (docs/benchmarks.md, uvloop).
+RUN /opt/jwks-mirror/bin/pip install .
 
 FROM python:3.12.8-slim-bookworm
 LABEL org.opencontainers.image.title="jwks-mirror" \

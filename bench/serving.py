@@ -283,15 +283,14 @@ def _requests_total(admin: str) -> float:
     return total
 
 
-def _mirrors(case: dict[str, Any]) -> list[tuple[str, dict[str, Any], float]]:
-    """(label suffix, mirror figures, ratio) for each mirror measured in a case."""
+def _mirrors(case: dict[str, Any]) -> list[tuple[bool, str, dict[str, Any], float]]:
+    """(is the baseline, loop suffix, mirror figures, ratio) for each mirror in a case."""
     sides = [s for s in ("mirror", "mirror_uvloop", "baseline", "baseline_uvloop") if s in case]
     both = "mirror_uvloop" in case
     out = []
     for side in sides:
         loop = ", uvloop" if side.endswith("_uvloop") else ", asyncio" if both else ""
-        who = f" [{common.BASELINE_LABEL}]" if side.startswith("baseline") else ""
-        out.append((loop + who, case[side], case[ratio_key(side)]))
+        out.append((side.startswith("baseline"), loop, case[side], case[ratio_key(side)]))
     return out
 
 
@@ -306,8 +305,9 @@ def _print(result: dict[str, Any]) -> None:
     )
     for name, c in result["cases"].items():
         n = c["nginx"]
-        for suffix, m, ratio in _mirrors(c):
-            label = name + suffix.replace(", ", " ")
+        for baseline, loop, m, ratio in _mirrors(c):
+            who = f" [{common.BASELINE_LABEL}]" if baseline else ""
+            label = name + loop.replace(", ", " ") + who
             print(
                 f"   {label:<10} {c['connections']:>5} {m['rps']:>11.0f} {n['rps']:>10.0f} "
                 f"{ratio:>6.2f} {m['p50_ms']:>8.2f}/{m['p99_ms']:<9.2f} "
@@ -316,13 +316,17 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def rows(result: dict[str, Any], label: str) -> list[str]:
+    """Table rows; the baseline's are tagged with its own label, and "baseline" for commit."""
     info = result["info"]
     out = []
     for name, c in result["cases"].items():
         n = c["nginx"]
-        for suffix, m, ratio in _mirrors(c):
+        for baseline, loop, m, ratio in _mirrors(c):
+            tag, commit = (
+                (common.BASELINE_LABEL, "baseline") if baseline else (label, info["commit"])
+            )
             out.append(
-                f"| {info['date']} | {label}{suffix} | `{info['commit']}` "
+                f"| {info['date']} | {tag}{loop} | `{commit}` "
                 f"| {name} ({c['connections']} conns) "
                 f"| {m['rps']:.0f} | {n['rps']:.0f} | **{ratio:.2f}** "
                 f"| {m['p50_ms']:.2f} / {m['p99_ms']:.2f} | {n['p50_ms']:.2f} / {n['p99_ms']:.2f} "

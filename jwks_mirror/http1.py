@@ -126,7 +126,6 @@ class Connection(asyncio.Protocol):
         "_te",
         "_tokens",
         "_transport",
-        "_url",
         "_valid_host",
         "closing_sweeps",
         "idle_sweeps",
@@ -161,7 +160,6 @@ class Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         """Forget the request just answered (or never begun)."""
-        self._url = b""
         self._fields = 0
         self._host: bytes | None = None
         self._inm: bytes | None = None
@@ -282,12 +280,9 @@ class Connection(asyncio.Protocol):
         found = data.find(_END, pos)
         return -1 if found < 0 else found + 4
 
-    # llhttp callbacks (httptools calls only those defined). Per request, only the URL, the
-    # field count, Host and If-None-Match are kept on the common path; any field that bears
+    # llhttp callbacks (httptools calls only those defined). Per request, only the field
+    # count, Host and If-None-Match are kept on the common path; any field that bears
     # on framing or the connection's life sets ``_odd`` and is looked at after the head.
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
@@ -321,13 +316,18 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         if head[0] in b"\r\n":
             head = head.lstrip(b"\r\n")
-        # llhttp tolerates repeated spaces in the request line, and parses HTTP/0.9 and 2.0
-        line = method + b" " + self._url
-        if head.startswith(line + b" HTTP/1.1\r\n"):
+        # The target is taken from the request line llhttp has just validated (cheaper than
+        # its URL callback); llhttp tolerates repeated spaces there, and HTTP/0.9 and 2.0.
+        line_end = head.find(b"\r\n")
+        version = head[line_end - 9 : line_end]
+        if version == b" HTTP/1.1":
             http11 = True
-        elif head.startswith(line + b" HTTP/1.0\r\n"):
+        elif version == b" HTTP/1.0":
             http11 = False
         else:
+            raise Refused(400)
+        target = head[len(method) + 1 : line_end - 9]
+        if not target or b" " in target:
             raise Refused(400)
         host = self._host
         if host is None:
@@ -341,15 +341,21 @@ class Connection(asyncio.Protocol):
         if self._odd:
             keep_alive = self._keep_alive(keep_alive, http11=http11)
         server = self._server
-        answer, _ = server.answer(method, self._url, self._inm, keep_alive)
+        answer, _ = server.answer(method, target, self._inm, keep_alive)
         if keep_alive and not http11 and not server.draining:
             answer = with_connection(answer, b"keep-alive")
-        self._reply(answer)
+        if self._transport is not None:  # _reply and _reset, inlined: the hot path
+            self._transport.write(answer)
+            self.served += 1
         if not keep_alive or server.draining:
             self.close()
         else:
             self._body_left = self._length
-        self._reset()
+        self._fields = 0
+        self._host = None
+        self._inm = None
+        if self._odd:
+            self._reset()
 
     def _keep_alive(self, keep_alive: bool, *, http11: bool) -> bool:
         """The rare path: framing and connection fields. Refuses what cannot be framed."""
