@@ -105,8 +105,11 @@ class Connection(asyncio.Protocol):
     """One client connection: feed llhttp one request head at a time, write answers."""
 
     __slots__ = (
+        "_again",
+        "_again_request",
         "_body_left",
         "_closing",
+        "_data",
         "_eof",
         "_fields",
         "_head_bytes",
@@ -143,6 +146,9 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0  # bytes of the current head fed so far
         self._head_parts: list[bytes] = []  # earlier pieces of a head split across reads
         self._piece = b""  # the piece being fed
+        self._data = b""  # the read being fed
+        self._again = b""  # the last read, when it was exactly one bodiless keep-alive request
+        self._again_request: tuple[bytes, bytes, bytes | None] = (b"", b"", None)
         self._tail = b""  # the last bytes of an unfinished head: a blank line may straddle
         self._paused = False
         self._closing = False
@@ -207,6 +213,19 @@ class Connection(asyncio.Protocol):
         return False  # the transport closes itself after writing what is buffered
 
     def data_received(self, data: bytes) -> None:
+        again = self._again
+        if again and data == again and not (self._closing or self._paused or self._pending):
+            # The previous read was exactly one bodiless keep-alive request, llhttp parsed it
+            # and came back to its initial state; the same bytes from the same state parse the
+            # same way, so only the answer is made again (current set, Date, counters).
+            method, target, inm = self._again_request
+            answer, _ = self._server.answer(method, target, inm, True)
+            if self._transport is not None:
+                self._transport.write(answer)
+                self.served += 1
+            if self._server.draining:
+                self.close()
+            return
         if self._closing:
             return
         if self._pending:
@@ -237,6 +256,8 @@ class Connection(asyncio.Protocol):
         """Feed llhttp one head (or one skipped body) at a time, so that the head size is
         counted exactly and nothing past a request is parsed while its answer waits."""
         parser = self._parser
+        self._data = data
+        self._again = b""  # see data_received: set again below only for a whole-read request
         size = len(data)
         pos = 0
         while pos < size and not self._closing:
@@ -351,6 +372,9 @@ class Connection(asyncio.Protocol):
             self.close()
         else:
             self._body_left = self._length
+            if http11 and not self._odd and head is self._piece and head is self._data:
+                self._again = head
+                self._again_request = (method, target, self._inm)
         self._fields = 0
         self._host = None
         self._inm = None

@@ -421,3 +421,31 @@ async def test_the_protocol_is_the_same_over_tls(served, pki):
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_repeated_request_is_answered_afresh_and_anything_else_is_parsed(
+    fake_issuer, mirror_factory, connect
+):
+    """A keep-alive client repeating its request byte for byte, one read each, gets a fresh
+    answer every time (a new set: a new ETag), counted; a different read after that is
+    parsed again, so a bad one is still refused."""
+    issuer = await fake_issuer(document=jwks("k1"))
+    running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
+    await running.mirror.refresh()
+    reader, writer = await connect(running)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    answers = []
+    for _ in range(3):
+        writer.write(PROBE)
+        answers.append(await read_response(reader))
+    assert [a[0] for a in answers] == [200, 200, 200]
+    issuer.document = jwks("k2")
+    (outcome,) = await running.mirror.refresh()
+    assert outcome.outcome == "changed"
+    writer.write(PROBE)
+    status, headers, body = await read_response(reader)
+    assert status == 200 and b'"k2"' in body and headers["etag"] != answers[0][1]["etag"]
+    assert running.mirror.states["keys-myns"].requests[200] == 4
+    writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello")
+    assert (await read_response(reader))[0] == 400
+    assert await at_eof(reader)
