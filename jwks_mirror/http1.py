@@ -26,6 +26,11 @@ written and the connection closed. Write back-pressure is honoured (a client tha
 read its answers stops being read), and :meth:`Connection.sweep` closes idle or slow clients
 and aborts those whose answers do not drain, so a client cannot pin memory.
 
+llhttp is fed one request head at a time (the 16 KiB limit is counted exactly, and nothing
+past a request is parsed while its answer waits), and a read that repeats the previous read
+byte for byte, when that was one whole bodiless keep-alive request, is answered without
+being parsed again: the same bytes from the same parser state parse the same way.
+
 Only the transport's ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
 ``get_write_buffer_size`` are used, so the protocol runs the same over a TLS transport. *What*
 to answer is the :class:`Responder`'s business (``public.PublicServer``); this module never
