@@ -20,9 +20,9 @@ RUN python -m venv /opt/build \
         -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY jwks_mirror ./jwks_mirror
-# --no-deps: every dependency came from the lock above (uvloop included: the "fast" extra the
-# public port needs for its p99 target, docs/benchmarks.md). pip compiles the bytecode here:
-# the root filesystem is read-only at run time.
+# --no-deps: every dependency came from the lock above. No "fast" extra: the image runs the
+# asyncio loop that CI tests, not uvloop (docs/benchmarks.md, uvloop). pip compiles the
+# bytecode here: the root filesystem is read-only at run time.
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
     && /opt/jwks-mirror/bin/pip install --no-deps /tmp/wheels/jwks_mirror-*.whl
 

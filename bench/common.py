@@ -100,8 +100,15 @@ def versions() -> dict[str, str]:
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
-        loop = f"uvloop {uvloop.__version__}" if LOOP == "auto" else "asyncio (uvloop disabled)"
+        loop = {
+            "auto": f"uvloop {uvloop.__version__}",
+            "uvloop": f"uvloop {uvloop.__version__}",
+            "asyncio": "asyncio (uvloop disabled)",
+            "both": f"asyncio and uvloop {uvloop.__version__}, side by side",
+        }[LOOP]
     except ImportError:
+        if LOOP in ("uvloop", "both"):
+            raise SystemExit("--loop uvloop/both needs uvloop: pip install -e '.[fast]'") from None
         loop = "asyncio"
     return {
         "python": platform.python_version(),
@@ -174,7 +181,9 @@ def banner(title: str) -> dict[str, Any]:
 class Proc:
     """A child process whose stdout lines are collected by a thread (so pipes never fill)."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.argv = list(argv)
         self.popen = subprocess.Popen(
             self.argv,
@@ -182,6 +191,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            cwd=cwd,
             start_new_session=True,
         )
         self.lines: list[str] = []
@@ -331,18 +341,33 @@ def mirror_config(directory: Path, upstream: str, names: Sequence[str], **defaul
     return path
 
 
-# "auto": serve uses uvloop when it is importable, as in production; "asyncio": hide it.
+# "auto": serve uses uvloop when it is importable, as in production; "asyncio": hide it;
+# "uvloop": it must be importable; "both": the serving benchmark runs one mirror on each loop.
 LOOP = "auto"
+# A directory holding another version of the package (``git archive REV | tar -x -C DIR``):
+# the serving benchmark then also measures it, in the same rounds, labelled BASELINE_LABEL.
+BASELINE: Path | None = None
+BASELINE_LABEL = "baseline"
 _NO_UVLOOP = (
     "import sys; sys.modules['uvloop'] = None; from jwks_mirror.cli import main; sys.exit(main())"
 )
 
 
-def start_mirror(config: Path, *, cpu: str = SERVER_CPU, extra: Sequence[str] = ()) -> Proc:
-    """``jwks-mirror serve`` as a real process, pinned to ``cpu``."""
-    entry = ["-m", "jwks_mirror"] if LOOP == "auto" else ["-c", _NO_UVLOOP]
+def start_mirror(
+    config: Path,
+    *,
+    cpu: str = SERVER_CPU,
+    extra: Sequence[str] = (),
+    loop: str | None = None,
+    package_dir: Path | None = None,
+) -> Proc:
+    """``jwks-mirror serve`` as a real process, pinned to ``cpu``, on ``loop`` (else LOOP);
+    the package is imported from ``package_dir`` when given (it is the working directory,
+    which comes first on ``sys.path`` for ``-m`` and ``-c``)."""
+    entry = ["-c", _NO_UVLOOP] if (loop or LOOP) == "asyncio" else ["-m", "jwks_mirror"]
     argv = [sys.executable, *entry, "serve", "--config", str(config), *extra]
-    return Proc(pinned(cpu, argv), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return Proc(pinned(cpu, argv), env=env, cwd=package_dir)
 
 
 def start_upstream(issuers: int, *, cpu: str = LOAD_CPU) -> tuple[Proc, str]:

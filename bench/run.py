@@ -51,12 +51,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many", type=int, help="override the issuers10k benchmark's issuers")
     parser.add_argument(
         "--loop",
-        choices=("auto", "asyncio"),
+        choices=("auto", "asyncio", "uvloop", "both"),
         default="auto",
-        help="asyncio: run the mirror without uvloop even if it is installed",
+        help="asyncio: run the mirror without uvloop even if it is installed; both: the "
+        "serving benchmark measures a mirror on each loop against nginx in the same rounds",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also measure the package in DIR (git archive REV | tar -x -C DIR) in the same "
+        "serving rounds",
+    )
+    parser.add_argument(
+        "--baseline-label", default="baseline", help="how the baseline's rows are tagged"
     )
     args = parser.parse_args(argv)
     common.LOOP = args.loop
+    common.BASELINE = args.baseline.resolve() if args.baseline else None
+    common.BASELINE_LABEL = args.baseline_label
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     label = args.label or ("smoke" if args.smoke else "quick" if args.quick else "full")
     which = args.only or ["serving", "scale", "issuers10k", "rewrite"]

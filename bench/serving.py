@@ -12,6 +12,7 @@ Cases: ``200`` (plain GET, 50 connections), ``304`` (``If-None-Match`` with the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import tempfile
@@ -159,36 +160,58 @@ def _ok(url: str) -> bool:
         return False
 
 
+def mirror_sides() -> dict[str, tuple[str | None, Path | None]]:
+    """The mirror processes to measure, by result key, with their loop and package directory:
+    one, or one per loop with ``--loop both``; and the same again for ``--baseline``."""
+    loops: dict[str, str | None] = (
+        {"": "asyncio", "_uvloop": "uvloop"} if common.LOOP == "both" else {"": None}
+    )
+    sides: dict[str, tuple[str | None, Path | None]] = {
+        f"mirror{suffix}": (loop, None) for suffix, loop in loops.items()
+    }
+    if common.BASELINE is not None:
+        sides.update({f"baseline{s}": (loop, common.BASELINE) for s, loop in loops.items()})
+    return sides
+
+
+def ratio_key(side: str) -> str:
+    return "ratio" if side == "mirror" else f"ratio_{side.removeprefix('mirror_')}"
+
+
 def run(*, rounds: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
     common.raise_fd_limit()
     common.ensure_tools("nginx", "wrk")
     info = common.banner("serving: mirror vs nginx, both on one core, wrk on another")
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        directory = Path(tmp)
+    sides = mirror_sides()
+    with contextlib.ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serving-")))
         upstream, upstream_url = common.start_upstream(1)
-        with common.running(upstream):
-            config = common.mirror_config(directory, upstream_url, [NAME])
-            mirror = common.start_mirror(config)
-            with common.running(mirror):
-                listening = mirror.wait_json("listening")
-                admin = listening["admin"]
-                ready = common.wait_until(
-                    lambda: common.http("GET", f"{admin}/readyz")[0] == 200, 30
-                )
-                if not ready:
-                    raise RuntimeError("mirror not ready")
-                mirror_url = f"{listening['public']}/{NAME}/jwks.json"
-                _, _headers, body = common.http("GET", mirror_url)
-                nginx, nginx_url = start_nginx(directory / "nginx", body)
-                with common.running(nginx):
-                    targets = {"mirror": mirror_url, "nginx": nginx_url}
-                    etags = {k: common.http("GET", u)[1]["ETag"] for k, u in targets.items()}
-                    for side, url in targets.items():
-                        status = common.http("GET", url, headers={"If-None-Match": etags[side]})[0]
-                        if status != 304:
-                            raise RuntimeError(f"{side}: If-None-Match answered {status}")
-                    cases = _measure(targets, etags, rounds, duration_s, warmup_s)
-                    requests_counted = _requests_total(admin)
+        stack.enter_context(common.running(upstream))
+        config = common.mirror_config(directory, upstream_url, [NAME])
+        targets: dict[str, str] = {}
+        admins: dict[str, str] = {}
+        for side, (loop, package_dir) in sides.items():
+            mirror = stack.enter_context(
+                common.running(common.start_mirror(config, loop=loop, package_dir=package_dir))
+            )
+            listening = mirror.wait_json("listening")
+            admin = admins[side] = listening["admin"]
+            ready = common.wait_until(
+                lambda admin=admin: common.http("GET", f"{admin}/readyz")[0] == 200, 30
+            )
+            if not ready:
+                raise RuntimeError("mirror not ready")
+            targets[side] = f"{listening['public']}/{NAME}/jwks.json"
+        _, _headers, body = common.http("GET", targets["mirror"])
+        _nginx, targets["nginx"] = start_nginx(directory / "nginx", body)
+        stack.enter_context(common.running(_nginx))
+        etags = {k: common.http("GET", u)[1]["ETag"] for k, u in targets.items()}
+        for side, url in targets.items():
+            status = common.http("GET", url, headers={"If-None-Match": etags[side]})[0]
+            if status != 304:
+                raise RuntimeError(f"{side}: If-None-Match answered {status}")
+        cases = _measure(targets, etags, rounds, duration_s, warmup_s)
+        requests_counted = sum(_requests_total(admin) for admin in admins.values())
     result = {
         "info": info,
         "body_bytes": len(body),
@@ -240,9 +263,11 @@ def _measure(
             }
         # Each round measures the two back to back, so a burst of load from elsewhere on the
         # machine mostly hits both: the median of the per-round ratios is the robust figure.
-        summary["ratio"] = common.median(
-            [m.rps / n.rps for m, n in zip(samples["mirror"], samples["nginx"], strict=True)]
-        )
+        for side in targets:
+            if side != "nginx":
+                summary[ratio_key(side)] = common.median(
+                    [m.rps / n.rps for m, n in zip(samples[side], samples["nginx"], strict=True)]
+                )
         summary["connections"] = case.connections
         cases[case.name] = summary
     return cases
@@ -258,6 +283,17 @@ def _requests_total(admin: str) -> float:
     return total
 
 
+def _mirrors(case: dict[str, Any]) -> list[tuple[bool, str, dict[str, Any], float]]:
+    """(is the baseline, loop suffix, mirror figures, ratio) for each mirror in a case."""
+    sides = [s for s in ("mirror", "mirror_uvloop", "baseline", "baseline_uvloop") if s in case]
+    both = "mirror_uvloop" in case
+    out = []
+    for side in sides:
+        loop = ", uvloop" if side.endswith("_uvloop") else ", asyncio" if both else ""
+        out.append((side.startswith("baseline"), loop, case[side], case[ratio_key(side)]))
+    return out
+
+
 def _print(result: dict[str, Any]) -> None:
     print(
         f"   body {result['body_bytes']} bytes; mirror counted "
@@ -268,23 +304,33 @@ def _print(result: dict[str, Any]) -> None:
         f"{'mirror p50/p99 ms':>18} {'nginx p50/p99 ms':>17} {'errors m/n':>10}"
     )
     for name, c in result["cases"].items():
-        m, n = c["mirror"], c["nginx"]
-        print(
-            f"   {name:<10} {c['connections']:>5} {m['rps']:>11.0f} {n['rps']:>10.0f} "
-            f"{c['ratio']:>6.2f} {m['p50_ms']:>8.2f}/{m['p99_ms']:<9.2f} "
-            f"{n['p50_ms']:>7.2f}/{n['p99_ms']:<9.2f} {m['errors']:>4}/{n['errors']}"
-        )
+        n = c["nginx"]
+        for baseline, loop, m, ratio in _mirrors(c):
+            who = f" [{common.BASELINE_LABEL}]" if baseline else ""
+            label = name + loop.replace(", ", " ") + who
+            print(
+                f"   {label:<10} {c['connections']:>5} {m['rps']:>11.0f} {n['rps']:>10.0f} "
+                f"{ratio:>6.2f} {m['p50_ms']:>8.2f}/{m['p99_ms']:<9.2f} "
+                f"{n['p50_ms']:>7.2f}/{n['p99_ms']:<9.2f} {m['errors']:>4}/{n['errors']}"
+            )
 
 
 def rows(result: dict[str, Any], label: str) -> list[str]:
+    """Table rows; the baseline's are tagged with its own label, and "baseline" for commit."""
     info = result["info"]
     out = []
     for name, c in result["cases"].items():
-        m, n = c["mirror"], c["nginx"]
-        out.append(
-            f"| {info['date']} | {label} | `{info['commit']}` | {name} ({c['connections']} conns) "
-            f"| {m['rps']:.0f} | {n['rps']:.0f} | **{c['ratio']:.2f}** "
-            f"| {m['p50_ms']:.2f} / {m['p99_ms']:.2f} | {n['p50_ms']:.2f} / {n['p99_ms']:.2f} "
-            f"| {m['errors']} / {n['errors']} | {common.setup_text(info)} | `{info['command']}` |"
-        )
+        n = c["nginx"]
+        for baseline, loop, m, ratio in _mirrors(c):
+            tag, commit = (
+                (common.BASELINE_LABEL, "baseline") if baseline else (label, info["commit"])
+            )
+            out.append(
+                f"| {info['date']} | {tag}{loop} | `{commit}` "
+                f"| {name} ({c['connections']} conns) "
+                f"| {m['rps']:.0f} | {n['rps']:.0f} | **{ratio:.2f}** "
+                f"| {m['p50_ms']:.2f} / {m['p99_ms']:.2f} | {n['p50_ms']:.2f} / {n['p99_ms']:.2f} "
+                f"| {m['errors']} / {n['errors']} | {common.setup_text(info)} "
+                f"| `{info['command']}` |"
+            )
     return out

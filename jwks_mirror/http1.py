@@ -1,11 +1,40 @@
-"""HTTP/1.1 server connections for the public port: parse request heads, write answers.
+"""HTTP/1.1 server connections for the public port, parsed by llhttp (through httptools).
 
-Only what a JWKS endpoint needs, and strict about the rest: keep-alive and pipelining,
-``Connection: close``, HTTP/1.0, request bodies skipped (``Content-Length``) or the connection
-closed after the answer (``Transfer-Encoding``), heads over 16 KiB or with over 100 header
-lines refused (431), malformed heads and non-HTTP bytes refused (400), and write back-pressure
-honoured (a client that does not read its answers stops being read). *What* to answer is the
-:class:`Responder`'s business (``public.PublicServer``); this module never looks at a path.
+The request is parsed by llhttp, Node.js's parser, in its strict mode; this module adds what
+RFC 9112 asks of a server on top of it and what llhttp leaves to its caller, and writes the
+pre-built answers. A request is refused, with the connection closed after the answer, when:
+
+* llhttp refuses it: conflicting or malformed ``Content-Length``, ``Content-Length`` together
+  with ``Transfer-Encoding``, a ``Transfer-Encoding`` not ending in ``chunked``, bare CR or LF,
+  NUL or other control bytes in a field, obsolete line folding, space before a colon, a
+  malformed request line (400);
+* the request line is not exactly ``method SP target SP HTTP/x.y`` (llhttp skips repeated
+  spaces), or the version is not 1.0 or 1.1 (400);
+* an HTTP/1.1 request has no ``Host``, any request has more than one or an invalid one, or an
+  HTTP/1.0 request has a ``Transfer-Encoding`` (RFC 9112 6.1: its framing is faulty) (400);
+* the head, from the first byte after the previous request to the end of its blank line, is
+  over 16 KiB, or has over 100 field lines (431).
+
+Anything that is not HTTP at all (a TLS ClientHello, the HTTP/2 preface) fails at its first
+bytes, so it gets its 400 at once rather than waiting for a head that never comes.
+
+Keep-alive and pipelining are kept, answers strictly in request order. ``close`` in
+``Connection`` wins over ``keep-alive`` (llhttp lets an HTTP/1.0 ``keep-alive`` win). A request
+body is skipped when its ``Content-Length`` is at most 64 KiB; a larger or chunked body is not
+read: the connection closes after the answer. ``Upgrade`` is never honoured: the answer is
+written and the connection closed. Write back-pressure is honoured (a client that does not
+read its answers stops being read), and :meth:`Connection.sweep` closes idle or slow clients
+and aborts those whose answers do not drain, so a client cannot pin memory.
+
+llhttp is fed one request head at a time (the 16 KiB limit is counted exactly, and nothing
+past a request is parsed while its answer waits), and a read that repeats the previous read
+byte for byte, when that was one whole bodiless keep-alive request, is answered without
+being parsed again: the same bytes from the same parser state parse the same way.
+
+Only the transport's ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
+``get_write_buffer_size`` are used, so the protocol runs the same over a TLS transport. *What*
+to answer is the :class:`Responder`'s business (``public.PublicServer``); this module never
+looks at a path.
 """
 
 from __future__ import annotations
@@ -15,14 +44,18 @@ import logging
 import re
 from typing import Protocol, cast
 
+import httptools
+
 from jwks_mirror.logs import event
 
-# The start of a request line: a method token (upper-case letters) and a space, or a prefix
-# of one while it is still arriving.
-_METHOD_START = re.compile(rb"^[A-Z]{1,15}( |$)")
 MAX_HEAD_BYTES = 16384  # aiohttp's limit is 8190 per line; a real JWKS request is ~200 bytes
-MAX_HEADERS = 100  # as aiohttp's default; a real JWKS request has fewer than ten
+MAX_FIELDS = 100  # as aiohttp's default; a real JWKS request has fewer than ten
 MAX_SKIPPED_BODY_BYTES = 65536  # a GET with a body is odd; a large one is not worth reading
+
+# RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; empty is allowed (RFC 9112 3.2)
+_HOST = re.compile(rb"(?:\[[\w:.~%!$&'()*+,;=-]+\]|[\w.~%!$&'()*+,;=-]*)(?::\d*)?")
+_END = b"\r\n\r\n"
+_VERSIONS = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
 
 REASONS = {
     200: "OK",
@@ -65,31 +98,89 @@ def with_connection(answer: bytes, value: bytes) -> bytes:
     return answer[:end] + b"Connection: " + value + b"\r\n" + answer[end:]
 
 
+class Refused(Exception):
+    """The request is refused with ``status`` and the connection closed."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class Connection(asyncio.Protocol):
-    """One client connection: parse request heads, write pre-built answers."""
+    """One client connection: feed llhttp one request head at a time, write answers."""
 
     __slots__ = (
-        "_buffer",
+        "_again",
+        "_again_request",
+        "_body_left",
         "_closing",
+        "_data",
+        "_eof",
+        "_fields",
+        "_head_bytes",
+        "_head_parts",
+        "_host",
+        "_inm",
+        "_last_buffered",
+        "_length",
+        "_odd",
+        "_parser",
         "_paused",
+        "_pending",
+        "_piece",
+        "_resumed",
         "_server",
-        "_skip",
+        "_tail",
+        "_te",
+        "_tokens",
         "_transport",
+        "_valid_host",
+        "closing_sweeps",
         "idle_sweeps",
         "seen",
         "served",
+        "stalled_sweeps",
     )
 
     def __init__(self, server: Responder) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
-        self._buffer = b""
-        self._skip = 0  # request body bytes still to discard
+        self._parser = httptools.HttpRequestParser(self)
+        self._pending = b""  # received while paused: fed on resume
+        self._body_left = 0  # Content-Length body bytes still to skip
+        self._head_bytes = 0  # bytes of the current head fed so far
+        self._head_parts: list[bytes] = []  # earlier pieces of a head split across reads
+        self._piece = b""  # the piece being fed
+        self._data = b""  # the read being fed
+        self._again = b""  # the last read, when it was exactly one bodiless keep-alive request
+        self._again_request: tuple[bytes, bytes, bytes | None] = (b"", b"", None)
+        self._tail = b""  # the last bytes of an unfinished head: a blank line may straddle
         self._paused = False
         self._closing = False
+        self._eof = False
+        self._resumed = False
+        self._last_buffered = 0
         self.served = 0
         self.seen = 0
         self.idle_sweeps = 0
+        self.stalled_sweeps = 0
+        self.closing_sweeps = 0
+        self._valid_host = b""  # the last Host found valid: clients repeat theirs
+        self._odd = True
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the request just answered (or never begun)."""
+        self._fields = 0
+        self._host: bytes | None = None
+        self._inm: bytes | None = None
+        if self._odd:
+            self._odd = False
+            self._tokens: list[bytes] = []
+            self._length = 0
+            self._te = b""  # the last transfer coding named
+
+    # -- transport events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence a cast, not a check
@@ -100,7 +191,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._buffer = b""
+        self._pending = b""
+        self._head_parts = []
         self._server.forget(self)
 
     def pause_writing(self) -> None:
@@ -110,113 +202,207 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._resumed = True
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
-            if self._buffer:
+            if self._pending:
                 self.data_received(b"")
 
+    def eof_received(self) -> bool:
+        # Half-close (RFC 9112 9.6): every request already received is still answered, then
+        # the connection closes once its answers are written.
+        self._eof = True
+        if self._pending and not self._closing:
+            return True  # requests held back by back-pressure: answered on resume
+        self._closing = True
+        return False  # the transport closes itself after writing what is buffered
+
     def data_received(self, data: bytes) -> None:
+        again = self._again
+        if again and data == again and not (self._closing or self._paused or self._pending):
+            # The previous read was exactly one bodiless keep-alive request, llhttp parsed it
+            # and came back to its initial state; the same bytes from the same state parse the
+            # same way, so only the answer is made again (current set, Date, counters).
+            method, target, inm = self._again_request
+            answer, _ = self._server.answer(method, target, inm, True)
+            if self._transport is not None:
+                self._transport.write(answer)
+                self.served += 1
+            if self._server.draining:
+                self.close()
+            return
         if self._closing:
             return
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
         try:
-            self._process(data)
+            self._feed(data)
+        except Refused as refused:
+            self._refuse(refused.status)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Refused):
+                self._refuse(cause.status)
+            else:
+                self._internal_error(cause or exc)
+        except httptools.HttpParserUpgrade:
+            self.close()  # the request was answered with Connection: close; never upgraded
+        except httptools.HttpParserError:
+            self._refuse(400)
         except Exception as exc:  # the outer edge: a bug must not leave the client hanging
-            event("public_error", error=f"{type(exc).__name__}: {exc}", level=logging.ERROR)
-            self._reply(self._server.simple(500, b"internal error\n", keep_alive=False))
+            self._internal_error(exc)
+        if self._eof and not self._pending:
             self.close()
 
-    def _process(self, data: bytes) -> None:
-        transport = self._transport
-        while data and transport is not None and not self._closing:
-            if self._skip:
-                taken = min(self._skip, len(data))
-                self._skip -= taken
-                data = data[taken:]
-                continue
+    # -- parsing ---------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Feed llhttp one head (or one skipped body) at a time, so that the head size is
+        counted exactly and nothing past a request is parsed while its answer waits."""
+        parser = self._parser
+        self._data = data
+        self._again = b""  # see data_received: set again below only for a whole-read request
+        size = len(data)
+        pos = 0
+        while pos < size and not self._closing:
             if self._paused:
-                break
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                if data.strip(b"\r\n") == b"":
-                    data = b""  # blank lines between requests are allowed (RFC 9112 2.2)
-                elif len(data) > MAX_HEAD_BYTES:
-                    self._refuse(431)
-                    return
-                elif not _METHOD_START.match(data.lstrip(b"\r\n")[:16]):
-                    # Not HTTP at all (a TLS ClientHello, say): say so now rather than wait
-                    # for a head that will never come.
-                    self._refuse(400)
-                    return
-                break
-            head, data = data[:end], data[end + 4 :]
-            if not self._request(head.lstrip(b"\r\n")):
+                self._pending = data[pos:]
                 return
-        self._buffer = data
+            if self._body_left:
+                take = min(self._body_left, size - pos)
+                parser.feed_data(memoryview(data)[pos : pos + take])
+                self._body_left -= take
+                pos += take
+                continue
+            if self._tail:
+                end = self._head_end(data, pos)
+            else:
+                end = data.find(_END, pos)
+                end = -1 if end < 0 else end + 4
+            stop = size if end < 0 else end
+            self._head_bytes += stop - pos
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise Refused(431)
+            piece = data if pos == 0 and stop == size else data[pos:stop]
+            self._piece = piece
+            if end < 0:
+                self._tail = (self._tail + piece)[-3:]
+            parser.feed_data(piece)
+            if end < 0:
+                self._head_parts.append(piece)
+            elif self._head_bytes:  # a blank line, but no head completed (leading CRLFs)
+                self._head_parts.append(piece)
+                self._tail = b""
+            pos = stop
 
-    def _request(self, head: bytes) -> bool:
-        """Answer one request head; False when the connection is closing."""
-        if len(head) > MAX_HEAD_BYTES:
-            self._refuse(431)
-            return False
-        if head.count(b"\r\n") >= MAX_HEADERS:
-            self._refuse(431)
-            return False
+    def _head_end(self, data: bytes, pos: int) -> int:
+        """Index just past the blank line ending the current head in ``data``, or -1,
+        when the head began in an earlier read (its blank line may straddle the two)."""
+        tail = self._tail
+        found = (tail + data[pos : pos + 3]).find(_END)
+        if found >= 0:
+            return pos + found + 4 - len(tail)
+        found = data.find(_END, pos)
+        return -1 if found < 0 else found + 4
+
+    # llhttp callbacks (httptools calls only those defined). Per request, only the field
+    # count, Host and If-None-Match are kept on the common path; any field that bears
+    # on framing or the connection's life sets ``_odd`` and is looked at after the head.
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        if self._fields > MAX_FIELDS:
+            raise Refused(431)
+        name = name.lower()
+        if name == b"host":
+            if self._host is not None:
+                raise Refused(400)  # RFC 9112 3.2: more than one Host
+            self._host = value
+        elif name == b"if-none-match":
+            value = value.strip(b" \t")
+            self._inm = value if self._inm is None else self._inm + b", " + value
+        elif name == b"connection":
+            self._odd = True
+            self._tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
+        elif name == b"content-length":
+            self._odd = True
+            self._length = int(value)  # llhttp allows digits and whitespace only, one value
+        elif name == b"transfer-encoding":
+            self._odd = True
+            self._te = value.rpartition(b",")[2].strip(b" \t").lower()
+
+    def on_headers_complete(self) -> None:
+        method = self._parser.get_method()
+        head = self._piece
+        if self._head_parts:
+            head = b"".join((*self._head_parts, head))
+            self._head_parts = []
+        self._tail = b""
+        self._head_bytes = 0
+        if head[0] in b"\r\n":
+            head = head.lstrip(b"\r\n")
+        # The target is taken from the request line llhttp has just validated (cheaper than
+        # its URL callback); llhttp tolerates repeated spaces there, and HTTP/0.9 and 2.0.
         line_end = head.find(b"\r\n")
-        request_line = head if line_end < 0 else head[:line_end]
-        parts = request_line.split(b" ")
-        if len(parts) != 3 or not parts[0] or not parts[1]:
-            self._refuse(400)
-            return False
-        method, target, version = parts
-        if version == b"HTTP/1.1":
-            keep_alive = True
-        elif version == b"HTTP/1.0":
-            keep_alive = False
+        version = head[line_end - 9 : line_end]
+        if version == b" HTTP/1.1":
+            http11 = True
+        elif version == b" HTTP/1.0":
+            http11 = False
         else:
-            self._refuse(400)
-            return False
-        inm: bytes | None = None
-        length = 0
-        chunked = False
-        http10_keep_alive = False
-        if line_end >= 0:
-            for line in head[line_end + 2 :].split(b"\r\n"):
-                name, colon, value = line.partition(b":")
-                if not colon or not name or name[-1] in b" \t" or line[0] in b" \t":
-                    self._refuse(400)  # no colon, obsolete folding, space before the colon
-                    return False
-                name = name.lower()
-                if name == b"if-none-match":
-                    value = value.strip()
-                    inm = value if inm is None else inm + b", " + value
-                elif name == b"connection":
-                    tokens = {t.strip() for t in value.lower().split(b",")}
-                    if b"close" in tokens:
-                        keep_alive = False
-                    elif b"keep-alive" in tokens and version == b"HTTP/1.0":
-                        http10_keep_alive = keep_alive = True
-                elif name == b"content-length":
-                    value = value.strip()
-                    if not value.isdigit() or (length and int(value) != length):
-                        self._refuse(400)
-                        return False
-                    length = int(value)
-                elif name == b"transfer-encoding":
-                    chunked = True  # never parsed: answer, then close
-        if chunked or length > MAX_SKIPPED_BODY_BYTES:
-            keep_alive = False
-        answer, _ = self._server.answer(method, target, inm, keep_alive)
-        if http10_keep_alive and not self._server.draining:
+            raise Refused(400)
+        target = head[len(method) + 1 : line_end - 9]
+        if not target or b" " in target:
+            raise Refused(400)
+        host = self._host
+        if host is None:
+            if http11:
+                raise Refused(400)  # RFC 9112 3.2
+        elif host != self._valid_host:
+            if not _HOST.fullmatch(host.rstrip(b" \t")):
+                raise Refused(400)
+            self._valid_host = host
+        keep_alive = http11 and method != b"CONNECT"
+        if self._odd:
+            keep_alive = self._keep_alive(keep_alive, http11=http11)
+        server = self._server
+        answer, _ = server.answer(method, target, self._inm, keep_alive)
+        if keep_alive and not http11 and not server.draining:
             answer = with_connection(answer, b"keep-alive")
-        self._reply(answer)
-        if not keep_alive or self._server.draining:
+        if self._transport is not None:  # _reply and _reset, inlined: the hot path
+            self._transport.write(answer)
+            self.served += 1
+        if not keep_alive or server.draining:
             self.close()
-            return False
-        self._skip = length
-        return True
+        else:
+            self._body_left = self._length
+            if http11 and not self._odd and head is self._piece and head is self._data:
+                self._again = head
+                self._again_request = (method, target, self._inm)
+        self._fields = 0
+        self._host = None
+        self._inm = None
+        if self._odd:
+            self._reset()
+
+    def _keep_alive(self, keep_alive: bool, *, http11: bool) -> bool:
+        """The rare path: framing and connection fields. Refuses what cannot be framed."""
+        te = self._te
+        if te and (not http11 or te != b"chunked"):
+            # RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty; 6.3: a final
+            # coding other than chunked leaves the length unknown. llhttp checks the latter
+            # only after this callback, when the answer would already be written.
+            raise Refused(400)
+        tokens = self._tokens
+        if b"close" in tokens or b"upgrade" in tokens:
+            return False  # close wins; an upgrade is never honoured
+        if b"keep-alive" in tokens and not http11:
+            keep_alive = True
+        # a chunked body is not read, nor a large one: answer, then close
+        return keep_alive and not te and self._length <= MAX_SKIPPED_BODY_BYTES
+
+    # -- answers and closing ---------------------------------------------------------------
 
     def _reply(self, answer: bytes) -> None:
         if self._transport is not None:
@@ -224,14 +410,19 @@ class Connection(asyncio.Protocol):
             self.served += 1
 
     def _refuse(self, status: int) -> None:
-        self._reply(
-            self._server.simple(status, REASONS[status].lower().encode() + b"\n", keep_alive=False)
-        )
+        if self._closing:
+            return
+        body = REASONS[status].lower().encode() + b"\n"
+        self._reply(self._server.simple(status, body, keep_alive=False))
         self.close()
+
+    def _internal_error(self, exc: BaseException) -> None:
+        event("public_error", error=f"{type(exc).__name__}: {exc}", level=logging.ERROR)
+        self._refuse(500)
 
     def drain(self) -> None:
         """Shutdown: close now if no request is half-received, else after its answer."""
-        if not self._buffer and not self._skip:
+        if not self._pending and not self._head_bytes and not self._body_left:
             self.close()
 
     def close(self) -> None:
@@ -241,5 +432,46 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
     def abort(self) -> None:
+        """Close at once, dropping unwritten answers (the peer sees a reset)."""
+        self._closing = True
         if self._transport is not None:
             self._transport.abort()
+
+    def sweep(self, limit: int) -> str | None:
+        """One periodic check; ``limit`` sweeps make the idle timeout. Returns why the
+        connection was aborted, or None.
+
+        * no complete request for ``limit`` sweeps (idle keep-alive, or a head dribbled to
+          hold the connection): closed;
+        * answers waiting in the write buffer that did not shrink for over ``limit`` sweeps
+          (a client that sends and never reads): aborted, ``"stalled"``;
+        * closed at an earlier sweep but still not gone (``close`` waits for the write buffer
+          to drain, which a non-reader never lets happen): aborted, ``"closing"``.
+        """
+        transport = self._transport
+        if transport is None:
+            return None
+        if self._closing:
+            self.closing_sweeps += 1
+            if self.closing_sweeps > 1:
+                self.abort()
+                return "closing"
+            return None
+        buffered = transport.get_write_buffer_size()
+        if buffered and buffered >= self._last_buffered and not self._resumed:
+            self.stalled_sweeps += 1
+        else:
+            self.stalled_sweeps = 0
+        self._last_buffered = buffered
+        self._resumed = False
+        if self.stalled_sweeps > limit:
+            self.abort()
+            return "stalled"
+        if self.served != self.seen:
+            self.seen = self.served
+            self.idle_sweeps = 0
+        else:
+            self.idle_sweeps += 1
+            if self.idle_sweeps >= limit:
+                self.close()
+        return None

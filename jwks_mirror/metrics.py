@@ -94,6 +94,14 @@ class Metrics:
             ["cert_file"],
             registry=registry,
         )
+        self.public_aborts_total = Counter(
+            PREFIX + "public_aborts",
+            "Public-port connections aborted (reset, unwritten answers dropped), by reason: "
+            "stalled (answers not drained for the idle timeout), closing (still closing a "
+            "sweep after it was closed), shutdown (still open when the drain timed out).",
+            ["reason"],
+            registry=registry,
+        )
         self._counters = (
             self.fetch_total,
             self.fetch_errors_total,

@@ -110,6 +110,7 @@ class PublicServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
+        self._aborts = mirror.metrics.public_aborts_total
 
     async def start(
         self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
@@ -151,6 +152,7 @@ class PublicServer:
                 await asyncio.wait_for(self._all_closed.wait(), timeout_s)
         for connection in list(self.connections):
             connection.abort()
+            self._aborts.labels("shutdown").inc()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -160,21 +162,19 @@ class PublicServer:
             self._all_closed.set()
 
     async def _sweep(self) -> None:
-        """Close connections with no complete request for ``keepalive_s`` (idle keep-alive
-        clients, and clients that dribble a head to hold a connection): a counter compared
-        every few seconds, so the request path never reads a clock for this."""
+        """Every few seconds: close connections with no complete request for ``keepalive_s``
+        (idle keep-alive clients, and clients that dribble a head to hold a connection), and
+        abort those whose answers have not drained for as long or that are still closing a
+        sweep later (``Connection.sweep``). Counters compared per sweep, so the request path
+        never reads a clock for this."""
         period = min(_SWEEP_S, self.keepalive_s / 3)
         limit = math.ceil(self.keepalive_s / period)
         while True:
             await asyncio.sleep(period)
             for connection in list(self.connections):
-                if connection.served != connection.seen:
-                    connection.seen = connection.served
-                    connection.idle_sweeps = 0
-                else:
-                    connection.idle_sweeps += 1
-                    if connection.idle_sweeps >= limit:
-                        connection.close()
+                reason = connection.sweep(limit)
+                if reason is not None:
+                    self._aborts.labels(reason).inc()
 
     # -- answers ----------------------------------------------------------------------------
 

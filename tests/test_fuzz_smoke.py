@@ -21,3 +21,19 @@ def test_keyset_fuzzer_runs_without_a_crash(tmp_path: Path):
     assert "Done" in result.stderr and " runs in " in result.stderr
     runs = int(result.stderr.split("Done ")[1].split(" runs")[0])
     assert runs > 1000
+
+
+def test_connection_fuzzer_runs_without_a_crash(tmp_path: Path):
+    """fuzz/fuzz_http1.py: no exception escapes the public port's protocol, answers only at
+    request boundaries, never more answers than requests (see its docstring)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_http1.py"), "-max_total_time=5", "-seed=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done" in result.stderr and " runs in " in result.stderr
+    runs = int(result.stderr.split("Done ")[1].split(" runs")[0])
+    assert runs > 200

@@ -99,7 +99,7 @@ async def test_a_head_split_across_packets(served, connect):
 
 async def test_connection_close_and_http10(served, connect):
     reader, writer = await connect(served)
-    writer.write(b"GET /keys-myns/jwks.json HTTP/1.1\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\nConnection: close\r\n\r\n")
     status, headers, _ = await read_response(reader)
     assert status == 200 and headers["connection"] == "close"
     assert await closed(reader)
@@ -123,12 +123,12 @@ async def test_if_none_match_over_several_header_lines(served, connect):
     _, headers, _ = await read_response(reader)
     etag = headers["etag"].encode()
     writer.write(
-        b"GET /keys-myns/jwks.json?v=2 HTTP/1.1\r\nIf-None-Match: \"x\"\r\nif-none-match: W/" + etag + b"\r\n\r\n"
+        b"GET /keys-myns/jwks.json?v=2 HTTP/1.1\r\nHost: mirror\r\nIf-None-Match: \"x\"\r\nif-none-match: W/" + etag + b"\r\n\r\n"
     )
     status, headers304, body = await read_response(reader)
     assert status == 304 and body == b"" and headers304["etag"] == etag.decode()
     assert "content-length" not in headers304
-    writer.write(b"HEAD /keys-myns/jwks.json HTTP/1.1\r\n\r\n")
+    writer.write(b"HEAD /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\n\r\n")
     status, head_headers, _ = await read_response(reader, head_only=True)
     assert status == 200 and int(head_headers["content-length"]) > 0
     writer.write(REQUEST)  # nothing of the HEAD's body was sent: the next answer parses
@@ -137,10 +137,10 @@ async def test_if_none_match_over_several_header_lines(served, connect):
 
 async def test_a_request_body_is_skipped_and_chunked_closes(served, connect):
     reader, writer = await connect(served)
-    writer.write(b"POST /keys-myns/jwks.json HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + REQUEST)
+    writer.write(b"POST /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\nContent-Length: 5\r\n\r\nhello" + REQUEST)
     assert (await read_response(reader))[0] == 405
     assert (await read_response(reader))[0] == 200
-    writer.write(b"POST /keys-myns/jwks.json HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    writer.write(b"POST /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     status, headers, _ = await read_response(reader)
     assert status == 405 and headers["connection"] == "close"
     assert await closed(reader)
@@ -148,7 +148,7 @@ async def test_a_request_body_is_skipped_and_chunked_closes(served, connect):
 
 async def test_absolute_form_targets_are_served(served, connect):
     reader, writer = await connect(served)
-    writer.write(b"GET http://mirror:8080/keys-myns/jwks.json HTTP/1.1\r\n\r\n")
+    writer.write(b"GET http://mirror:8080/keys-myns/jwks.json HTTP/1.1\r\nHost: mirror:8080\r\n\r\n")
     assert (await read_response(reader))[0] == 200
 
 
