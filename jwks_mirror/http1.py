@@ -1,40 +1,29 @@
 """HTTP/1.1 server connections for the public port, parsed by llhttp (through httptools).
 
-The request is parsed by llhttp, Node.js's parser, in its strict mode; this module adds what
-RFC 9112 asks of a server on top of it and what llhttp leaves to its caller, and writes the
-pre-built answers. A request is refused, with the connection closed after the answer, when:
+llhttp, Node.js's parser, parses each request in its strict mode; this module adds what RFC
+9112 asks of a server on top of it and what llhttp leaves to its caller, and writes the
+pre-built answers. A request is refused, and the connection closed after the answer, when
+llhttp refuses its framing or fields (conflicting or malformed ``Content-Length``, both
+``Content-Length`` and ``Transfer-Encoding``, a ``Transfer-Encoding`` not ending in
+``chunked``, bare CR or LF, control bytes, obsolete folding: 400); when the request line is not
+exactly ``method SP target SP HTTP/1.0|1.1`` (400); when an HTTP/1.1 request has no ``Host``,
+any request has two or an invalid one, or HTTP/1.0 has a ``Transfer-Encoding`` (400); and when
+the head is over 16 KiB or 100 field lines (431). Non-HTTP bytes (a TLS ClientHello, the HTTP/2
+preface) fail at once. The full list, with the RFC clause of each: docs/http1.md.
 
-* llhttp refuses it: conflicting or malformed ``Content-Length``, ``Content-Length`` together
-  with ``Transfer-Encoding``, a ``Transfer-Encoding`` not ending in ``chunked``, bare CR or LF,
-  NUL or other control bytes in a field, obsolete line folding, space before a colon, a
-  malformed request line (400);
-* the request line is not exactly ``method SP target SP HTTP/x.y`` (llhttp skips repeated
-  spaces), or the version is not 1.0 or 1.1 (400);
-* an HTTP/1.1 request has no ``Host``, any request has more than one or an invalid one, or an
-  HTTP/1.0 request has a ``Transfer-Encoding`` (RFC 9112 6.1: its framing is faulty) (400);
-* the head, from the first byte after the previous request to the end of its blank line, is
-  over 16 KiB, or has over 100 field lines (431).
+Keep-alive and pipelining are kept, answers strictly in request order; ``close`` wins over
+``keep-alive``. A body of at most 64 KiB is skipped; a larger or chunked one is not read and the
+connection closes after the answer; ``Upgrade`` is never honoured. Write back-pressure stops
+reading, and :meth:`Connection.sweep` closes idle or slow clients and aborts those whose
+answers do not drain, so a client cannot pin memory. llhttp is fed one request head at a time
+(the 16 KiB limit is exact, nothing past a request is parsed while its answer waits); a read
+that repeats the previous one byte for byte, when that was one whole bodiless keep-alive
+request, is answered without parsing it again (the same bytes from the same parser state parse
+the same way).
 
-Anything that is not HTTP at all (a TLS ClientHello, the HTTP/2 preface) fails at its first
-bytes, so it gets its 400 at once rather than waiting for a head that never comes.
-
-Keep-alive and pipelining are kept, answers strictly in request order. ``close`` in
-``Connection`` wins over ``keep-alive`` (llhttp lets an HTTP/1.0 ``keep-alive`` win). A request
-body is skipped when its ``Content-Length`` is at most 64 KiB; a larger or chunked body is not
-read: the connection closes after the answer. ``Upgrade`` is never honoured: the answer is
-written and the connection closed. Write back-pressure is honoured (a client that does not
-read its answers stops being read), and :meth:`Connection.sweep` closes idle or slow clients
-and aborts those whose answers do not drain, so a client cannot pin memory.
-
-llhttp is fed one request head at a time (the 16 KiB limit is counted exactly, and nothing
-past a request is parsed while its answer waits), and a read that repeats the previous read
-byte for byte, when that was one whole bodiless keep-alive request, is answered without
-being parsed again: the same bytes from the same parser state parse the same way.
-
-Only the transport's ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
-``get_write_buffer_size`` are used, so the protocol runs the same over a TLS transport. *What*
-to answer is the :class:`Responder`'s business (``public.PublicServer``); this module never
-looks at a path.
+Only ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
+``get_write_buffer_size`` of the transport are used, so the protocol runs the same over TLS.
+*What* to answer is the :class:`Responder`'s business (``public.PublicServer``).
 """
 
 from __future__ import annotations
@@ -47,6 +36,7 @@ from typing import Protocol, cast
 import httptools
 
 from jwks_mirror.logs import event
+from jwks_mirror.responses import REASONS, with_connection
 
 MAX_HEAD_BYTES = 16384  # aiohttp's limit is 8190 per line; a real JWKS request is ~200 bytes
 MAX_FIELDS = 100  # as aiohttp's default; a real JWKS request has fewer than ten
@@ -56,17 +46,6 @@ MAX_SKIPPED_BODY_BYTES = 65536  # a GET with a body is odd; a large one is not w
 _HOST = re.compile(rb"(?:\[[\w:.~%!$&'()*+,;=-]+\]|[\w.~%!$&'()*+,;=-]*)(?::\d*)?")
 _END = b"\r\n\r\n"
 _VERSIONS = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
-
-REASONS = {
-    200: "OK",
-    304: "Not Modified",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 class Responder(Protocol):
@@ -90,12 +69,6 @@ class Responder(Protocol):
     ) -> bytes: ...
 
     def forget(self, connection: Connection) -> None: ...
-
-
-def with_connection(answer: bytes, value: bytes) -> bytes:
-    """Insert a ``Connection`` header into a pre-built answer (rare: HTTP/1.0, close)."""
-    end = answer.index(b"\r\n\r\n") + 2
-    return answer[:end] + b"Connection: " + value + b"\r\n" + answer[end:]
 
 
 class Refused(Exception):

@@ -26,13 +26,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable
-from email.utils import formatdate
 from ssl import SSLContext
 
-from jwks_mirror import __version__
-from jwks_mirror.http1 import REASONS, Connection, with_connection
+from jwks_mirror.http1 import Connection
 from jwks_mirror.mirror import Mirror
+from jwks_mirror.responses import (
+    REASONS,
+    SERVER_LINE,
+    DateClock,
+    Responses,
+    etag_matches,
+    with_connection,
+)
 from jwks_mirror.state import IssuerState, Published
 
 _SUFFIX = b"/jwks.json"
@@ -40,59 +45,6 @@ _SUFFIX = b"/jwks.json"
 # timeout, and the header timeout that stops slow clients (slowloris) holding connections.
 KEEPALIVE_S = 15.0
 _SWEEP_S = 5.0  # at most; shorter for short keep-alive timeouts (tests)
-_SERVER = f"Server: jwks-mirror/{__version__}\r\n".encode()
-
-
-def etag_matches(header: str, etag: str) -> bool:
-    """RFC 9110 If-None-Match: weak comparison against a list of entity tags, or ``*``."""
-    if header.strip() == "*":
-        return True
-    opaque = etag.removeprefix("W/")
-    return any(c.strip().removeprefix("W/") == opaque for c in header.split(","))
-
-
-class _Responses:
-    """The pre-built keep-alive answers of one issuer for one (set, max-age, Date second)."""
-
-    __slots__ = ("date", "etag", "full", "head", "max_age", "not_modified", "published")
-
-    def __init__(self, published: Published, max_age: int, date: int, date_line: bytes) -> None:
-        self.published = published
-        self.max_age = max_age
-        self.date = date
-        self.etag = published.etag.encode()
-        common = (
-            b"ETag: " + self.etag + b"\r\n"
-            b"Cache-Control: public, max-age="
-            + str(max_age).encode()
-            + b"\r\n"
-            + date_line
-            + _SERVER
-        )
-        self.head = (
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: " + str(len(published.body)).encode() + b"\r\n" + common + b"\r\n"
-        )
-        self.full = self.head + published.body
-        self.not_modified = b"HTTP/1.1 304 Not Modified\r\n" + common + b"\r\n"
-
-
-class _Clock:
-    """``now()`` from the mirror's clock, and the ``Date`` line for it, rebuilt once a second."""
-
-    __slots__ = ("_second", "line", "now")
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self.now = now
-        self._second = -1
-        self.line = b""
-
-    def date(self, now: float) -> int:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self.line = f"Date: {formatdate(second, usegmt=True)}\r\n".encode()
-        return second
 
 
 class PublicServer:
@@ -103,8 +55,8 @@ class PublicServer:
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
         self.states = mirror.states
         self.unknown = mirror.unknown_requests
-        self.clock = _Clock(mirror.clock)
-        self.cache: dict[str, _Responses] = {}
+        self.clock = DateClock(mirror.clock)
+        self.cache: dict[str, Responses] = {}
         self.connections: set[Connection] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
@@ -222,7 +174,7 @@ class PublicServer:
             answer = with_connection(answer, b"close")
         return answer, status
 
-    def _responses(self, state: IssuerState, published: Published, now: float) -> _Responses:
+    def _responses(self, state: IssuerState, published: Published, now: float) -> Responses:
         max_age = max(0, int(state.next_refresh - now))
         date = self.clock.date(now)
         cached = self.cache.get(state.name)
@@ -232,7 +184,7 @@ class PublicServer:
             or cached.max_age != max_age
             or cached.date != date
         ):
-            cached = _Responses(published, max_age, date, self.clock.line)
+            cached = Responses(published, max_age, date, self.clock.line)
             self.cache[state.name] = cached
             if len(self.cache) > 2 * len(self.states) + 16:  # issuers removed by a reload
                 for name in [n for n in self.cache if n not in self.states]:
@@ -257,7 +209,7 @@ class PublicServer:
             ).encode()
             + extra
             + self.clock.line
-            + _SERVER
+            + SERVER_LINE
         )
         if not keep_alive or self.draining:
             head += b"Connection: close\r\n"

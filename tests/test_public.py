@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from jwks_mirror.keysets import render, validate
-from jwks_mirror.public import etag_matches
+from jwks_mirror.responses import etag_matches
 
 from .conftest import Clock, config_text, jwks
 
