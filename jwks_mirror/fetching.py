@@ -42,7 +42,8 @@ import aiohttp
 from jwks_mirror import __version__
 from jwks_mirror.errors import ConfigError, KeySetRejected, UpstreamError
 from jwks_mirror.keysets import parse_json
-from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context
+from jwks_mirror.settings import IssuerSettings
+from jwks_mirror.tls import TLSSettings, build_ssl_context
 
 USER_AGENT = f"jwks-mirror/{__version__}"
 _EXCERPT_BYTES = 200  # enough to recognise an error page; never log a whole upstream body
