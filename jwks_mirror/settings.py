@@ -3,7 +3,9 @@
 Everything an operator can get wrong is caught here, at load time, with the path of the
 offending field (``issuers[2].tls.cert_file: no such file``), so ``check-config`` and a SIGHUP
 reload can refuse a bad file before anything runs with it. Durations are parsed once into
-seconds; the rest of the code only sees ``*_s`` floats.
+seconds; the rest of the code only sees ``*_s`` floats. This module holds the typed settings
+and walks the file section by section; ``configfields`` checks each value and ``tls`` loads the
+certificate files the configuration names.
 """
 
 from __future__ import annotations
