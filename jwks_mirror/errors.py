@@ -1,18 +1,24 @@
 """The exceptions jwks-mirror raises, and the one place each foreign error is translated.
 
-Every failure the service reports to an operator is one of these, carrying a short
-machine-readable ``reason`` (used as a metrics label) and a one-line human message::
+Every failure the service reports to an operator is one of these, with a one-line human
+message; the fetch, key and peer errors also carry a short machine-readable ``reason`` (a
+metrics label). The CLI maps them to exit codes in one place (``jwks_mirror.cli.main``): a
+:class:`UsageError` is exit 2, any other :class:`MirrorError` exit 1::
 
-    MirrorError
-    ├── ConfigError            a configuration file or command-line value is invalid
-    ├── FetchError             one upstream fetch failed; the last good key set stays
+    MirrorError                                                                   exit code
+    ├── UsageError             a command-line value or an input document is invalid      2
+    │   ├── ConfigError        the configuration file; the message starts with the field
+    │   └── ManifestError      a manifest cannot be read or rewritten; it starts with file:line
+    ├── FetchError             one upstream fetch failed; the last good key set stays    1
     │   ├── UpstreamError      transport or protocol: timeout, connect, tls, status, redirect,
     │   │                      too_large, encoding, discovery
-    │   └── KeySetRejected     the body arrived but fails the validation policy
+    │   └── KeySetRejected     the body arrived but fails the validation policy as a whole
+    ├── KeyDropped             one key fails the policy; it is left out and counted
+    ├── UnknownIssuer          a refresh named an issuer that is not configured (admin: 404)
     ├── PeerError              a peer's answer gave no usable set (peer fill); it is ignored
-    └── AdminError             talking to a running mirror's admin port failed (CLI side)
+    └── AdminError             talking to a running mirror's admin port failed (CLI)     1
 
-Aiohttp, ssl and jwcrypto exceptions never escape a module boundary: ``fetching`` and
+Aiohttp, ssl and jwcrypto exceptions never escape a module boundary: ``fetching``, ``tls`` and
 ``keysets`` raise these with ``raise ... from exc`` so the cause is kept for debugging.
 """
 
@@ -28,13 +34,22 @@ class MirrorError(Exception):
     """Base class of every error jwks-mirror raises on purpose."""
 
 
-class ConfigError(MirrorError):
+class UsageError(MirrorError):
+    """The operator asked for something that cannot be done as given: a bad argument (an
+    admin URL, a token that is no JWT, exclusive flags) or an unreadable input document."""
+
+
+class ConfigError(UsageError):
     """Invalid configuration. The message starts with the field's path when there is one."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         self.detail = message
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class ManifestError(UsageError):
+    """A manifest cannot be read or processed; the message starts with ``file:line``."""
 
 
 class FetchError(MirrorError):
@@ -55,6 +70,19 @@ class UpstreamError(FetchError):
 
 class KeySetRejected(FetchError):
     """The upstream answered, but the body fails the validation policy as a whole."""
+
+
+class KeyDropped(MirrorError):
+    """One key fails the policy; ``reason`` is its metrics label. The rest of the set may
+    still be published; only :class:`KeySetRejected` refuses a whole set."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+class UnknownIssuer(MirrorError):
+    """A refresh named issuers that are not configured; ``args[0]`` lists them."""
 
 
 class PeerError(MirrorError):

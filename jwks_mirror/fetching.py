@@ -12,7 +12,7 @@ This module is the only place aiohttp client and ssl errors are seen; each leave
     redirect    a 3xx: never followed, an upstream moving its keys is an operator decision
     too_large   the body (after decompression) exceeds max_response_bytes
     encoding    a Content-Encoding we did not ask for, or a corrupt compressed body
-    discovery   the OpenID discovery document is unusable
+    discovery   the OpenID discovery document is unusable (discovery.py checks it)
 
 Bodies are read in chunks and decompressed here, never by aiohttp, so the size cap applies to
 the decompressed bytes and a compression bomb stops at ``max_response_bytes``.
@@ -31,18 +31,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from jwks_mirror import __version__
-from jwks_mirror.errors import ConfigError, KeySetRejected, UpstreamError
-from jwks_mirror.keysets import parse_json
-from jwks_mirror.settings import IssuerSettings, TLSSettings, build_ssl_context
+from jwks_mirror.discovery import DiscoveryCache, discovery_key, jwks_uri_from, max_age_s
+from jwks_mirror.errors import ConfigError, UpstreamError
+from jwks_mirror.settings import IssuerSettings
+from jwks_mirror.tls import TLSSettings, build_ssl_context
 
 USER_AGENT = f"jwks-mirror/{__version__}"
 _EXCERPT_BYTES = 200  # enough to recognise an error page; never log a whole upstream body
@@ -110,6 +111,8 @@ class FetchResult:
     body: bytes | None
     etag: str | None = None
     last_modified: str | None = None
+    cache_control: str | None = None
+    age: str | None = None
 
     @property
     def not_modified(self) -> bool:
@@ -124,8 +127,14 @@ class Fetcher:
     once a newer one exists and it has had time to finish in-flight requests.
     """
 
-    def __init__(self, *, admission: Admission | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        admission: Admission | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._admission = admission or Admission()
+        self._discovery = DiscoveryCache(clock=clock)
         self._sessions: dict[tuple[object, ...], aiohttp.ClientSession] = {}
         self._retired: dict[aiohttp.ClientSession, asyncio.TimerHandle] = {}
         self._closing_tasks: set[asyncio.Task[None]] = set()
@@ -191,36 +200,32 @@ class Fetcher:
                 headers["If-None-Match"] = etag
             if last_modified:
                 headers["If-Modified-Since"] = last_modified
-            return await self._get(
-                issuer, session, url, headers, conditional=bool(etag or last_modified)
-            )
+            try:
+                return await self._get(
+                    issuer, session, url, headers, conditional=bool(etag or last_modified)
+                )
+            except UpstreamError:
+                # The IdP may have moved its keys: the next attempt reads the document again.
+                if issuer.jwks_uri is None:
+                    self._discovery.drop(discovery_key(issuer))
+                raise
         finally:
             release()
 
     async def _discover(self, issuer: IssuerSettings, session: aiohttp.ClientSession) -> str:
-        assert issuer.issuer is not None
-        url = issuer.discovery_document_url
+        """The JWKS URI the issuer's discovery document names: from the cache while the
+        document's ``Cache-Control`` allows, else fetched and checked."""
+        key = discovery_key(issuer)
+        cached = self._discovery.get(key)
+        if cached is not None:
+            return cached
         result = await self._get(
-            issuer, session, url, dict(self._headers(issuer)), conditional=False
+            issuer, session, issuer.discovery_document_url, dict(self._headers(issuer)),
+            conditional=False,
         )
         assert result.body is not None
-        try:
-            document = parse_json(result.body)
-        except KeySetRejected as exc:
-            raise UpstreamError("discovery", f"discovery document: {exc}") from exc
-        if not isinstance(document, dict):
-            raise UpstreamError("discovery", "discovery document is not a JSON object")
-        if document.get("issuer") != issuer.issuer:
-            raise UpstreamError(
-                "discovery",
-                f"discovery document names issuer {str(document.get('issuer'))[:100]!r}, "
-                f"expected {issuer.issuer!r}",
-            )
-        jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in ("http", "https"):
-            raise UpstreamError("discovery", "discovery document has no http(s) jwks_uri")
-        if issuer.discovery_url is not None:
-            return rebase_origin(jwks_uri, old=issuer.issuer, new=issuer.discovery_url)
+        jwks_uri = jwks_uri_from(result.body, issuer)
+        self._discovery.put(key, jwks_uri, max_age_s(result.cache_control, result.age))
         return jwks_uri
 
     def _headers(self, issuer: IssuerSettings) -> Mapping[str, str]:
@@ -271,6 +276,8 @@ class Fetcher:
                     body=body,
                     etag=response.headers.get("ETag"),
                     last_modified=response.headers.get("Last-Modified"),
+                    cache_control=response.headers.get("Cache-Control"),
+                    age=response.headers.get("Age"),
                 )
         except UpstreamError:
             raise
@@ -302,34 +309,6 @@ class Fetcher:
             raise UpstreamError("connect", f"{url}: invalid URL") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", f"{url}: {_oneline(exc)}") from exc
-
-
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    """``(scheme, host, port)`` with the scheme's default port filled in; None if unparsable."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.hostname is None:
-        return None
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, parts.hostname.rstrip("."), port if port is not None else default
-
-
-def rebase_origin(url: str, *, old: str, new: str) -> str:
-    """``url`` moved to ``new``'s origin (scheme, host, port) if it is on ``old``'s; else as is.
-
-    An issuer that names itself by a bare Service name (``http://auth:8080``) also names its
-    ``jwks_uri`` that way, and that name only resolves in the issuer's own namespace; the
-    document was fetched from ``discovery_url``, so its keys are fetched from the same place.
-    A ``jwks_uri`` on any other origin was chosen by the issuer and is fetched as it says.
-    """
-    origin = _origin(url)
-    if origin is None or origin != _origin(old):
-        return url
-    target = urlsplit(new)
-    return urlunsplit(urlsplit(url)._replace(scheme=target.scheme, netloc=target.netloc))
 
 
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -71,7 +71,7 @@ class Responder(Protocol):
     def forget(self, connection: Connection) -> None: ...
 
 
-class Refused(Exception):
+class _Refused(Exception):
     """The request is refused with ``status`` and the connection closed."""
 
     def __init__(self, status: int) -> None:
@@ -211,11 +211,11 @@ class Connection(asyncio.Protocol):
             self._pending = b""
         try:
             self._feed(data)
-        except Refused as refused:
+        except _Refused as refused:
             self._refuse(refused.status)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, Refused):
+            if isinstance(cause, _Refused):
                 self._refuse(cause.status)
             else:
                 self._internal_error(cause or exc)
@@ -256,7 +256,7 @@ class Connection(asyncio.Protocol):
             stop = size if end < 0 else end
             self._head_bytes += stop - pos
             if self._head_bytes > MAX_HEAD_BYTES:
-                raise Refused(431)
+                raise _Refused(431)
             piece = data if pos == 0 and stop == size else data[pos:stop]
             self._piece = piece
             if end < 0:
@@ -286,11 +286,11 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
         if self._fields > MAX_FIELDS:
-            raise Refused(431)
+            raise _Refused(431)
         name = name.lower()
         if name == b"host":
             if self._host is not None:
-                raise Refused(400)  # RFC 9112 3.2: more than one Host
+                raise _Refused(400)  # RFC 9112 3.2: more than one Host
             self._host = value
         elif name == b"if-none-match":
             value = value.strip(b" \t")
@@ -324,17 +324,17 @@ class Connection(asyncio.Protocol):
         elif version == b" HTTP/1.0":
             http11 = False
         else:
-            raise Refused(400)
+            raise _Refused(400)
         target = head[len(method) + 1 : line_end - 9]
         if not target or b" " in target:
-            raise Refused(400)
+            raise _Refused(400)
         host = self._host
         if host is None:
             if http11:
-                raise Refused(400)  # RFC 9112 3.2
+                raise _Refused(400)  # RFC 9112 3.2
         elif host != self._valid_host:
             if not _HOST.fullmatch(host.rstrip(b" \t")):
-                raise Refused(400)
+                raise _Refused(400)
             self._valid_host = host
         keep_alive = http11 and method != b"CONNECT"
         if self._odd:
@@ -366,7 +366,7 @@ class Connection(asyncio.Protocol):
             # RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty; 6.3: a final
             # coding other than chunked leaves the length unknown. llhttp checks the latter
             # only after this callback, when the answer would already be written.
-            raise Refused(400)
+            raise _Refused(400)
         tokens = self._tokens
         if b"close" in tokens or b"upgrade" in tokens:
             return False  # close wins; an upgrade is never honoured

@@ -43,6 +43,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jwcrypto_jwk
 
+from jwks_mirror.errors import KeyDropped as KeyDropped  # raised here; state.py imports it
 from jwks_mirror.errors import KeySetRejected
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -97,14 +98,6 @@ class Validated:
     keys: tuple[Key, ...]
     dropped: Mapping[str, int]
     notes: tuple[str, ...] = ()
-
-
-class KeyDropped(Exception):
-    """One key fails the policy; ``reason`` is its metrics label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        super().__init__(detail)
 
 
 def validate(body: bytes, *, max_bytes: int, max_keys: int) -> Validated:

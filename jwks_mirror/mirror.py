@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from jwks_mirror.errors import UnknownIssuer as UnknownIssuer  # admin.py imports it from here
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
@@ -23,10 +24,6 @@ from jwks_mirror.peering import PeerFiller, PeerFinder
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.settings import IssuerSettings, Settings
 from jwks_mirror.state import IssuerState, StateStore
-
-
-class UnknownIssuer(KeyError):
-    """A refresh named an issuer that is not configured."""
 
 
 @dataclass(frozen=True)

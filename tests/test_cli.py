@@ -87,6 +87,51 @@ def test_admin_unreachable_is_exit_1(capsys):
     assert main(["refresh", "--admin", "not a url"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "not-a-jwt"], "not a JWT: expected three dot-separated parts"),
+        (["explain", "a.b.c"], "not a JWT: "),
+        (["status", "--admin", "ftp://127.0.0.1:9"], "--admin: not an http(s) URL"),
+        (["status", "--token-file", "/no/such/token"], "--token-file: No such file"),
+        (["pin", "--in-place", "--diff", "x.yaml"], "--in-place and --diff are exclusive"),
+        (["rewrite", "--mirror-url", "http://m:8080", "--match", "("], "--match: invalid"),
+    ],
+)
+def test_bad_input_on_the_command_line_is_a_usage_error(capsys, argv, message):
+    """A bad JWT, URL, file or flag combination is the operator's input: exit 2, one line,
+    raised as a UsageError (not a ConfigError: no configuration file is involved)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jwks-mirror: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_cli_maps_the_error_tree_to_exit_codes(monkeypatch, capsys):
+    """cli.main is the one place errors become exit codes: UsageError and its children 2,
+    any other MirrorError 1."""
+    import jwks_mirror.cli as cli
+    from jwks_mirror import errors
+
+    raised: list[Exception] = [
+        errors.UsageError("u"),
+        errors.ConfigError("c", field="f"),
+        errors.ManifestError("m"),
+        errors.UpstreamError("status", "s"),
+        errors.KeySetRejected("too_large", "k"),
+        errors.AdminError("a"),
+    ]
+    codes = []
+    for exc in raised:
+        def fail(args, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(cli, "cmd_check_config", fail)
+        codes.append(main(["check-config"]))
+        assert capsys.readouterr().err == f"jwks-mirror: error: {exc}\n"
+    assert codes == [2, 2, 2, 1, 1, 1]
+
+
 async def test_refresh_and_status_commands(fake_issuer, mirror_factory, capsys, refused_url):
     issuer = await fake_issuer(document=jwks("k1"))
     running = await mirror_factory(

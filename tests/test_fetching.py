@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import zlib
 from collections.abc import AsyncIterator
@@ -12,13 +13,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jwks_mirror.discovery import MAX_TTL_S, DiscoveryCache, max_age_s, rebase_origin
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.fetching import Admission, Fetcher, rebase_origin
+from jwks_mirror.fetching import Admission, Fetcher
 from jwks_mirror.settings import IssuerSettings, parse_settings
 
 from .conftest import (
     ISSUER_HOST,
     Behaviour,
+    Clock,
     Pki,
     answer,
     drip,
@@ -277,6 +280,125 @@ async def test_discovery_url_leaves_a_jwks_uri_on_another_origin_alone(fake_issu
     result = await fetcher.fetch(settings)
     assert result.url == keys.url
     assert len(keys.requests) == 1
+
+
+class CachingIdp:
+    """An IdP on loopback whose discovery document carries ``cache_control``; it serves its
+    keys at ``keys_path`` (which a test may move) and counts each kind of request."""
+
+    def __init__(self, cache_control: str | None) -> None:
+        self.cache_control = cache_control
+        self.keys_path = "/keys-v1"
+        self.base = ""
+        self.documents = 0
+        self.key_fetches = 0
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/.well-known/openid-configuration":
+            self.documents += 1
+            headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
+            return web.json_response(
+                {"issuer": self.base, "jwks_uri": self.base + self.keys_path}, headers=headers
+            )
+        if request.path == self.keys_path:
+            self.key_fetches += 1
+            return web.json_response(jwks("k1"))
+        return web.Response(status=404)
+
+
+async def caching_idp(fake_issuer, cache_control: str | None) -> tuple[CachingIdp, IssuerSettings]:
+    idp = CachingIdp(cache_control)
+    server = await fake_issuer(behaviour=idp)
+    idp.base = server.base
+    return idp, issuer_settings(f"    issuer: {idp.base}\n    discovery: true\n")
+
+
+async def test_discovery_document_is_reused_while_its_max_age_lasts(fake_issuer):
+    clock = Clock(now=1000.0)
+    fetcher = Fetcher(clock=clock)
+    try:
+        idp, settings = await caching_idp(fake_issuer, "public, max-age=300")
+        for _ in range(3):
+            result = await fetcher.fetch(settings)
+            assert json.loads(result.body) == jwks("k1")
+        assert (idp.documents, idp.key_fetches) == (1, 3)  # one request per refresh, not two
+        clock.now += 299
+        await fetcher.fetch(settings)
+        assert idp.documents == 1
+        clock.now += 2  # past max-age: the document is read again
+        await fetcher.fetch(settings)
+        assert (idp.documents, idp.key_fetches) == (2, 5)
+    finally:
+        await fetcher.close()
+
+
+@pytest.mark.parametrize(
+    "cache_control",
+    [None, "no-store", "max-age=300, no-store", "no-cache, max-age=300", "public", "max-age=0"],
+)
+async def test_discovery_document_without_a_usable_max_age_is_read_every_time(
+    fake_issuer, fetcher, cache_control
+):
+    idp, settings = await caching_idp(fake_issuer, cache_control)
+    await fetcher.fetch(settings)
+    await fetcher.fetch(settings)
+    assert (idp.documents, idp.key_fetches) == (2, 2)
+
+
+async def test_failed_keys_fetch_drops_the_cached_document(fake_issuer, fetcher):
+    """The IdP moves its keys: the cached jwks_uri now answers 404. That fetch fails (nothing
+    is masked), and the next one reads the document again and follows the move."""
+    idp, settings = await caching_idp(fake_issuer, "max-age=3600")
+    await fetcher.fetch(settings)
+    idp.keys_path = "/keys-v2"
+    with pytest.raises(UpstreamError) as info:
+        await fetcher.fetch(settings)
+    assert info.value.reason == "status"
+    assert idp.documents == 1
+    result = await fetcher.fetch(settings)
+    assert result.url == idp.base + "/keys-v2"
+    assert (idp.documents, idp.key_fetches) == (2, 2)
+
+
+async def test_cached_document_is_not_shared_with_another_issuer(fake_issuer, fetcher):
+    idp, settings = await caching_idp(fake_issuer, "max-age=3600")
+    other = dataclasses.replace(settings, name="other-ns")
+    await fetcher.fetch(settings)
+    await fetcher.fetch(other)
+    assert idp.documents == 2
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "age", "expected"),
+    [
+        ("max-age=300", None, 300.0),
+        ("public, max-age=300, must-revalidate", None, 300.0),
+        ('max-age="60"', None, 60.0),
+        ("MAX-AGE=60", "20", 40.0),
+        ("max-age=60", "60", None),  # already as old as allowed
+        ("max-age=99999999", None, MAX_TTL_S),
+        ("s-maxage=300", None, None),
+        ("max-age=abc", None, None),
+        ("no-store", None, None),
+        ("private, no-cache", None, None),
+        ("", None, None),
+        (None, None, None),
+    ],
+)
+def test_max_age_s(cache_control, age, expected) -> None:
+    assert max_age_s(cache_control, age) == expected
+
+
+def test_discovery_cache_is_bounded() -> None:
+    clock = Clock(now=0.0)
+    cache = DiscoveryCache(clock=clock, maxsize=2)
+    for name in ("a", "b", "c"):
+        cache.put((name, None, "u"), f"http://{name}/keys", 60.0)
+    assert len(cache) == 2
+    assert cache.get(("a", None, "u")) is None  # the least recently used went first
+    assert cache.get(("c", None, "u")) == "http://c/keys"
+    cache.put(("c", None, "u"), "http://c/keys", None)  # a no-store answer forgets the entry
+    assert cache.get(("c", None, "u")) is None
 
 
 @pytest.mark.parametrize(

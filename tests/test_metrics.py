@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import jwks_mirror
 from jwks_mirror.metrics import Metrics
 
 
@@ -112,3 +116,55 @@ class Frozen:
 
     def collect(self):
         return self.families
+
+
+def _package_modules_using_prometheus() -> list[tuple[str, ast.Module]]:
+    out = []
+    for path in sorted(Path(jwks_mirror.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {
+            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        } | {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        if any(name.split(".")[0] == "prometheus_client" for name in names):
+            out.append((path.name, tree))
+    return out
+
+
+def test_no_module_reads_prometheus_client_internals():
+    """Private attributes (``_metrics``, ``_value``, ``_names_to_collectors``...) change between
+    prometheus_client releases. A module that uses prometheus_client touches no ``_``
+    attribute but its own (``self._x``) and imports no private name from it."""
+    modules = _package_modules_using_prometheus()
+    assert {"metrics.py", "mirror.py"} <= {name for name, _ in modules}
+    found = []
+    for name, tree in modules:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                if not own and not node.attr.startswith("__") and node.attr != "_replace":
+                    found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "prometheus_client"
+            ):
+                found += [f"{name}: imports {a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []
+
+
+def test_per_issuer_series_come_from_the_scrape_time_collectors():
+    """No prometheus_client metric object is labelled by issuer: a child per issuer is an
+    object and a lock, kept until someone reaches into the internals to delete it. Per-issuer
+    series are computed by the collectors in metrics.py at scrape time instead."""
+    labelled = []
+    for name, tree in _package_modules_using_prometheus():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id not in ("Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"):
+                continue
+            labels = [*node.args[2:3], *(k.value for k in node.keywords if k.arg == "labelnames")]
+            if any("issuer" in ast.unparse(arg) for arg in labels):
+                labelled.append(f"{name}:{node.lineno}")
+    assert labelled == []

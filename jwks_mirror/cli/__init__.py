@@ -12,14 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from jwks_mirror.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    AdminError,
-    ConfigError,
-    MirrorError,
-)
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MirrorError, UsageError
 from jwks_mirror.settings import CONFIG_ENV, Settings, load_settings
 
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
@@ -142,15 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # The one place errors become exit codes (the tree is drawn in jwks_mirror.errors).
     try:
         return func(args)
-    except ConfigError as exc:
+    except UsageError as exc:  # arguments, configuration, manifests, a token that is no JWT
         _error(str(exc))
         return EXIT_USAGE
-    except AdminError as exc:
-        _error(str(exc))
-        return EXIT_FAILED
-    except MirrorError as exc:
+    except MirrorError as exc:  # the operation failed: a fetch, the admin port, a check
         _error(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -262,7 +253,7 @@ def _admin_token(args: argparse.Namespace) -> str | None:
             with open(args.token_file, encoding="utf-8") as handle:
                 return handle.read().strip()
         except OSError as exc:
-            raise ConfigError(f"--token-file: {exc.strerror}: {args.token_file}") from exc
+            raise UsageError(f"--token-file: {exc.strerror}: {args.token_file}") from exc
     return os.environ.get("JWKS_MIRROR_ADMIN_TOKEN") or None
 
 

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from jwks_mirror.errors import AdminError, ConfigError
+from jwks_mirror.errors import AdminError, UsageError
 
 REFRESH_TIMEOUT_S = 120.0
 
@@ -21,7 +21,7 @@ class AdminClient:
     def __init__(self, base_url: str, *, token: str | None = None) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"--admin: not an http(s) URL: {base_url!r}")
+            raise UsageError(f"--admin: not an http(s) URL: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._token = token
 

@@ -20,7 +20,7 @@ from typing import Any
 from jwcrypto import jwk, jws
 
 from jwks_mirror.cli.admin_client import human_duration
-from jwks_mirror.errors import ConfigError
+from jwks_mirror.errors import UsageError
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
 ALLOWED = {
@@ -44,16 +44,16 @@ class Verdict:
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a compact JWS, without any verification. ConfigError if not one."""
+    """Header and claims of a compact JWS, without any verification. UsageError if not one."""
     parts = token.strip().split(".")
     if len(parts) != 3:
-        raise ConfigError("not a JWT: expected three dot-separated parts")
+        raise UsageError("not a JWT: expected three dot-separated parts")
     try:
         header, claims = (json.loads(_b64decode(p)) for p in parts[:2])
     except (ValueError, binascii.Error) as exc:
-        raise ConfigError(f"not a JWT: {exc}") from exc
+        raise UsageError(f"not a JWT: {exc}") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise ConfigError("not a JWT: header and payload must be JSON objects")
+        raise UsageError("not a JWT: header and payload must be JSON objects")
     return header, claims
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from jwks_mirror.cli.admin_client import AdminClient
 from jwks_mirror.cli.rewrite import emit, mirror_url_option, outputs_for, read_streams
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.pinning import (
     Pin,
     apply_pins,
@@ -41,13 +41,13 @@ def _read_status_file(path: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"--from-status: no such file: {path}") from None
+        raise UsageError(f"--from-status: no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--from-status: cannot read {path}: {exc}") from exc
+        raise UsageError(f"--from-status: cannot read {path}: {exc}") from exc
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"--from-status: {path}: not JSON: {exc}") from exc
+        raise UsageError(f"--from-status: {path}: not JSON: {exc}") from exc
 
 
 def _unpinnable(pins: list[Pin]) -> bool:
@@ -73,11 +73,11 @@ def _warn_normalised(pins: list[Pin]) -> None:
 def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) -> int:
     """Carry out ``pin`` as the parsed arguments say; returns the exit code."""
     if args.in_place and args.diff:
-        raise ConfigError("--in-place and --diff are exclusive")
+        raise UsageError("--in-place and --diff are exclusive")
     if args.check and (args.in_place or args.diff):
-        raise ConfigError("--check writes nothing: it cannot be combined with --in-place or --diff")
+        raise UsageError("--check writes nothing: it cannot be combined with --in-place or --diff")
     if args.from_status and args.admin:
-        raise ConfigError("--admin and --from-status are exclusive")
+        raise UsageError("--admin and --from-status are exclusive")
     mirror_url = _mirror_url(args.mirror_url)
     inputs, streams = read_streams(args.paths, in_place=args.in_place)
     if args.from_status:
@@ -136,7 +136,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
     refresh pins nothing.
     """
     if "-" in args.paths:
-        raise ConfigError("rotate pins files in place: give file or directory paths, not stdin")
+        raise UsageError("rotate pins files in place: give file or directory paths, not stdin")
     mirror_url = _mirror_url(args.mirror_url)
     inputs, streams = read_streams(args.paths, in_place=True) if args.paths else ([], [])
     clients = _clients(args, token=token, default=default_admin)

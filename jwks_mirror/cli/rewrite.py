@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.manifests import (
     MeshPolicy,
     Plan,
@@ -57,17 +57,17 @@ def run(args: argparse.Namespace) -> int:
     """Carry out ``rewrite`` as the parsed arguments say; returns the exit code."""
     mirror_url = mirror_url_option(args.mirror_url) if args.mirror_url else None
     if args.restore and (args.check or args.config_out):
-        raise ConfigError("--restore cannot be combined with --check or --config-out")
+        raise UsageError("--restore cannot be combined with --check or --config-out")
     if args.in_place and args.diff:
-        raise ConfigError("--in-place and --diff are exclusive")
+        raise UsageError("--in-place and --diff are exclusive")
     if mirror_url is None and not (args.restore or args.check):
-        raise ConfigError("--mirror-url is required (except with --restore or --check)")
+        raise UsageError("--mirror-url is required (except with --restore or --check)")
     match = None
     if args.match:
         try:
             match = re.compile(args.match)
         except re.error as exc:
-            raise ConfigError(f"--match: invalid regular expression: {exc}") from exc
+            raise UsageError(f"--match: invalid regular expression: {exc}") from exc
     inputs, streams = read_streams(args.paths, in_place=args.in_place)
 
     if args.restore:
@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def mirror_url_option(value: str) -> str:
-    """A valid ``--mirror-url`` without a trailing slash, or a ConfigError."""
+    """A valid ``--mirror-url`` without a trailing slash, or a UsageError."""
     parts = http_url(value)
     if parts is None or parts.query or parts.fragment or parts.username is not None:
-        raise ConfigError(
+        raise UsageError(
             f"--mirror-url: expected http:// or https://host[:port][/path], got {value!r}"
         )
     return value.rstrip("/")
@@ -111,7 +111,7 @@ def read_streams(
     """
     paths = paths or ["-"]
     if in_place and "-" in paths:
-        raise ConfigError("--in-place needs file or directory paths, not stdin")
+        raise UsageError("--in-place needs file or directory paths, not stdin")
     inputs = read_inputs(paths)
     return inputs, [parse_stream(text, source=name) for _, name, text in inputs]
 

@@ -26,6 +26,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap
 
+from jwks_mirror.configfields import DNS_LABEL as _LABEL
 from jwks_mirror.gitops.roundtrip import (
     Document,
     ManifestError,
@@ -50,7 +51,6 @@ ANNOTATION = "jwks-mirror.io/original-jwks-uri"
 API_VERSIONS = frozenset({"security.istio.io/v1beta1", "security.istio.io/v1"})
 MAX_JWKS_URI = 2048  # Istio's CRD: jwksUri maxLength
 
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _NOT_LABEL = re.compile(r"[^a-z0-9]+")
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from jwks_mirror.errors import ConfigError
+from jwks_mirror.errors import UsageError
 from jwks_mirror.gitops.manifests import (
     MAX_JWKS_URI,
     ManifestStream,
@@ -71,14 +71,14 @@ class Versions:
 def _issuers(status: Any, source: str) -> list[dict[str, Any]]:
     issuers = status.get("issuers") if isinstance(status, dict) else None
     if not isinstance(issuers, list):
-        raise ConfigError(f"{source}: not a jwks-mirror status (no \"issuers\" list)")
+        raise UsageError(f"{source}: not a jwks-mirror status (no \"issuers\" list)")
     return [i for i in issuers if isinstance(i, dict) and isinstance(i.get("name"), str)]
 
 
 def versions_from_statuses(statuses: Iterable[tuple[str, Any]]) -> Versions:
     """Merge ``(source, /status document)`` pairs, one per replica, into :class:`Versions`.
 
-    A document without an ``issuers`` list is a :class:`ConfigError` naming its source. An
+    A document without an ``issuers`` list is a :class:`UsageError` naming its source. An
     issuer is pinnable only if every replica lists it and publishes the same version: a
     replica that has not refreshed yet would hand istiod the old set under the new URI, and
     istiod would keep it for 20 minutes.

@@ -25,15 +25,11 @@ from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import ScalarString
 from ruamel.yaml.tokens import CommentToken
 
-from jwks_mirror.errors import ConfigError
+from jwks_mirror.errors import ManifestError as ManifestError  # callers import it from here
 
 # Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
 # first, then the common hand-written styles. The first that reproduces a document is used.
 _LAYOUTS = ((2, 2, 0), (2, 4, 2), (4, 4, 2), (4, 6, 4), (4, 4, 0), (3, 3, 0))
-
-
-class ManifestError(ConfigError):
-    """A manifest cannot be read or processed; the message starts with ``file:line``."""
 
 
 class YamlNull:

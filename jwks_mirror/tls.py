@@ -1,0 +1,82 @@
+"""TLS loading: the certificate files the configuration names, made into SSL contexts.
+
+Client contexts for direct TLS to an upstream (a private CA, a client certificate) and the
+server context of the public port. The configuration loader builds each context once to check
+the files; the fetcher and the public port build them again whenever the files rotate on disk.
+Every failure is a :class:`ConfigError` whose ``field`` names the bad file (``ca_file``,
+``cert_file`` or ``key_file``); callers prefix the section's path.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from jwks_mirror.configfields import oneline
+from jwks_mirror.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """Direct TLS to the upstream (no sidecar): private CA, client certificate, SNI name."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerTLSSettings:
+    """HTTPS on the public port: a certificate chain and its key, re-read when they change."""
+
+    cert_file: Path
+    key_file: Path
+
+
+def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
+    """A verifying client context: the system CAs, or only ``ca_file``; plus the client
+    certificate. Used at load (to check the files) and at every rebuild after the files
+    rotate on disk. Raises :class:`ConfigError` whose ``field`` names the bad file."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls and tls.ca_file else None
+        )
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise ConfigError(f"not a PEM CA bundle: {oneline(exc)}", field="ca_file") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls and tls.cert_file and tls.key_file:
+        load_cert_chain(context, cert_file=tls.cert_file, key_file=tls.key_file)
+    return context
+
+
+def build_server_ssl_context(tls: ServerTLSSettings) -> ssl.SSLContext:
+    """The public port's server context: TLS 1.2 or newer, the configured chain and key.
+    Raises :class:`ConfigError` whose ``field`` names the bad file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_cert_chain(context, cert_file=tls.cert_file, key_file=tls.key_file)
+    return context
+
+
+def load_cert_chain(context: ssl.SSLContext, *, cert_file: Path, key_file: Path) -> None:
+    """Load a certificate chain and its key into ``context`` (new handshakes use them).
+    Raises :class:`ConfigError` whose ``field`` is ``cert_file`` or ``key_file``."""
+    # Parse the key first: OpenSSL reports an unparsable key as a bare "PEM lib" error
+    # that cannot be told apart from a bad certificate, and for an encrypted key it
+    # would prompt for a passphrase on the terminal (or block a headless process).
+    try:
+        serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
+        raise ConfigError(
+            f"not an unencrypted PEM private key: {oneline(exc)}", field="key_file"
+        ) from exc
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except (ssl.SSLError, OSError) as exc:
+        bad = "key_file" if "KEY_VALUES_MISMATCH" in str(exc) else "cert_file"
+        raise ConfigError(f"certificate and key unusable: {oneline(exc)}", field=bad) from exc
