@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from jwks_mirror.gitops.manifests import (
-    MeshPolicy,
-    Upstream,
-    dns_label,
-    iter_rules,
-    mirror_name,
-    parse_stream,
-    plan_rewrite,
-    restore,
-)
+from jwks_mirror.gitops.manifests import iter_rules
+from jwks_mirror.gitops.mesh import MeshPolicy, Upstream, dns_label, mirror_name
+from jwks_mirror.gitops.rewrite import plan_rewrite, restore
+from jwks_mirror.gitops.roundtrip import parse_stream
 
 DATA = Path(__file__).parent / "data" / "manifests"
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"

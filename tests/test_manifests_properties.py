@@ -18,15 +18,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
 from jwks_mirror.cli.rewrite import render_restorable
-from jwks_mirror.gitops.manifests import (
-    ANNOTATION,
-    MeshPolicy,
-    apply_rewrite,
-    iter_rules,
-    parse_stream,
-    plan_rewrite,
-    restore,
-)
+from jwks_mirror.gitops.manifests import ANNOTATION, iter_rules
+from jwks_mirror.gitops.mesh import MeshPolicy
+from jwks_mirror.gitops.rewrite import apply_rewrite, plan_rewrite, restore
+from jwks_mirror.gitops.roundtrip import parse_stream
 
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 LAYOUTS = [(2, 2, 0), (2, 4, 2), (4, 4, 2)]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from jwks_mirror.cli import main
-from jwks_mirror.gitops.manifests import under_mirror
+from jwks_mirror.gitops.mesh import under_mirror
 from jwks_mirror.gitops.pinning import pinned_uri, pinned_version, versions_from_statuses
 
 from .conftest import jwks

@@ -2,7 +2,7 @@
 
 Inputs are read and parsed before the mirror is asked anything, and the mirror is asked
 before anything is written, so ``--in-place`` stays all or nothing (the reading and writing
-are :mod:`jwks_mirror.cli.rewrite`'s). Exit codes: 0 done; 1 the mirror could not be asked,
+are :mod:`jwks_mirror.gitops.files`'s). Exit codes: 0 done; 1 the mirror could not be asked,
 a refresh failed, an issuer has no version to pin (unknown to the mirror, nothing published,
 replicas that disagree) or ``--check`` found URIs behind; 2 bad input or options.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from jwks_mirror.cli.admin_client import AdminClient
-from jwks_mirror.cli.rewrite import emit, mirror_url_option, outputs_for, read_streams
+from jwks_mirror.cli.rewrite import mirror_url_option, read_manifests
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
+from jwks_mirror.gitops.files import emit, outputs_for
 from jwks_mirror.gitops.pinning import (
     Pin,
     apply_pins,
@@ -79,7 +80,7 @@ def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) 
     if args.from_status and args.admin:
         raise UsageError("--admin and --from-status are exclusive")
     mirror_url = _mirror_url(args.mirror_url)
-    inputs, streams = read_streams(args.paths, in_place=args.in_place)
+    inputs, streams = read_manifests(args.paths, in_place=args.in_place)
     if args.from_status:
         versions = versions_from_statuses(
             (path, _read_status_file(path)) for path in dict.fromkeys(args.from_status)
@@ -102,7 +103,8 @@ def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) 
     apply_pins(pins)
     _warn_normalised(pins)
     outputs = outputs_for(inputs, [stream.render() for stream in streams])
-    return emit(outputs, in_place=args.in_place, diff=args.diff)
+    emit(outputs, in_place=args.in_place, diff=args.diff)
+    return EXIT_OK
 
 
 def _mirror_url(value: str | None) -> str | None:
@@ -138,7 +140,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
     if "-" in args.paths:
         raise UsageError("rotate pins files in place: give file or directory paths, not stdin")
     mirror_url = _mirror_url(args.mirror_url)
-    inputs, streams = read_streams(args.paths, in_place=True) if args.paths else ([], [])
+    inputs, streams = read_manifests(args.paths, in_place=True) if args.paths else ([], [])
     clients = _clients(args, token=token, default=default_admin)
     several = len(clients) > 1
     failed = False
@@ -169,7 +171,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
     changed = apply_pins(pins)
     _warn_normalised(pins)
     outputs = outputs_for(inputs, [stream.render() for stream in streams])
-    code = emit(outputs, in_place=not args.diff, diff=args.diff)
+    emit(outputs, in_place=not args.diff, diff=args.diff)
     if not args.diff:
         print(f"pinned: {changed} jwksUris changed, {len(pins) - changed} already current")
-    return code
+    return EXIT_OK

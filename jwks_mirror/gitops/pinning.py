@@ -1,7 +1,7 @@
 """Version-pinned mirror URLs: ``?v=<key-set version>`` so istiod fetches a new set at once.
 
 PURE-ish: mirror ``/status`` documents and round-trip manifest trees in, edited trees out; no
-I/O, no aiohttp (:mod:`jwks_mirror.pin_cmd` does the reading, asking and writing).
+I/O, no aiohttp (:mod:`jwks_mirror.cli.pin` does the reading, asking and writing).
 
 istiod caches each JWKS by the exact ``jwksUri`` string and refreshes it only every 20
 minutes, and Envoy never refetches on an unknown ``kid``. The mirror ignores query strings, so
@@ -11,7 +11,7 @@ a ``jwksUri`` of ``<mirror>/<name>/jwks.json?v=<version>`` serves the same keys 
 * **Which URIs** — a rule's ``jwksUri`` is the mirror's when ``rewrite`` left the original in
   the :data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation for that rule index, or it is
   under an explicit ``mirror_url``, spelled any way that names the same Service
-  (:func:`~jwks_mirror.gitops.manifests.under_mirror`); either way its path must be
+  (:func:`~jwks_mirror.gitops.mesh.under_mirror`); either way its path must be
   ``.../<name>/jwks.json``.
 * **Which version** — the ``version`` of ``<name>`` in the mirror's ``/status``: the first 16
   hex digits of the SHA-256 of the published canonical bytes, so every replica holding the
@@ -30,16 +30,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from jwks_mirror.errors import UsageError
-from jwks_mirror.gitops.manifests import (
-    MAX_JWKS_URI,
-    ManifestStream,
-    RuleRef,
-    iter_rules,
-    mirror_name,
-    read_originals,
-    under_mirror,
-)
-from jwks_mirror.gitops.roundtrip import ManifestError
+from jwks_mirror.gitops.manifests import MAX_JWKS_URI, RuleRef, iter_rules, read_originals
+from jwks_mirror.gitops.mesh import mirror_name, under_mirror
+from jwks_mirror.gitops.roundtrip import ManifestError, ManifestStream
 
 __all__ = [
     "Pin", "Versions", "apply_pins", "behind", "describe", "pinned_uri", "pinned_version",
