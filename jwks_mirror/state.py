@@ -1,7 +1,7 @@
-"""Per-issuer state: the published set, retained keys, staleness, and its file on disk.
+"""Per-issuer state: the published set, retained keys, staleness: the policy transitions.
 
-No I/O happens here except in :class:`StateStore`; time is always passed in (wall-clock
-seconds), so retention and staleness are tested with plain numbers.
+No I/O happens here (the state file's format and writes are in persistence.py); time is always
+passed in (wall-clock seconds), so retention and staleness are tested with plain numbers.
 
 Published set = keys the upstream currently serves + keys it dropped less than
 ``retain_removed_keys`` ago. Retention exists because istiod refreshes every 20 minutes at best:
@@ -10,21 +10,18 @@ a token signed just before a rotation must keep verifying until every istiod has
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from jwks_mirror.errors import FetchError
-from jwks_mirror.keysets import Key, KeyDropped, Validated, key_from_jwk, render, version_of
-from jwks_mirror.settings import IssuerSettings
+from jwks_mirror.keysets import Key, Validated, render, version_of
 
-STATE_FORMAT = 1
+# STATE_FORMAT and StateStore are re-exported for the callers that import them from here.
+from jwks_mirror.persistence import STATE_FORMAT as STATE_FORMAT
+from jwks_mirror.persistence import Snapshot, decode, encode
+from jwks_mirror.persistence import StateStore as StateStore
+from jwks_mirror.settings import IssuerSettings
 
 
 @dataclass(frozen=True)
@@ -266,146 +263,48 @@ class IssuerState:
         self.last_change = now
         return True
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- persistence (the file format is persistence.py's) ------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready document for :class:`StateStore` (taken on the event loop)."""
-        return {
-            "format": STATE_FORMAT,
-            "name": self.name,
-            "upstream": self.settings.upstream,
-            "last_success": self.last_success,
-            "last_change": self.last_change,
-            "upstream_etag": self.upstream_etag,
-            "upstream_last_modified": self.upstream_last_modified,
-            "upstream_digest": self.upstream_digest,
-            "keys": [dict(k.jwk) for k in self.current],
-            "retained": [
-                {"jwk": dict(r.key.jwk), "removed_at": r.removed_at} for r in self.retained.values()
-            ],
-            "first_seen": [[kid, ident, ts] for (kid, ident), ts in self.first_seen.items()],
-        }
+        """The state file's document, taken on the event loop (written by a StateStore)."""
+        saved = Snapshot(
+            current=self.current,
+            retained=tuple((r.key, r.removed_at) for r in self.retained.values()),
+            first_seen=dict(self.first_seen),
+            last_success=self.last_success,
+            last_change=self.last_change,
+            upstream_etag=self.upstream_etag,
+            upstream_last_modified=self.upstream_last_modified,
+            upstream_digest=self.upstream_digest,
+        )
+        return encode(saved, name=self.name, upstream=self.settings.upstream)
 
     def restore(self, document: Mapping[str, Any], *, now: float) -> None:
-        """Load a snapshot. Raises ValueError when it is unusable; then nothing changes.
-
-        Every key is validated again: a file on disk is input like any other, and a policy
-        change since it was written must apply to it.
-        """
-        if document.get("format") != STATE_FORMAT:
-            raise ValueError(f"unknown format {document.get('format')!r}")
-        if document.get("upstream") != self.settings.upstream:
-            raise ValueError("written for another upstream")
-        last_success = document.get("last_success")
-        if not isinstance(last_success, int | float) or isinstance(last_success, bool):
-            raise ValueError("no last_success")
-        # json.loads accepts NaN and Infinity: an infinite last_success would never go stale
-        # (max_stale fails open) and a NaN removal time would retain a key for ever.
-        if not math.isfinite(last_success):
-            raise ValueError(f"last_success {last_success!r} is not a finite time")
-        try:
-            current = tuple(key_from_jwk(m) for m in document["keys"])
-            retained = {}
-            for item in document.get("retained", []):
-                key = key_from_jwk(item["jwk"])
-                removed_at = float(item["removed_at"])
-                if not math.isfinite(removed_at):
-                    raise ValueError(f"removed_at {removed_at!r} is not a finite time")
-                retained[(key.kid, key.ident)] = Retained(key, removed_at)
-        except (KeyDropped, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"invalid key: {exc}") from exc
-        if not current:
-            raise ValueError("no keys")
-        # The file must hold what validate() would have accepted: each key once, and no two
-        # different keys of one type under one kid (verifiers could pick either).
-        identities: set[tuple[str | None, str]] = set()
-        kids: dict[tuple[str, str], str] = {}
-        for key in current:
-            if (key.kid, key.ident) in identities:
-                raise ValueError(f"key {_label(key)} is listed twice")
-            identities.add((key.kid, key.ident))
-            mark = key.thumbprint  # the same key under another alg is no conflict
-            if key.kid is not None and kids.setdefault((key.kid, key.kty), mark) != mark:
-                raise ValueError(f"two different {key.kty} keys share kid {key.kid!r}")
-        for ident in identities:
-            retained.pop(ident, None)  # current again, as in apply()
-        self.current = tuple(sorted(current, key=lambda k: k.sort_key))
-        self.retained = retained
-        self.first_seen = _first_seen(document.get("first_seen"))
+        """Load a state file's document. Raises ValueError when it is unusable; then nothing
+        changes. Its keys meet the policy again (:func:`jwks_mirror.persistence.decode`)."""
+        saved = decode(
+            document, upstream=self.settings.upstream, max_keys=self.settings.limits.max_keys
+        )
+        current = {(k.kid, k.ident) for k in saved.current}
+        self.current = saved.current
+        # A retained key that is current again is not retained, as in apply().
+        self.retained = {
+            (key.kid, key.ident): Retained(key, removed_at)
+            for key, removed_at in saved.retained
+            if (key.kid, key.ident) not in current
+        }
+        self.first_seen = dict(saved.first_seen)
         # A time in the future (a clock that went back, a tampered file) must not extend
         # how long this set is served: never later than now.
-        self.last_success = min(float(last_success), now)
-        for name in ("upstream_etag", "upstream_last_modified", "upstream_digest"):
-            value = document.get(name)
-            setattr(self, name, value if isinstance(value, str) else None)
+        if saved.last_success is None:  # decode() refuses such a document; for the type checker
+            raise ValueError("no last_success")
+        self.last_success = min(saved.last_success, now)
+        self.upstream_etag = saved.upstream_etag
+        self.upstream_last_modified = saved.upstream_last_modified
+        self.upstream_digest = saved.upstream_digest
         self.source, self.filled_from = "state", None
         self._drop_expired(now)
         self._republish(now)
         # Publishing above stamped "now"; the set last changed when the file says it did.
-        last_change = document.get("last_change")
-        if isinstance(last_change, int | float) and math.isfinite(last_change):
-            self.last_change = min(float(last_change), now)
-
-
-def _first_seen(value: object) -> dict[tuple[str | None, str], float]:
-    """Best effort: a malformed entry only loses a timestamp shown by ``explain``."""
-    out: dict[tuple[str | None, str], float] = {}
-    if isinstance(value, list):
-        for item in value:
-            if (
-                isinstance(item, list)
-                and len(item) == 3
-                and isinstance(item[0], str | None)
-                and isinstance(item[1], str)
-                and isinstance(item[2], int | float)
-                and math.isfinite(item[2])
-            ):
-                out[(item[0], item[1])] = float(item[2])
-    return out
-
-
-class StateStore:
-    """One JSON file per issuer in ``state_dir``, replaced atomically."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def path(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
-
-    def save(self, name: str, document: Mapping[str, Any]) -> None:
-        """Write then rename, so a crash leaves the old file or the new one, never a mix."""
-        data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-
-    def load(self, name: str) -> dict[str, Any] | None:
-        """The stored document, None if there is none. Raises ValueError if it is corrupt."""
-        try:
-            data = self.path(name).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ValueError(f"cannot read: {exc.strerror}") from exc
-        try:
-            document = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError("not JSON") from exc
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        return document
+        if saved.last_change is not None:
+            self.last_change = min(saved.last_change, now)

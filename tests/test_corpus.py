@@ -11,6 +11,7 @@ real provider's key fails here by name.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections import Counter
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from jwks_mirror.keysets import Validated, render, validate
+from jwks_mirror.keysets import Validated, render, validate, validate_keys
 
 CORPUS = Path(__file__).parent / "fixtures" / "jwks"
 FIXTURES = sorted(p.stem for p in CORPUS.glob("*.json"))
@@ -139,3 +140,22 @@ def test_padded_x5t_matching_the_certificate_is_kept_canonically() -> None:
     assert published[0]["x5t#S256"] == raw["x5t#S256"].rstrip("=")
     assert published[0]["x5c"] == raw["x5c"]
     assert "x5u" not in published[0]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_the_published_set_meets_the_strict_policy_a_state_file_meets(name: str) -> None:
+    # A state file holds the published members; restoring them goes through the same policy,
+    # strictly (nothing may be dropped or stripped), and must give back the same set.
+    keys = check(name).keys
+    again = validate_keys([dict(k.jwk) for k in keys], max_keys=MAX_KEYS, strict=True)
+    assert again.keys == keys
+    assert render(again.keys) == render(keys)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_thumbprints_are_rfc_7638_over_the_published_members(name: str) -> None:
+    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+    for key in check(name).keys:
+        text = json.dumps({m: key.jwk[m] for m in required[key.kty]}, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).digest()
+        assert key.thumbprint == base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), (name, key.kid)

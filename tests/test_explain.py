@@ -110,3 +110,45 @@ async def test_status_detail_endpoint(mirror):
     assert history["old"]["status"] == "retained"
     assert history["old"]["retained_until"] == pytest.approx(history["old"]["removed_at"] + 3600)
     assert sorted(k["kid"] for k in detail["jwks"]["keys"]) == ["k1", "old"]
+
+
+# -- the algorithm verdict is the validation policy's (keysets.verifies), not a copy ----------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def es_token(key, alg: str) -> str:
+    """A token signed with ``key`` (P-384) under ``alg``'s hash, whatever the curve: a real
+    signature, so only the algorithm rule can tell it from a good token."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    head = _b64(json.dumps({"alg": alg, "kid": "p384"}).encode())
+    body = _b64(json.dumps({"iss": ISSUER, "exp": int(time.time()) + 600}).encode())
+    digest = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384()}[alg]
+    r, s = utils.decode_dss_signature(key.get_op_key("sign").sign(f"{head}.{body}".encode(), ec.ECDSA(digest)))
+    return f"{head}.{body}.{_b64(r.to_bytes(48, 'big') + s.to_bytes(48, 'big'))}"
+
+
+@pytest.fixture
+async def p384_mirror(fake_issuer, mirror_factory):
+    from jwcrypto import jwk
+
+    key = jwk.JWK.generate(kty="EC", crv="P-384", kid="p384")  # published without "alg"
+    issuer = await fake_issuer(document={"keys": [json.loads(key.export_public())]})
+    running = await mirror_factory(config_text(f"  - name: idp\n    jwks_uri: {issuer.url}\n    issuer: {ISSUER}\n"))
+    await running.mirror.refresh(["idp"])
+    return running, key
+
+
+async def test_es256_token_on_a_p384_key_is_an_algorithm_mismatch(p384_mirror, capsys):
+    running, key = p384_mirror
+    code, out = await run_explain(running, es_token(key, "ES256"), capsys)
+    assert code == 1, out
+    assert out.startswith("REJECTED (algorithm mismatch)"), out
+    assert "key 'p384' (EC) cannot verify ES256" in out
+    code, out = await run_explain(running, es_token(key, "ES384"), capsys)
+    assert code == 0, out
+    assert out.startswith("ACCEPTED"), out

@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 from jwks_mirror.errors import KeySetRejected
 from jwks_mirror.keysets import (
     PRIVATE_MEMBERS,
-    KeyDropped,
     Validated,
+    algs_for,
     key_from_jwk,
     parse_json,
     render,
     validate,
+    validate_keys,
+    verifies,
     version_of,
 )
 
@@ -821,9 +823,129 @@ def test_key_from_jwk_round_trips_a_published_key() -> None:
     ],
 )
 def test_key_from_jwk_refuses_what_validate_would_not_publish(make: Any, reason: str) -> None:
-    with pytest.raises(KeyDropped) as info:
+    with pytest.raises(KeySetRejected) as info:
         key_from_jwk(make())
     assert info.value.reason == reason
+    # The same rule an upstream body meets: a set of that key alone is rejected, or the key is
+    # dropped for that very reason.
+    raw = make()
+    if isinstance(raw, dict) and reason in ("private_key", "symmetric_key"):
+        assert rejection(kf.body(raw)).reason == reason
+    else:
+        kept = check(kf.body(raw, kf.jwk("p256", kid="other")))
+        assert kept.dropped == {reason: 1}
+
+
+# -- one policy: validate_keys, strict for what jwks-mirror wrote itself --------------------
+
+
+def test_validate_is_validate_keys_on_the_parsed_body() -> None:
+    members = _several()
+    assert validate_keys(members, max_keys=MAX_KEYS) == check(kf.body(*members))
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        pytest.param(lambda: kf.jwk("rsa1024", kid="weak"), "weak_key", id="weak"),
+        pytest.param(lambda: kf.jwk("p256", kid="m", alg="ES384"), "bad_alg", id="alg-mismatch"),
+        pytest.param(lambda: kf.jwk("p256", kid="m", use="enc"), "not_signing", id="enc"),
+        pytest.param(lambda: kf.jwk("p256", kid="m", crv="P-192"), "unsupported_curve", id="curve"),
+    ],
+)
+def test_strict_refuses_the_set_for_the_reason_an_upstream_key_is_dropped(
+    extra: Any, reason: str
+) -> None:
+    good = kf.jwk("p256", kid="good", index=1)
+    lenient = validate_keys([good, extra()], max_keys=MAX_KEYS)
+    assert lenient.dropped == {reason: 1}
+    with pytest.raises(KeySetRejected) as info:
+        validate_keys([good, extra()], max_keys=MAX_KEYS, strict=True)
+    assert info.value.reason == reason
+    assert str(info.value).startswith("keys[1] ")
+
+
+def test_strict_refuses_a_key_listed_twice_and_a_member_it_would_strip() -> None:
+    key = kf.jwk("p256", kid="k")
+    assert len(validate_keys([key, dict(key)], max_keys=MAX_KEYS).keys) == 1
+    with pytest.raises(KeySetRejected) as info:
+        validate_keys([key, dict(key)], max_keys=MAX_KEYS, strict=True)
+    assert info.value.reason == "duplicate_key"
+    foreign = kf.jwk("p256", kid="k") | {"x5c": kf.x5c_key(kid="c")["x5c"]}
+    assert validate_keys([foreign], max_keys=MAX_KEYS).dropped == {"x5c_removed": 1}
+    with pytest.raises(KeySetRejected) as info:
+        validate_keys([foreign], max_keys=MAX_KEYS, strict=True)
+    assert info.value.reason == "x5c_removed"
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_kid_conflict_and_secrets_reject_the_set_in_both_modes(strict: bool) -> None:
+    conflict = [kf.jwk("p256", kid="k"), kf.jwk("p256", kid="k", index=1)]
+    with pytest.raises(KeySetRejected) as info:
+        validate_keys(conflict, max_keys=MAX_KEYS, strict=strict)
+    assert info.value.reason == "kid_conflict"
+    secret = [kf.jwk("p256", kid="a"), kf.jwk("p256", kid="b", private=True, index=1)]
+    with pytest.raises(KeySetRejected) as info:
+        validate_keys(secret, max_keys=MAX_KEYS, strict=strict)
+    assert info.value.reason == "private_key"
+
+
+# -- the one alg table --------------------------------------------------------------------
+
+
+def test_algs_follow_the_key_type_and_curve() -> None:
+    assert algs_for({"kty": "EC", "crv": "P-256"}) == {"ES256"}
+    assert algs_for({"kty": "EC", "crv": "P-384"}) == {"ES384"}
+    assert algs_for({"kty": "EC", "crv": "P-521"}) == {"ES512"}
+    assert algs_for({"kty": "EC", "crv": "secp256k1"}) == frozenset()
+    assert algs_for({"kty": "OKP", "crv": "Ed25519"}) == {"EdDSA"}
+    assert algs_for({"kty": "OKP", "crv": "Ed448"}) == frozenset()
+    assert algs_for({"kty": "RSA"}) == {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    assert algs_for({"kty": "oct"}) == frozenset()
+
+
+def test_verifies_follows_the_table_and_the_keys_own_alg() -> None:
+    p384 = check(kf.body(kf.jwk("p384", kid="k"))).keys[0].jwk
+    assert verifies(p384, "ES384")
+    assert not verifies(p384, "ES256")
+    rsa = check(kf.body(kf.jwk("rsa2048", kid="k", alg="PS256"))).keys[0].jwk
+    assert verifies(rsa, "PS256")
+    assert not verifies(rsa, "RS256")
+    # The table validate() publishes by is the table verifies() answers from.
+    for kind, alg in [("p256", "ES256"), ("p384", "ES384"), ("p521", "ES512"), ("ed25519", "EdDSA")]:
+        key = check(kf.body(kf.jwk(kind, kid="k", alg=alg))).keys[0].jwk
+        assert verifies(key, alg)
+        for other in ("ES256", "ES384", "ES512", "EdDSA", "RS256"):
+            if other != alg:
+                assert not verifies(key, other)
+                assert rejection(kf.body(kf.jwk(kind, kid="k", alg=other))).reason == (
+                    "no_usable_keys"
+                )
+
+
+# -- RFC 7638 thumbprints (jwcrypto's) --------------------------------------------------------
+
+RFC7638_N = (
+    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECP"
+    "ebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY"
+    "368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f"
+    "M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+)
+
+
+def test_thumbprint_is_the_rfc_7638_example() -> None:
+    # RFC 7638 section 3.1: this RSA key's SHA-256 thumbprint.
+    key = check(kf.body({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"}))
+    assert key.keys[0].thumbprint == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    assert key.keys[0].ident == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs.RS256"
+
+
+def test_thumbprint_is_rfc_7638_for_every_key_type() -> None:
+    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+    for key in check(kf.body(*_several())).keys:
+        members = {m: key.jwk[m] for m in required[key.kty]}
+        text = json.dumps(members, sort_keys=True, separators=(",", ":"))
+        assert key.thumbprint == kf.b64url(hashlib.sha256(text.encode()).digest())
 
 
 # -- property: nothing but KeySetRejected, nothing private, idempotent ------------------------

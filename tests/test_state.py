@@ -11,8 +11,9 @@ import pytest
 
 from jwks_mirror.errors import KeySetRejected, UpstreamError
 from jwks_mirror.keysets import Validated, render, validate, version_of
+from jwks_mirror.persistence import STATE_FORMAT, StateStore
 from jwks_mirror.settings import IssuerSettings, Limits
-from jwks_mirror.state import STATE_FORMAT, Change, IssuerState, StateStore
+from jwks_mirror.state import Change, IssuerState
 
 from . import keyfactory as kf
 
@@ -411,11 +412,63 @@ def test_restore_into_a_fresh_state_refuses_and_serves_nothing() -> None:
         state.restore(_tamper(populated().snapshot(), "upstream"), now=2100.0)
     with pytest.raises(ValueError, match=r"unknown format 2"):
         state.restore(_tamper(populated().snapshot(), "format"), now=2100.0)
-    with pytest.raises(ValueError, match=r"^invalid key: "):
+    with pytest.raises(ValueError, match=r"^invalid key set \(private_key\): "):
         state.restore(_tamper(populated().snapshot(), "private-d"), now=2100.0)
     assert state.published is None
     assert state.current == ()
     assert not state.servable(2100.0)
+
+
+# A state file meets the one policy: refused for the rule, and under the reason, that an
+# upstream body meets (keysets.validate_keys; strict, since the mirror wrote the file itself).
+SAME_RULE = [
+    pytest.param(lambda: [kf.jwk("rsa1024", kid="w"), B()], "weak_key", id="weak-key"),
+    pytest.param(lambda: [B(), kf.jwk("p256", kid="b", index=1)], "kid_conflict", id="kid-conflict"),
+    pytest.param(lambda: [kf.jwk("p256", kid="m", alg="ES384"), B()], "bad_alg", id="alg-mismatch"),
+    pytest.param(lambda: [B(), B()], "duplicate_key", id="listed-twice"),
+    pytest.param(lambda: [B(), kf.jwk("oct", kid="s")], "symmetric_key", id="symmetric"),
+    pytest.param(lambda: [kf.jwk("p256", kid="e", use="enc"), B()], "not_signing", id="enc"),
+]
+
+
+@pytest.mark.parametrize(("keys", "reason"), SAME_RULE)
+def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
+    keys: Any, reason: str
+) -> None:
+    document = through_json(populated().snapshot())
+    document["keys"] = keys()
+    state = make_state()
+    with pytest.raises(ValueError, match=rf"^invalid key set \({reason}\): ") as info:
+        state.restore(document, now=2100.0)
+    assert state.published is None
+    # The same members in an upstream body: the set is rejected for that reason, or the key
+    # is dropped for it (the file is refused whole: the mirror wrote only kept keys there).
+    try:
+        upstream = keyset(*keys())
+    except KeySetRejected as exc:
+        assert exc.reason == reason
+        assert str(exc) in str(info.value)
+    else:
+        if reason == "duplicate_key":
+            assert len(upstream.keys) == 1  # an upstream's duplicate is published once
+        else:
+            assert upstream.dropped == {reason: 1}
+
+
+def test_restore_refuses_a_retained_key_the_policy_refuses() -> None:
+    document = through_json(populated().snapshot())
+    document["retained"][0]["jwk"] = kf.jwk("rsa1024", kid="a")
+    with pytest.raises(ValueError, match=r"^invalid retained\[0\] \(weak_key\): "):
+        make_state().restore(document, now=2100.0)
+
+
+def test_restore_refuses_more_keys_than_max_keys() -> None:
+    document = through_json(populated().snapshot())
+    limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=2)
+    state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
+    assert len(document["keys"]) > 2
+    with pytest.raises(ValueError, match=r"^invalid key set \(too_many_keys\): "):
+        state.restore(document, now=2100.0)
 
 
 def test_restore_does_not_publish_a_current_key_twice_when_also_retained() -> None:

@@ -3,8 +3,10 @@
 The token is decoded without being trusted, matched to a mirrored issuer by ``iss`` and to a
 key by ``kid``, and its signature checked against the keys the mirror publishes, i.e. the keys
 istiod hands to Envoy. The checks follow Envoy's ``jwt_authn`` order: issuer, key, algorithm,
-signature, time (with Envoy's default 60 s of clock skew). Audiences are not known to the
-mirror (they live in the RequestAuthentication), so they are shown, not judged.
+signature, time (with Envoy's default 60 s of clock skew). Which algorithm a key can verify is
+the validation policy's table (:func:`jwks_mirror.keysets.verifies`), not a copy of it.
+Audiences are not known to the mirror (they live in the RequestAuthentication), so they are
+shown, not judged.
 """
 
 from __future__ import annotations
@@ -21,13 +23,9 @@ from jwcrypto import jwk, jws
 
 from jwks_mirror.cli.admin_client import human_duration
 from jwks_mirror.errors import UsageError
+from jwks_mirror.keysets import never_allowed, verifies
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
-ALLOWED = {
-    "RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"},
-    "EC": {"ES256", "ES384", "ES512"},
-    "OKP": {"EdDSA"},
-}
 
 
 @dataclass
@@ -103,7 +101,7 @@ def explain(
         )
         lines.append("Istio rejects every token of this issuer until the mirror has keys")
         return Verdict(False, "no key set", lines)
-    if not isinstance(alg, str) or alg == "none" or alg.startswith("HS"):
+    if not isinstance(alg, str) or never_allowed(alg):
         lines.append(f"algorithm {alg!r} is never accepted: only RS*, PS*, ES*, EdDSA")
         return Verdict(False, "algorithm not allowed", lines)
 
@@ -132,9 +130,7 @@ def explain(
     for candidate in candidates:
         key = jwk.JWK(**candidate)
         entry = history.get((candidate.get("kid"), key.thumbprint()))
-        if alg not in ALLOWED.get(candidate["kty"], set()) or (
-            candidate.get("alg") not in (None, alg)
-        ):
+        if not verifies(candidate, alg):  # the policy's alg table, the one validate() uses
             failures.append(
                 f"key {candidate.get('kid')!r} ({candidate['kty']}) cannot verify {alg}"
             )
