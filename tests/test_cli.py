@@ -164,6 +164,7 @@ def _get(url: str) -> tuple[int, bytes]:
             return exc.code, exc.read()
 
 
+@pytest.mark.slow
 async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer, tmp_path: Path):
     issuer = await fake_issuer()
     path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
@@ -192,6 +193,7 @@ async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer
         assert await asyncio.to_thread(process.wait, 10) == 0
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Path):
     """A refresh in flight when SIGTERM arrives still gets its answer; then exit 0."""
     gate = asyncio.Event()
@@ -227,6 +229,7 @@ def _post(request: urllib.request.Request) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+@pytest.mark.slow
 def test_demo_once_passes_its_checks():
     result = subprocess.run(
         [sys.executable, "-m", "jwks_mirror", "demo", "--once"],
@@ -240,6 +243,7 @@ def test_demo_once_passes_its_checks():
     assert "curl -s http://127.0.0.1:" in result.stdout
 
 
+@pytest.mark.slow
 async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_path: Path):
     """Requests the server accepted complete; afterwards new connections are refused."""
     import aiohttp

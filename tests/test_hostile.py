@@ -266,7 +266,11 @@ async def _metric(running, needle: str) -> bool:
     return needle in body.decode()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    # A timeout case lasts its timeout (2 s): slow.
+    [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.timeout_s else []) for c in CASES],
+)
 async def test_hostile_upstream_publishes_nothing_new(mirrored, case: Case):
     running, issuer = mirrored
     _, before = await _get(f"{running.public_url}/a/jwks.json")

@@ -11,6 +11,7 @@ import contextlib
 import io
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -27,6 +28,9 @@ from jwks_mirror.gitops.manifests import (
     plan_rewrite,
     restore,
 )
+
+# Hypothesis runs of the rewriter over generated manifests: tens of seconds.
+pytestmark = pytest.mark.slow
 
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 LAYOUTS = [(2, 2, 0), (2, 4, 2), (4, 4, 2)]

@@ -278,6 +278,7 @@ async def test_unwritable_state_dir_is_reported_and_serving_continues(fake_issue
     assert (await _admin(running, "/readyz"))[0] == 200
 
 
+@pytest.mark.slow
 async def test_a_flapping_issuer_backs_off_without_growing_tasks(fake_issuer, mirror_factory):
     """Every other answer is a 503: bounded fetches, bounded tasks, failures in metrics."""
     issuer = await fake_issuer(document=jwks("k1"))

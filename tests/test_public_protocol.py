@@ -182,6 +182,7 @@ async def test_an_oversized_head_gets_431_and_close(served, connect):
     assert await closed(reader)
 
 
+@pytest.mark.slow
 async def test_a_client_that_does_not_read_is_not_read_either(served, connect):
     """Back-pressure: pipelined requests from a client that never reads stay in the socket
     buffers instead of piling answers up in the mirror's memory."""
