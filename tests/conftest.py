@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import inspect
 import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -280,6 +281,32 @@ def config_text(issuers: str, *, extra: str = "", defaults: str = "") -> str:
         f"defaults: {{refresh_interval: 60s, timeout: 2s{defaults}}}\n"
         f"issuers:\n{issuers}"
     )
+
+
+# A deadline for conditions that hold within milliseconds on an idle machine. It is generous on
+# purpose: the machine may be loaded, and a slow pass is not a failure; it only bounds a hang.
+DEADLINE_S = 30.0
+
+
+async def until(
+    condition: Callable[[], object], *, what: str, timeout_s: float = DEADLINE_S
+) -> None:
+    """Poll ``condition`` (returning a truth value, or an awaitable of one) until it holds.
+
+    The way tests wait for something to happen: never a fixed sleep, which is either too
+    short on a loaded machine (flaky) or too long everywhere else (slow).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(0.01)  # a poll interval, not a synchronisation
 
 
 class Clock:

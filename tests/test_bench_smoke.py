@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs the benchmarks against nginx under wrk: tens of seconds.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("wrk", "nginx")
 

@@ -18,7 +18,7 @@ import pytest
 
 from jwks_mirror.cli import main
 
-from .conftest import config_text, jwks
+from .conftest import config_text, jwks, until
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -187,7 +187,7 @@ def serve_process(config: Path) -> Iterator[subprocess.Popen[str]]:
     assert "Traceback" not in stderr_path.read_text()
 
 
-def _wait_for_line(process: subprocess.Popen, predicate, timeout: float = 15) -> dict:
+def _wait_for_line(process: subprocess.Popen, predicate, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     assert process.stdout is not None
     while time.monotonic() < deadline:
@@ -209,6 +209,7 @@ def _get(url: str) -> tuple[int, bytes]:
             return exc.code, exc.read()
 
 
+@pytest.mark.slow
 async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer, tmp_path: Path):
     issuer = await fake_issuer()
     path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
@@ -237,6 +238,7 @@ async def test_serve_process_reloads_on_sighup_and_drains_on_sigterm(fake_issuer
         assert await asyncio.to_thread(process.wait, 10) == 0
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Path):
     """A refresh in flight when SIGTERM arrives still gets its answer; then exit 0."""
     gate = asyncio.Event()
@@ -256,10 +258,11 @@ async def test_sigterm_lets_an_inflight_request_finish(fake_issuer, tmp_path: Pa
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
         request = urllib.request.Request(f"{listening['admin']}/refresh/a", method="POST")
         pending = asyncio.create_task(asyncio.to_thread(_post, request))
-        while len(issuer.requests) < 2:
-            await asyncio.sleep(0.02)
+        await until(lambda: len(issuer.requests) >= 2, what="the refresh to reach the upstream")
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
+        # Release the upstream only once the process is draining, with the refresh in flight.
+        await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "shutting_down")
+        assert not pending.done()
         gate.set()
         status, body = await pending
         assert status == 200 and json.loads(body)["results"][0]["outcome"] == "unchanged"
@@ -271,6 +274,7 @@ def _post(request: urllib.request.Request) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+@pytest.mark.slow
 def test_demo_once_passes_its_checks():
     result = subprocess.run(
         [sys.executable, "-m", "jwks_mirror", "demo", "--once"],
@@ -284,6 +288,7 @@ def test_demo_once_passes_its_checks():
     assert "curl -s http://127.0.0.1:" in result.stdout
 
 
+@pytest.mark.slow
 async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_path: Path):
     """Requests the server accepted complete; afterwards new connections are refused."""
     import aiohttp
@@ -297,13 +302,13 @@ async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_pat
         listening = await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "listening")
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
         url = f"{listening['public']}/a/jwks.json"
-        stop_at = time.monotonic() + 3
+        stop_at = time.monotonic() + 120  # a cap on a hang: the workers stop when the port closes
         connector = aiohttp.TCPConnector(force_close=True, limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
 
             async def worker() -> None:
                 nonlocal ok, refused
-                while time.monotonic() < stop_at:
+                while time.monotonic() < stop_at and not port_closed.is_set():
                     try:
                         async with session.get(url) as response:
                             await response.read()
@@ -313,12 +318,15 @@ async def test_sigterm_under_load_fails_no_accepted_request(fake_issuer, tmp_pat
                                 failed.append(response.status)
                     except aiohttp.ClientConnectorError:
                         refused += 1
+                        if process.poll() is not None:
+                            port_closed.set()
                         await asyncio.sleep(0.01)
                     except aiohttp.ClientError as exc:
                         failed.append(type(exc).__name__)
 
+            port_closed = asyncio.Event()
             workers = [asyncio.create_task(worker()) for _ in range(16)]
-            await asyncio.sleep(0.7)
+            await until(lambda: ok > 50 or failed, what="traffic before the SIGTERM", timeout_s=60)
             process.send_signal(signal.SIGTERM)
             await asyncio.gather(*workers)
         assert await asyncio.to_thread(process.wait, 10) == 0

@@ -33,13 +33,13 @@ import prometheus_client
 import promql_parser
 import pytest
 import yaml
-from cloudcoil.models.cert_manager import v1 as cert_manager
-from cloudcoil.models.istio.networking import v1 as istio_networking
-from cloudcoil.models.istio.security import v1 as istio_security
-from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.settings import Settings, load_settings
+
+# Renders every kustomization with kubectl and validates it with real tools (schemas, checkov,
+# hadolint): seconds per test.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -348,27 +348,39 @@ def test_core_objects_match_kubernetes_schemas(version: str) -> None:
 
 
 CRD_GROUPS = (".istio.io", "monitoring.coreos.com", "cert-manager.io")
-CRD_MODELS: dict[tuple[str, str], Any] = {
-    (m.gvk().api_version, m.gvk().kind): m
-    for m in (
-        istio_security.PeerAuthentication,
-        istio_security.AuthorizationPolicy,
-        istio_security.RequestAuthentication,
-        istio_networking.Sidecar,
-        prometheus_operator.PodMonitor,
-        prometheus_operator.PrometheusRule,
-        cert_manager.Certificate,
-    )
-}
+
+
+@cache
+def crd_models() -> dict[tuple[str, str], Any]:
+    """The CRD models by (apiVersion, kind). Imported here, not at module level: the model
+    packages take about ten seconds to import, which every test run would otherwise pay."""
+    from cloudcoil.models.cert_manager import v1 as cert_manager
+    from cloudcoil.models.istio.networking import v1 as istio_networking
+    from cloudcoil.models.istio.security import v1 as istio_security
+    from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
+
+    return {
+        (m.gvk().api_version, m.gvk().kind): m
+        for m in (
+            istio_security.PeerAuthentication,
+            istio_security.AuthorizationPolicy,
+            istio_security.RequestAuthentication,
+            istio_networking.Sidecar,
+            prometheus_operator.PodMonitor,
+            prometheus_operator.PrometheusRule,
+            cert_manager.Certificate,
+        )
+    }
 
 
 def test_custom_resources_match_their_crd_schemas() -> None:
+    models = crd_models()
     seen = set()
     for name, obj in all_rendered():
         group = obj["apiVersion"].split("/")[0]
         if not group.endswith(CRD_GROUPS):
             continue
-        model = CRD_MODELS.get((obj["apiVersion"], obj["kind"]))
+        model = models.get((obj["apiVersion"], obj["kind"]))
         assert model is not None, f"{name}: no schema for {obj['apiVersion']} {obj['kind']}"
         schema = strict_schema(model.model_json_schema(by_alias=True))
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=str)
@@ -377,13 +389,14 @@ def test_custom_resources_match_their_crd_schemas() -> None:
         )
         model.model_validate(obj)  # the model's own validators, beyond the JSON schema
         seen.add(obj["kind"])
-    assert seen == {k for _, k in CRD_MODELS}
+    assert seen == {k for _, k in models}
 
 
 def test_strict_crd_schema_rejects_a_misspelt_field() -> None:
     peer = copy.deepcopy(one("base", "PeerAuthentication"))
     peer["spec"]["portLevelMTLS"] = peer["spec"].pop("portLevelMtls")
-    schema = strict_schema(istio_security.PeerAuthentication.model_json_schema(by_alias=True))
+    model = crd_models()[("security.istio.io/v1", "PeerAuthentication")]
+    schema = strict_schema(model.model_json_schema(by_alias=True))
     assert not jsonschema.Draft202012Validator(schema).is_valid(peer)
 
 

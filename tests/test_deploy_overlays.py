@@ -24,6 +24,9 @@ from tests.test_deploy import (
     one,
 )
 
+# Every check renders kustomizations with kubectl: seconds in all.
+pytestmark = pytest.mark.slow
+
 MIRROR_EXAMPLES = [k for k in KUSTOMIZATIONS if k.startswith("examples/") and k != "examples/issuer"]
 # Upper bound of the mirror's drain of in-flight requests after shutdown_delay.
 DRAIN_S = 10.0

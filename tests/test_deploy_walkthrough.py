@@ -23,6 +23,9 @@ import yaml
 
 from tests.test_deploy import DEPLOY, NAMESPACE, run, tool
 
+# Runs the install walkthrough's commands (kubectl kustomize, the CLI, a real serve).
+pytestmark = pytest.mark.slow
+
 README = (DEPLOY / "README.md").read_text(encoding="utf-8")
 MIRROR_URL = f"http://jwks-mirror.{NAMESPACE}.svc.cluster.local:8080"
 DIGEST = "sha256:" + "ab" * 32

@@ -91,3 +91,117 @@ def test_the_defaults_table_matches_the_code(row: str, value: str) -> None:
     limits = Limits()
     if value in seconds:
         assert getattr(limits, f"{row}_s") == seconds[value]
+
+
+# -- the reference docs agree with the code ----------------------------------------------------
+
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def anchors(doc: Path) -> set[str]:
+    """The fragment ids a Markdown renderer gives the headings of ``doc`` (GitHub's rule:
+    lower case, punctuation other than ``-`` and ``_`` dropped, spaces to hyphens)."""
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        for heading in HEADING.findall(text)
+    }
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_into_markdown_name_a_heading_that_exists(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    for target in LINK.findall(text):
+        if "://" in target or "#" not in target:
+            continue
+        path, fragment = target.split("#", 1)
+        linked = (doc.parent / path).resolve() if path else doc
+        if linked.suffix == ".md":
+            assert fragment in anchors(linked), f"{doc.name}: no heading for {target}"
+
+
+def test_anchors_follow_the_renderers_rule() -> None:
+    """The slug rule above, on headings whose ids the docs rely on."""
+    assert {"alerts-and-runbook", "jwksmirrorkeysetstale"} <= anchors(ROOT / "deploy" / "README.md")
+    assert "get-statusname" in anchors(ROOT / "docs" / "http-api.md")
+
+
+def test_the_readme_links_every_reference_doc() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in ("architecture", "http-api", "metrics", "configuration"):
+        assert f"](docs/{name}.md)" in readme, f"README.md does not link docs/{name}.md"
+
+
+async def test_metrics_md_names_every_series_the_registry_exports() -> None:
+    """Every family on a mirror's registry (the scrape-time collectors included) is in
+    docs/metrics.md, and every series the doc names exists."""
+    from jwks_mirror.metrics import PREFIX, new_registry
+    from jwks_mirror.mirror import Mirror
+
+    registry = new_registry()
+    Mirror(parse_settings("issuers: []\n"), registry=registry)
+    exported = set()
+    for family in registry.collect():
+        if family.name.startswith(PREFIX):
+            exported.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert len(exported) > 15, exported
+    doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(jwks_mirror_\w+?)(?:\{[^`]*)?`", doc))
+    assert not exported - documented, f"not in docs/metrics.md: {sorted(exported - documented)}"
+    assert not documented - exported, f"docs/metrics.md names no such series: {documented - exported}"
+
+
+def test_metrics_md_explains_every_alert_with_its_runbook() -> None:
+    from ruamel.yaml import YAML
+
+    rule = YAML(typ="safe").load(
+        ROOT / "deploy" / "components" / "prometheus-operator" / "prometheusrule.yaml"
+    )
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
+    assert alerts
+    doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    runbook = anchors(ROOT / "deploy" / "README.md")
+    for alert in alerts:
+        fragment = alert["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        assert fragment in runbook, f"{alert['alert']}: runbook_url names no heading"
+        row = next((line for line in doc.splitlines() if f"`{alert['alert']}`" in line), None)
+        assert row is not None, f"{alert['alert']} is not in docs/metrics.md"
+        assert f"](../deploy/README.md#{fragment})" in row, f"{alert['alert']}: no runbook link"
+        assert alert["labels"]["severity"] in row
+
+
+async def test_http_api_md_names_every_admin_route() -> None:
+    from jwks_mirror.admin import create_admin_app
+    from jwks_mirror.metrics import new_registry
+    from jwks_mirror.mirror import Mirror
+
+    app = create_admin_app(Mirror(parse_settings("issuers: []\n"), registry=new_registry()))
+    routes = {
+        f"`{route.method} {route.resource.canonical}`"
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    assert "`POST /refresh/{name}`" in routes
+    doc = (ROOT / "docs" / "http-api.md").read_text(encoding="utf-8")
+    assert not [r for r in routes if r not in doc], "routes missing from docs/http-api.md"
+    for status in (200, 304, 400, 404, 405, 431, 503):
+        assert f"| {status} |" in doc.split("## Admin port")[0], f"public port: no {status} row"
+
+
+def test_architecture_md_states_every_layer_contract_and_module() -> None:
+    """The contracts as pyproject.toml states them, and every module of the tree."""
+    import tomllib
+
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    assert contracts
+    for contract in contracts:
+        assert contract["name"] in doc, f"contract not in docs/architecture.md: {contract['name']}"
+    package = ROOT / "jwks_mirror"
+    for module in sorted(package.rglob("*.py")):
+        if module.name in ("__init__.py", "__main__.py"):
+            continue
+        assert f"`{module.name}`" in doc, f"module not in docs/architecture.md: {module}"
+    for sub in sorted(p.parent.name for p in package.glob("*/__init__.py")):
+        assert f"jwks_mirror/{sub}/" in doc, f"package not in docs/architecture.md: {sub}"

@@ -30,6 +30,7 @@ from .conftest import (
     jwks,
     reset,
     truncated,
+    until,
 )
 
 
@@ -453,11 +454,10 @@ async def test_hanging_upstream_times_out(fake_issuer, fetcher):
     issuer = await fake_issuer()
     issuer.behaviour = hang(issuer)
     settings = issuer_settings(f"    jwks_uri: {issuer.url}\n", timeout="300ms")
-    started = asyncio.get_running_loop().time()
     with pytest.raises(UpstreamError) as info:
-        await fetcher.fetch(settings)
+        await asyncio.wait_for(fetcher.fetch(settings), timeout=60)  # a bound on a hang
     assert info.value.reason == "timeout"
-    assert asyncio.get_running_loop().time() - started < 2
+    assert not issuer.released.is_set()  # the upstream never answered: the timeout ended it
 
 
 async def test_admission_queues_fetches_beyond_the_limit_until_a_slot_is_given_back():
@@ -511,8 +511,7 @@ async def test_a_hanging_fetch_gives_its_admission_slot_back_before_its_timeout(
         hanging = asyncio.ensure_future(
             fetcher.fetch(issuer_settings(f"    jwks_uri: {stuck.url}\n", timeout="60s"))
         )
-        while not stuck.requests:
-            await asyncio.sleep(0.01)
+        await until(lambda: stuck.requests, what="the hanging fetch to reach its upstream")
         result = await asyncio.wait_for(
             fetcher.fetch(issuer_settings(f"    jwks_uri: {healthy.url}\n")), timeout=30
         )

@@ -1051,6 +1051,7 @@ def _assert_safe(body: bytes) -> None:
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FAST
 @given(JSONISH)
 def test_property_arbitrary_json_documents(document: Any) -> None:

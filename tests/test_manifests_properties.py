@@ -11,6 +11,7 @@ import contextlib
 import io
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -22,6 +23,9 @@ from jwks_mirror.gitops.manifests import ANNOTATION, iter_rules
 from jwks_mirror.gitops.mesh import MeshPolicy
 from jwks_mirror.gitops.rewrite import apply_rewrite, plan_rewrite, restore
 from jwks_mirror.gitops.roundtrip import parse_stream
+
+# Hypothesis runs of the rewriter over generated manifests: tens of seconds.
+pytestmark = pytest.mark.slow
 
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 LAYOUTS = [(2, 2, 0), (2, 4, 2), (4, 4, 2)]

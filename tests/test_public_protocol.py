@@ -15,7 +15,7 @@ import pytest
 
 from jwks_mirror import http1, public
 
-from .conftest import config_text, jwks
+from .conftest import config_text, jwks, until
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False
 async def closed(reader: asyncio.StreamReader) -> bool:
     """The server closed the connection (a write of ours after that may surface as EPIPE)."""
     try:
-        return await asyncio.wait_for(reader.read(1), 5) == b""
+        return await asyncio.wait_for(reader.read(1), 30) == b""  # a bound on a hang
     except (BrokenPipeError, ConnectionResetError):
         return True
 
@@ -182,6 +182,7 @@ async def test_an_oversized_head_gets_431_and_close(served, connect):
     assert await closed(reader)
 
 
+@pytest.mark.slow
 async def test_a_client_that_does_not_read_is_not_read_either(served, connect):
     """Back-pressure: pipelined requests from a client that never reads stay in the socket
     buffers instead of piling answers up in the mirror's memory."""
@@ -189,8 +190,9 @@ async def test_a_client_that_does_not_read_is_not_read_either(served, connect):
     writer.transport.set_write_buffer_limits(high=1 << 30)
     count = 60000  # ~30 MB of answers, far more than loopback socket buffers hold
     writer.write(REQUEST * count)
-    await asyncio.sleep(0.5)
     (connection,) = served._public.connections
+    # The server stops reading once its answers back up in the socket.
+    await until(lambda: connection._paused, what="the server to pause reading")
     assert connection.served < count / 2
     assert connection._transport.get_write_buffer_size() < 1 << 20
     for _ in range(count):
@@ -216,12 +218,19 @@ async def test_idle_and_dribbling_connections_are_closed(fake_issuer, mirror_fac
     idle_reader, _ = await connect(running)
     slow_reader, slow_writer = await connect(running)
     busy_reader, busy_writer = await connect(running)
-    for i in range(12):  # 1.2 s: twice the keep-alive limit
-        slow_writer.write(REQUEST[i : i + 1])  # never completes a head
+    idle_closed = asyncio.create_task(closed(idle_reader))
+    slow_closed = asyncio.create_task(closed(slow_reader))
+    # Dribble a head that never completes, and keep the busy connection busy, until the
+    # server has closed both others; the sleep is the slow client's pace, not a wait.
+    for i in range(len(REQUEST) - 1):
+        if idle_closed.done() and slow_closed.done():
+            break
+        with contextlib.suppress(ConnectionError):
+            slow_writer.write(REQUEST[i : i + 1])
         busy_writer.write(REQUEST)
         assert (await read_response(busy_reader))[0] == 200
         await asyncio.sleep(0.1)
-    assert await closed(idle_reader)
-    assert await closed(slow_reader)
+    assert await idle_closed
+    assert await slow_closed
     busy_writer.write(REQUEST)  # a connection in use is left alone
     assert (await read_response(busy_reader))[0] == 200

@@ -17,7 +17,7 @@ import aiohttp
 from jwks_mirror.server import ConfigWatcher
 from jwks_mirror.settings import load_settings
 
-from .conftest import config_text, gated, jwks
+from .conftest import config_text, gated, jwks, until
 
 
 async def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -42,11 +42,7 @@ async def test_unready_until_every_first_attempt_completes(fake_issuer, mirror_f
     )
     await running.mirror.refresh(["fast"])
     # The slow upstream holds its first request: that issuer has not settled yet.
-    for _ in range(200):
-        if slow.requests:
-            break
-        await asyncio.sleep(0.05)
-    assert slow.requests, "the slow issuer was never fetched"
+    await until(lambda: slow.requests, what="the slow issuer's first fetch")
     status, body = await readyz(running)
     assert status == 503
     assert body["pending"] == ["slow"] and body["not_servable"] == ["slow"]

@@ -953,6 +953,7 @@ YAML_WORDS = st.sampled_from(
 YAMLISH = st.lists(YAML_WORDS | st.text(max_size=4), max_size=40).map("".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(YAMLISH | st.text(max_size=80))
 def test_property_parse_settings_raises_only_config_error(text: str) -> None:
@@ -965,6 +966,7 @@ def test_property_parse_settings_raises_only_config_error(text: str) -> None:
         assert isinstance(loaded, Settings)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     st.dictionaries(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
@@ -57,6 +58,7 @@ async def test_during_the_delay_both_ports_answer_and_readiness_is_503(fake_issu
                 raise AssertionError("the public port still answers after the drain")
 
 
+@pytest.mark.slow
 async def test_sigterm_waits_shutdown_delay_then_exits_0(fake_issuer, tmp_path: Path):
     issuer = await fake_issuer()
     path = write_config(
@@ -82,6 +84,7 @@ async def test_sigterm_waits_shutdown_delay_then_exits_0(fake_issuer, tmp_path: 
         assert await asyncio.to_thread(process.wait, 30) == 0
 
 
+@pytest.mark.slow
 async def test_a_short_delay_ends_by_itself_with_exit_0(fake_issuer, tmp_path: Path):
     issuer = await fake_issuer()
     path = write_config(

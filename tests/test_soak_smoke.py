@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Each soak runs for seconds by design.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

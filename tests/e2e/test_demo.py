@@ -8,7 +8,7 @@ import pytest
 
 from .harness.mirror import cli_argv
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_demo_once_passes_its_self_checks() -> None:

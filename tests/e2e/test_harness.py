@@ -14,7 +14,7 @@ import pytest
 from .harness.issuer import Mode
 from .harness.mesh import Mesh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 async def _fetch(url: str, proxy: str) -> tuple[int, bytes]:

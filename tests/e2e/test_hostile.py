@@ -16,7 +16,7 @@ from .harness.mesh import Mesh
 from .harness.procs import wait_until
 from .harness.tokens import claims, hs256_token
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FAST = {"refresh_interval": "1s", "timeout": "1s", "max_stale": "1h"}
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}

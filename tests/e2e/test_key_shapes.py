@@ -35,7 +35,7 @@ from .harness.mesh import Mesh
 from .harness.procs import free_port
 from .harness.tokens import claims
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "jwks"
 VERIFICATION_FAILS = "Jwt verification fails"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from .harness.mesh import MIRROR_NS, MIRROR_SA, Mesh
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HOURLY = {"refresh_interval": "1h", "max_stale": "72h"}
 

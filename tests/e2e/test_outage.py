@@ -18,7 +18,7 @@ from .harness.mesh import IssuerWorkload, Mesh, Verifier
 from .harness.mirror import Mirror
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FAST = {"refresh_interval": "1s", "timeout": "1s", "max_stale": "1h",
         "retain_removed_keys": "1h"}

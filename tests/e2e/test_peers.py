@@ -23,7 +23,7 @@ from .harness.mirror import Mirror
 from .harness.peer import HostilePeer, Poison, offer
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TIMEOUT_S = 5.0
 MAX_STALE_S = 20.0

@@ -39,7 +39,7 @@ from .harness.mesh import Mesh
 from .harness.mirror import Mirror
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HOURLY = {"refresh_interval": "1h", "max_stale": "72h", "retain_removed_keys": "1h"}
 ISTIOD_REFRESH_S = 20 * 60  # PILOT_JWT_PUB_KEY_REFRESH_INTERVAL

@@ -16,7 +16,7 @@ import pytest
 from .harness.envoy import Provider
 from .harness.mesh import Mesh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_verifier_pointed_at_the_strict_issuer_rejects_every_token(mesh: Mesh) -> None:

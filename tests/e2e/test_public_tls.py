@@ -27,7 +27,7 @@ from .harness.procs import wait_until
 from .harness.tokens import SigningKey, claims
 from .test_replicas import HOURLY, Traffic, wait_healthy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SERVICE_HOST = "jwks-mirror.jwks-mirror.svc.cluster.local"
 

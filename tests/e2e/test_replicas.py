@@ -24,7 +24,7 @@ from .harness.mesh import Mesh, Verifier
 from .harness.mirror import Mirror
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HOURLY = {"refresh_interval": "1h", "max_stale": "72h", "retain_removed_keys": "1h"}
 

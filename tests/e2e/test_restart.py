@@ -14,7 +14,7 @@ import pytest
 from .harness.mesh import IssuerWorkload, Mesh
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FAST = {"refresh_interval": "1s", "timeout": "1s", "max_stale": "1h"}
 

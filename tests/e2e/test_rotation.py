@@ -13,7 +13,7 @@ from .harness import http
 from .harness.mesh import Mesh
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HOURLY = {"refresh_interval": "1h", "max_stale": "72h"}
 

@@ -9,7 +9,7 @@ import pytest
 from .harness.mesh import Mesh
 from .harness.tokens import SigningKey, claims
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_valid_token_accepted_missing_forged_expired_wrong_issuer_rejected(mesh: Mesh) -> None:

@@ -16,7 +16,7 @@ from .harness.issuer import Mode
 from .harness.mesh import Mesh
 from .harness.procs import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FAST = {"refresh_interval": "1s", "timeout": "2s", "max_stale": "1h"}
 NAMES = ["alpha", "beta", "gamma"]
