@@ -7,6 +7,7 @@ the mirror is the production code bound to port 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import inspect
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -338,3 +340,21 @@ async def mirror_factory() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
     yield make
     for instance in running:
         await instance.stop()
+
+
+@pytest.fixture
+async def connect():
+    """Open raw connections to a running mirror's public port; all closed at teardown."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def open_(running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        url = urlsplit(running.public_url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writers.append(writer)
+        return reader, writer
+
+    yield open_
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

@@ -19,13 +19,13 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pytest
 
 from jwks_mirror import http1, public
 
 from .conftest import ISSUER_HOST, config_text, jwks
+from .rawhttp import closed, read_response
 
 HOST = b"Host: mirror\r\n"
 GET = b"GET /keys-myns/jwks.json HTTP/1.1\r\n"
@@ -183,48 +183,6 @@ async def served(fake_issuer, mirror_factory, refused_url):
     return running
 
 
-@pytest.fixture
-async def connect():
-    writers: list[asyncio.StreamWriter] = []
-
-    async def open_(running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        url = urlsplit(running.public_url)
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
-        writers.append(writer)
-        return reader, writer
-
-    yield open_
-    for writer in writers:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    lines = head.decode("latin-1").split("\r\n")
-    assert lines[0].startswith("HTTP/1.1 "), lines[0]
-    status = int(lines[0].split(" ")[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            assert name.lower() not in headers, f"duplicate header {name}"
-            headers[name.lower()] = value.strip()
-    body = b""
-    if not head_only and status != 304:
-        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
-    return status, headers, body
-
-
-async def at_eof(reader: asyncio.StreamReader) -> bool:
-    """The server closed (EOF or reset) and sent nothing more."""
-    try:
-        return await asyncio.wait_for(reader.read(1), 10) == b""
-    except (BrokenPipeError, ConnectionResetError):
-        return True
-
-
 def metric(running, name: str, **labels: str) -> float:
     return running.mirror.metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -241,7 +199,7 @@ async def test_vector(served, connect, vector: Vector):
             assert headers["connection"] == "close", vector.why
     assert tuple(statuses) == vector.statuses, vector.why
     if vector.closes:
-        assert await at_eof(reader), f"{vector.id}: open or more bytes after the answers ({vector.why})"
+        assert await closed(reader), f"{vector.id}: open or more bytes after the answers ({vector.why})"
     else:
         writer.write(PROBE)
         status, _, body = await read_response(reader)
@@ -259,7 +217,7 @@ async def test_a_refusal_is_a_400_not_a_crash(served, connect):
         reader, writer = await connect(served)
         writer.write(GET + HOST + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
         assert (await read_response(reader))[0] == 400
-        assert await at_eof(reader)
+        assert await closed(reader)
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
@@ -297,7 +255,7 @@ async def test_a_bad_request_in_a_pipeline_is_answered_in_order_and_ends_it(serv
     writer.write(PROBE + b"GET /x HTTP/1.1\r\nHost: a\nContent-Length: 5\r\n\r\nhello" + PROBE)
     assert (await read_response(reader))[0] == 200
     assert (await read_response(reader))[0] == 400
-    assert await at_eof(reader)
+    assert await closed(reader)
 
 
 async def test_half_close_still_answers_every_request_received(served, connect):
@@ -306,14 +264,14 @@ async def test_half_close_still_answers_every_request_received(served, connect):
     writer.write_eof()
     for _ in range(3):
         assert (await read_response(reader))[0] == 200
-    assert await at_eof(reader)
+    assert await closed(reader)
 
 
 async def test_half_close_in_the_middle_of_a_head_closes_without_an_answer(served, connect):
     reader, writer = await connect(served)
     writer.write(GET + HOST)
     writer.write_eof()
-    assert await at_eof(reader)
+    assert await closed(reader)
 
 
 async def test_heads_split_at_every_byte_boundary_of_the_blank_line(served, connect):
@@ -355,7 +313,7 @@ async def test_slowloris_is_closed_and_others_are_served(short_timeouts, connect
         writer.write(PROBE)
         assert (await read_response(reader))[0] == 200
         await asyncio.sleep(0.05)  # the dribble's pace, not synchronisation
-    assert await at_eof(slow_reader)
+    assert await closed(slow_reader)
     writer.write(PROBE)
     assert (await read_response(reader))[0] == 200
 
@@ -414,7 +372,7 @@ async def test_the_protocol_is_the_same_over_tls(served, pki):
         writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello" + PROBE)
         status, headers, _ = await read_response(reader)
         assert status == 400 and headers["connection"] == "close"
-        assert await at_eof(reader)
+        assert await closed(reader)
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
@@ -448,4 +406,4 @@ async def test_a_repeated_request_is_answered_afresh_and_anything_else_is_parsed
     assert running.mirror.states["keys-myns"].requests[200] == 4
     writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello")
     assert (await read_response(reader))[0] == 400
-    assert await at_eof(reader)
+    assert await closed(reader)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit
 
 import pytest
 
 from jwks_mirror import http1, public
 
 from .conftest import config_text, jwks, until
+from .rawhttp import closed, read_response
 
 
 @pytest.fixture
@@ -27,48 +27,6 @@ async def served(fake_issuer, mirror_factory):
     (outcome,) = await running.mirror.refresh()
     assert outcome.outcome == "changed"
     return running
-
-
-@pytest.fixture
-async def connect():
-    """Open raw connections to a running mirror's public port; all closed at teardown."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def open_(running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        url = urlsplit(running.public_url)
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
-        writers.append(writer)
-        return reader, writer
-
-    yield open_
-    for writer in writers:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            assert name.lower() not in headers, f"duplicate header {name}"
-            headers[name.lower()] = value.strip()
-    body = b""
-    if not head_only and status != 304 and "content-length" in headers:
-        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
-    return status, headers, body
-
-
-async def closed(reader: asyncio.StreamReader) -> bool:
-    """The server closed the connection (a write of ours after that may surface as EPIPE)."""
-    try:
-        return await asyncio.wait_for(reader.read(1), 30) == b""  # a bound on a hang
-    except (BrokenPipeError, ConnectionResetError):
-        return True
 
 
 REQUEST = b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\n\r\n"
