@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import atheris
+import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror import http1, public
@@ -191,13 +190,7 @@ def seed(directory: Path) -> None:
 
 
 def main() -> None:
-    args = sys.argv
-    if not [a for a in args[1:] if not a.startswith("-")]:
-        corpus = Path(tempfile.mkdtemp(prefix="fuzz-http1-"))
-        seed(corpus)
-        args = [*args, str(corpus)]
-    atheris.Setup(args, check)
-    atheris.Fuzz()
+    harness.run(check, seed, name="http1")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ corpus directory given, a seed corpus of real key sets is written to a temporary
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 from pathlib import Path
 
 import atheris
+import harness
 
 with atheris.instrument_imports():
     from jwks_mirror.errors import KeySetRejected
@@ -54,13 +53,7 @@ def seed(directory: Path) -> None:
 
 
 def main() -> None:
-    args = sys.argv
-    if not [a for a in args[1:] if not a.startswith("-")]:
-        corpus = Path(tempfile.mkdtemp(prefix="fuzz-keysets-"))
-        seed(corpus)
-        args = [*args, str(corpus)]
-    atheris.Setup(args, check)
-    atheris.Fuzz()
+    harness.run(check, seed, name="keysets")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from jwks_mirror.errors import ConfigError
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import Running, start
-from jwks_mirror.settings import parse_settings
+from jwks_mirror.settings import Settings, parse_settings
 
 from .conftest import config_text, jwks
 
@@ -74,6 +74,17 @@ def volume(tmp_path: Path) -> SecretVolume:
     return SecretVolume(tmp_path / "serving-cert")
 
 
+def tls_settings(upstream_url: str, volume: SecretVolume, *, extra: str = "") -> Settings:
+    """One issuer at ``upstream_url``, the public port serving HTTPS from ``volume``."""
+    return parse_settings(
+        config_text(f"  - name: a\n    jwks_uri: {upstream_url}\n", extra=extra).replace(
+            "public: {host: 127.0.0.1, port: 0}",
+            f"public: {{host: 127.0.0.1, port: 0, tls: {{cert_file: {volume.cert_file}, "
+            f"key_file: {volume.key_file}}}}}",
+        )
+    )
+
+
 @pytest.fixture
 async def tls_mirror(fake_issuer, mesh_ca: MeshCA, volume: SecretVolume, tmp_path: Path):
     """A mirror serving HTTPS from ``volume``; the files are polled every hour only, so a
@@ -81,16 +92,7 @@ async def tls_mirror(fake_issuer, mesh_ca: MeshCA, volume: SecretVolume, tmp_pat
     first = issue(mesh_ca)
     volume.publish(first.cert_pem, first.key_pem)
     upstream = await fake_issuer(document=jwks("k1"))
-    settings = parse_settings(
-        config_text(
-            f"  - name: a\n    jwks_uri: {upstream.url}\n",
-            extra="shutdown_delay: 0\n",
-        ).replace(
-            "public: {host: 127.0.0.1, port: 0}",
-            f"public: {{host: 127.0.0.1, port: 0, tls: {{cert_file: {volume.cert_file}, "
-            f"key_file: {volume.key_file}}}}}",
-        )
-    )
+    settings = tls_settings(upstream.url, volume, extra="shutdown_delay: 0\n")
     mirror = Mirror(settings, registry=new_registry())
     running = await start(settings, mirror=mirror, certificate_poll_s=3600)
     await running.mirror.refresh()
@@ -254,13 +256,7 @@ async def test_rotation_is_noticed_by_polling_without_a_signal(
     first = issue(mesh_ca)
     volume.publish(first.cert_pem, first.key_pem)
     upstream = await fake_issuer()
-    settings = parse_settings(
-        config_text(f"  - name: a\n    jwks_uri: {upstream.url}\n").replace(
-            "public: {host: 127.0.0.1, port: 0}",
-            f"public: {{host: 127.0.0.1, port: 0, tls: {{cert_file: {volume.cert_file}, "
-            f"key_file: {volume.key_file}}}}}",
-        )
-    )
+    settings = tls_settings(upstream.url, volume)
     running = await start(settings, certificate_poll_s=0.2)
     try:
         second = issue(mesh_ca)
@@ -329,13 +325,7 @@ async def test_a_bad_file_at_start_is_a_clear_error(fake_issuer, mesh_ca, volume
     first = issue(mesh_ca)
     volume.publish(first.cert_pem, first.key_pem)
     upstream = await fake_issuer()
-    settings = parse_settings(
-        config_text(f"  - name: a\n    jwks_uri: {upstream.url}\n").replace(
-            "public: {host: 127.0.0.1, port: 0}",
-            f"public: {{host: 127.0.0.1, port: 0, tls: {{cert_file: {volume.cert_file}, "
-            f"key_file: {volume.key_file}}}}}",
-        )
-    )
+    settings = tls_settings(upstream.url, volume)
     volume.publish(first.cert_pem, b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
     with pytest.raises(ConfigError) as raised:
         await start(settings)
