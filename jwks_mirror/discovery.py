@@ -24,8 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 from cachetools import TLRUCache
 
 from jwks_mirror.errors import KeySetRejected, UpstreamError
-from jwks_mirror.keysets import parse_json
 from jwks_mirror.settings import IssuerSettings
+from jwks_mirror.strictjson import parse_json
 
 MAX_TTL_S = 86_400.0
 MAX_ENTRIES = 16_384  # above the 10,000 issuers the mirror is measured with (docs/benchmarks.md)

@@ -44,15 +44,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jwcrypto_jwk
 
-from jwks_mirror.errors import KeyDropped as KeyDropped  # raised here; state.py imports it
-from jwks_mirror.errors import KeySetRejected
-from jwks_mirror.strictjson import one_line
-from jwks_mirror.strictjson import parse_json as parse_json  # re-exported: part of the policy
+from jwks_mirror.errors import KeyDropped, KeySetRejected
+from jwks_mirror.strictjson import one_line, parse_json
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-PUBLIC_MEMBERS = frozenset(
-    {"kty", "kid", "use", "key_ops", "alg", "n", "e", "crv", "x", "y", "x5c", "x5t", "x5t#S256"}
-)
 EC_COORDINATE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66}
 EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})

@@ -52,11 +52,12 @@ import aiohttp
 
 from jwks_mirror import __version__
 from jwks_mirror.errors import KeySetRejected, PeerError
-from jwks_mirror.keysets import Key, Validated, parse_json, render, validate
+from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.settings import IssuerSettings, PeersSettings
 from jwks_mirror.state import IssuerState
+from jwks_mirror.strictjson import parse_json
 
 SHAREABLE_SOURCES = frozenset({"upstream", "state"})
 # The answer holds the current keys and the retained ones: at most twice the upstream cap,

@@ -29,7 +29,8 @@ from jwks_mirror.fetching import Fetcher
 from jwks_mirror.keysets import validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
-from jwks_mirror.state import Change, IssuerState, StateStore
+from jwks_mirror.persistence import StateStore
+from jwks_mirror.state import Change, IssuerState
 
 BACKOFF_BASE_S = 1.0
 START_SPREAD_S = 1.0

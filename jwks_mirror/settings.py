@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, oneline
-from jwks_mirror.configfields import parse_duration as parse_duration
+from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, oneline, parse_duration
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.tls import ServerTLSSettings as ServerTLSSettings
-from jwks_mirror.tls import TLSSettings as TLSSettings
-from jwks_mirror.tls import build_server_ssl_context, build_ssl_context
+from jwks_mirror.tls import (
+    ServerTLSSettings,
+    TLSSettings,
+    build_server_ssl_context,
+    build_ssl_context,
+)
 
 CONFIG_ENV = "JWKS_MIRROR_CONFIG"
 

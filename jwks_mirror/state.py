@@ -16,11 +16,7 @@ from typing import Any
 
 from jwks_mirror.errors import FetchError
 from jwks_mirror.keysets import Key, Validated, render, version_of
-
-# STATE_FORMAT and StateStore are re-exported for the callers that import them from here.
-from jwks_mirror.persistence import STATE_FORMAT as STATE_FORMAT
 from jwks_mirror.persistence import Snapshot, decode, encode
-from jwks_mirror.persistence import StateStore as StateStore
 from jwks_mirror.settings import IssuerSettings
 
 

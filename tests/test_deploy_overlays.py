@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from jwks_mirror.settings import parse_duration, parse_settings
+from jwks_mirror.configfields import parse_duration
+from jwks_mirror.settings import parse_settings
 from tests.test_deploy import (
     CONFIG_MAP,
     KUSTOMIZATIONS,

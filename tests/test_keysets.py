@@ -18,13 +18,13 @@ from jwks_mirror.keysets import (
     Validated,
     algs_for,
     key_from_jwk,
-    parse_json,
     render,
     validate,
     validate_keys,
     verifies,
     version_of,
 )
+from jwks_mirror.strictjson import parse_json
 
 from . import keyfactory as kf
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from jwks_mirror.cli import main
+from jwks_mirror.errors import ManifestError
 from jwks_mirror.gitops.files import Output, read_inputs, write_all
-from jwks_mirror.gitops.roundtrip import ManifestError
 
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 

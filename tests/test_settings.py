@@ -13,18 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jwks_mirror.cli import main
+from jwks_mirror.configfields import parse_duration
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.settings import (
     AdminSettings,
     Limits,
     PeersSettings,
     PublicSettings,
-    ServerTLSSettings,
     Settings,
     load_settings,
-    parse_duration,
     parse_settings,
 )
+from jwks_mirror.tls import ServerTLSSettings
 
 from . import keyfactory as kf
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MirrorError, UsageError
-from jwks_mirror.settings import CONFIG_ENV, Settings, load_settings
+from jwks_mirror.settings import CONFIG_ENV, load_settings
 
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
 DEFAULT_CONFIG = "/etc/jwks-mirror/config.yaml"
@@ -158,10 +158,6 @@ def _error(message: str) -> None:
 
 def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(_config_path(args))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

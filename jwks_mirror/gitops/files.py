@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from jwks_mirror.gitops.roundtrip import ManifestError, ManifestStream, parse_stream
+from jwks_mirror.errors import ManifestError
+from jwks_mirror.gitops.roundtrip import ManifestStream, parse_stream
 
 __all__ = [
     "STDIN", "Input", "Output", "emit", "outputs_for", "read_inputs", "read_streams",

@@ -21,9 +21,9 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
+from jwks_mirror.errors import ManifestError
 from jwks_mirror.gitops.roundtrip import (
     Document,
-    ManifestError,
     ManifestStream,
     YamlNull,
     append_key,

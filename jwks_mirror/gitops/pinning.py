@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from jwks_mirror.errors import UsageError
+from jwks_mirror.errors import ManifestError, UsageError
 from jwks_mirror.gitops.manifests import MAX_JWKS_URI, RuleRef, iter_rules, read_originals
 from jwks_mirror.gitops.mesh import mirror_name, under_mirror
-from jwks_mirror.gitops.roundtrip import ManifestError, ManifestStream
+from jwks_mirror.gitops.roundtrip import ManifestStream
 
 __all__ = [
     "Pin", "Versions", "apply_pins", "behind", "describe", "pinned_uri", "pinned_version",

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from jwks_mirror.errors import ManifestError
 from jwks_mirror.gitops.files import Output, read_text
 from jwks_mirror.gitops.manifests import (
     ANNOTATION,
@@ -39,7 +40,6 @@ from jwks_mirror.gitops.mesh import (
     under_mirror,
 )
 from jwks_mirror.gitops.roundtrip import (
-    ManifestError,
     ManifestStream,
     YamlNull,
     dump_yaml,

@@ -25,7 +25,7 @@ from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import ScalarString
 from ruamel.yaml.tokens import CommentToken
 
-from jwks_mirror.errors import ManifestError as ManifestError  # callers import it from here
+from jwks_mirror.errors import ManifestError
 
 # Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
 # first, then the common hand-written styles. The first that reproduces a document is used.
