@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, scale, serving
-from bench.upstream import issuer_name
 
 TARGETS = {
     "ready_s": 8.0,
@@ -64,58 +63,35 @@ def _serving(
 def one_run(
     directory: Path, upstream_url: str, issuers: int, serve: dict[str, float]
 ) -> dict[str, Any]:
-    names = [issuer_name(i) for i in range(issuers)]
-    config = common.mirror_config(directory, upstream_url, names)
-    started = time.monotonic()
-    mirror = common.start_mirror(config)
-    with common.running(mirror):
-        listening = mirror.wait_json("listening", timeout_s=120)
-        admin = listening["admin"]
-        # Every 100 ms, not 20 as bench/scale.py: while 10,000 issuers are not ready, each
-        # /readyz lists them all (3.3 ms of the mirror's CPU per poll), and polling 50 times a
-        # second would add ~2 CPU-s to what is measured. Kubernetes probes every 10 s.
-        if not common.wait_until(
-            lambda: common.http("GET", f"{admin}/readyz")[0] == 200, 300, interval_s=0.1
-        ):
-            raise RuntimeError("mirror never became ready")
-        ready_s = time.monotonic() - started
-        pid = common.mirror_pid(mirror)
-        ready_cpu = common.cpu_seconds(pid)
-        rss_ready, _ = common.rss_mb(pid)
-        time.sleep(1.0)  # let the startup's stragglers (log writes, idle connections) settle
-        unchanged = scale.cycle(pid, admin, "unchanged", tolerate=True)
-        common.http("POST", f"{upstream_url}/rotate")
-        changed = scale.cycle(pid, admin, "changed", tolerate=True)
-        metrics_s, metrics_bytes, text = _scrape(admin, compressed=False)
-        metrics_gz_s, metrics_gz_bytes, _ = _scrape(admin, compressed=True)
+    # /readyz polled every 100 ms, not every 20 as bench/scale.py: at 10,000 issuers 50 polls
+    # a second would add ~2 CPU-s to what is measured. Kubernetes probes every 10 s.
+    with scale.ready_and_cycled(
+        directory,
+        upstream_url,
+        issuers,
+        poll_s=0.1,
+        ready_timeout_s=300,
+        settle_s=1.0,
+        tolerate=True,
+    ) as (listening, _, figures):
+        metrics_s, metrics_bytes, text = _scrape(listening["admin"], compressed=False)
+        metrics_gz_s, metrics_gz_bytes, _ = _scrape(listening["admin"], compressed=True)
         samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
-        serving_cases = _serving(
-            listening,
-            directory / "nginx-many",
-            int(serve["rounds"]),
-            serve["duration_s"],
-            serve["warmup_s"],
-        )
-        rss_end, hwm = common.rss_mb(pid)
-    return {
-        "ready_s": ready_s,
-        "ready_cpu_s": ready_cpu,
-        "rss_ready_mb": rss_ready,
-        "rss_end_mb": rss_end,
-        "rss_peak_mb": hwm,
-        "unchanged_cpu_s": unchanged[0],
-        "unchanged_wall_s": unchanged[1],
-        "unchanged_failed": unchanged[2],
-        "changed_cpu_s": changed[0],
-        "changed_wall_s": changed[1],
-        "changed_failed": changed[2],
-        "metrics_s": metrics_s,
-        "metrics_mb": metrics_bytes / 1e6,
-        "metrics_gzip_s": metrics_gz_s,
-        "metrics_gzip_mb": metrics_gz_bytes / 1e6,
-        "metrics_samples": samples,
-        "serving": serving_cases,
-    }
+        figures |= {
+            "metrics_s": metrics_s,
+            "metrics_mb": metrics_bytes / 1e6,
+            "metrics_gzip_s": metrics_gz_s,
+            "metrics_gzip_mb": metrics_gz_bytes / 1e6,
+            "metrics_samples": samples,
+            "serving": _serving(
+                listening,
+                directory / "nginx-many",
+                int(serve["rounds"]),
+                serve["duration_s"],
+                serve["warmup_s"],
+            ),
+        }
+    return figures
 
 
 def _one_issuer_serving(
