@@ -12,12 +12,16 @@ the head is over 16 KiB or 100 field lines (431). Non-HTTP bytes (a TLS ClientHe
 preface) fail at once. The full list, with the RFC clause of each: docs/http1.md.
 
 Keep-alive and pipelining are kept, answers strictly in request order; ``close`` wins over
-``keep-alive``. A body of at most 64 KiB is skipped; a larger or chunked one is not read and the
-connection closes after the answer; ``Upgrade`` is never honoured. Write back-pressure stops
+``keep-alive``, and ``Proxy-Connection`` counts as ``Connection`` (llhttp reads it so). A
+body of at most 64 KiB is skipped; a larger or chunked one is not read and the connection
+closes after the answer; ``Upgrade`` is never honoured. Write back-pressure stops
 reading, and :meth:`Connection.sweep` closes idle or slow clients and aborts those whose
 answers do not drain, so a client cannot pin memory. llhttp is fed one request head at a time
 (the 16 KiB limit is exact, nothing past a request is parsed while its answer waits); every
 request takes that one path, however often a client repeats it.
+
+A refusal raised in a callback is kept on the connection (httptools reports any callback
+exception as a bare ``HttpParserCallbackError``); the exception chain is never read.
 
 Only ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
 ``get_write_buffer_size`` of the transport are used, so the protocol runs the same over TLS.
@@ -82,6 +86,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body_left",
+        "_callback_error",
         "_closing",
         "_eof",
         "_fields",
@@ -116,6 +121,9 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._pending = b""  # received while paused: fed on resume
         self._body_left = 0  # Content-Length body bytes still to skip
+        # what the last llhttp callback raised: httptools reports it as a bare
+        # HttpParserCallbackError, so it is kept here, never looked up in an exception chain
+        self._callback_error: BaseException | None = None
         self._head_bytes = 0  # bytes of the current head fed so far
         self._head_parts: list[bytes] = []  # earlier pieces of a head split across reads
         self._piece = b""  # the piece being fed
@@ -193,11 +201,11 @@ class Connection(asyncio.Protocol):
         except _Refused as refused:
             self._refuse(refused.status)
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Refused):
-                self._refuse(cause.status)
+            error, self._callback_error = self._callback_error, None
+            if isinstance(error, _Refused):
+                self._refuse(error.status)
             else:
-                self._internal_error(cause or exc)
+                self._internal_error(error or exc)
         except httptools.HttpParserUpgrade:
             self.close()  # the request was answered with Connection: close; never upgraded
         except httptools.HttpParserError:
@@ -261,77 +269,87 @@ class Connection(asyncio.Protocol):
     # on framing or the connection's life sets ``_odd`` and is looked at after the head.
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        if self._fields > MAX_FIELDS:
-            raise _Refused(431)
-        name = name.lower()
-        if name == b"host":
-            if self._host is not None:
-                raise _Refused(400)  # RFC 9112 3.2: more than one Host
-            self._host = value
-        elif name == b"if-none-match":
-            value = value.strip(b" \t")
-            self._inm = value if self._inm is None else self._inm + b", " + value
-        elif name == b"connection":
-            self._odd = True
-            self._tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
-        elif name == b"content-length":
-            self._odd = True
-            self._length = int(value)  # llhttp allows digits and whitespace only, one value
-        elif name == b"transfer-encoding":
-            self._odd = True
-            self._te = value.rpartition(b",")[2].strip(b" \t").lower()
+        try:
+            self._fields += 1
+            if self._fields > MAX_FIELDS:
+                raise _Refused(431)
+            name = name.lower()
+            if name == b"host":
+                if self._host is not None:
+                    raise _Refused(400)  # RFC 9112 3.2: more than one Host
+                self._host = value
+            elif name == b"if-none-match":
+                value = value.strip(b" \t")
+                self._inm = value if self._inm is None else self._inm + b", " + value
+            elif name == b"connection" or name == b"proxy-connection":
+                # llhttp reads Proxy-Connection as Connection (close, keep-alive, upgrade):
+                # so does this server, or it would advertise keep-alive and then close
+                self._odd = True
+                self._tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
+            elif name == b"content-length":
+                self._odd = True
+                self._length = int(value)  # llhttp allows digits and whitespace, one value
+            elif name == b"transfer-encoding":
+                self._odd = True
+                self._te = value.rpartition(b",")[2].strip(b" \t").lower()
+        except BaseException as exc:
+            self._callback_error = exc  # httptools raises HttpParserCallbackError
+            raise
 
     def on_headers_complete(self) -> None:
-        method = self._parser.get_method()
-        head = self._piece
-        if self._head_parts:
-            head = b"".join((*self._head_parts, head))
-            self._head_parts = []
-        self._tail = b""
-        self._head_bytes = 0
-        if head[0] in b"\r\n":
-            head = head.lstrip(b"\r\n")
-        # The target is taken from the request line llhttp has just validated (cheaper than
-        # its URL callback); llhttp tolerates repeated spaces there, and HTTP/0.9 and 2.0.
-        line_end = head.find(b"\r\n")
-        version = head[line_end - 9 : line_end]
-        if version == b" HTTP/1.1":
-            http11 = True
-        elif version == b" HTTP/1.0":
-            http11 = False
-        else:
-            raise _Refused(400)
-        target = head[len(method) + 1 : line_end - 9]
-        if not target or b" " in target:
-            raise _Refused(400)
-        host = self._host
-        if host is None:
-            if http11:
-                raise _Refused(400)  # RFC 9112 3.2
-        elif host != self._valid_host:
-            if not _HOST.fullmatch(host.rstrip(b" \t")):
+        try:
+            method = self._parser.get_method()
+            head = self._piece
+            if self._head_parts:
+                head = b"".join((*self._head_parts, head))
+                self._head_parts = []
+            self._tail = b""
+            self._head_bytes = 0
+            if head[0] in b"\r\n":
+                head = head.lstrip(b"\r\n")
+            # The target is taken from the request line llhttp has just validated (cheaper than
+            # its URL callback); llhttp tolerates repeated spaces there, and HTTP/0.9 and 2.0.
+            line_end = head.find(b"\r\n")
+            version = head[line_end - 9 : line_end]
+            if version == b" HTTP/1.1":
+                http11 = True
+            elif version == b" HTTP/1.0":
+                http11 = False
+            else:
                 raise _Refused(400)
-            self._valid_host = host
-        keep_alive = http11 and method != b"CONNECT"
-        if self._odd:
-            keep_alive = self._keep_alive(keep_alive, http11=http11)
-        server = self._server
-        answer, _ = server.answer(method, target, self._inm, keep_alive)
-        if keep_alive and not http11 and not server.draining:
-            answer = with_connection(answer, b"keep-alive")
-        if self._transport is not None:  # _reply and _reset, inlined: the hot path
-            self._transport.write(answer)
-            self.served += 1
-        if not keep_alive or server.draining:
-            self.close()
-        else:
-            self._body_left = self._length
-        self._fields = 0
-        self._host = None
-        self._inm = None
-        if self._odd:
-            self._reset()
+            target = head[len(method) + 1 : line_end - 9]
+            if not target or b" " in target:
+                raise _Refused(400)
+            host = self._host
+            if host is None:
+                if http11:
+                    raise _Refused(400)  # RFC 9112 3.2
+            elif host != self._valid_host:
+                if not _HOST.fullmatch(host.rstrip(b" \t")):
+                    raise _Refused(400)
+                self._valid_host = host
+            keep_alive = http11 and method != b"CONNECT"
+            if self._odd:
+                keep_alive = self._keep_alive(keep_alive, http11=http11)
+            server = self._server
+            answer, _ = server.answer(method, target, self._inm, keep_alive)
+            if keep_alive and not http11 and not server.draining:
+                answer = with_connection(answer, b"keep-alive")
+            if self._transport is not None:  # _reply and _reset, inlined: the hot path
+                self._transport.write(answer)
+                self.served += 1
+            if not keep_alive or server.draining:
+                self.close()
+            else:
+                self._body_left = self._length
+            self._fields = 0
+            self._host = None
+            self._inm = None
+            if self._odd:
+                self._reset()
+        except BaseException as exc:
+            self._callback_error = exc  # httptools raises HttpParserCallbackError
+            raise
 
     def _keep_alive(self, keep_alive: bool, *, http11: bool) -> bool:
         """The rare path: framing and connection fields. Refuses what cannot be framed."""

@@ -18,8 +18,10 @@ import contextlib
 import hashlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -144,11 +146,19 @@ def run(settings: Settings, *, config_path: str | None = None) -> int:
     configure()
     _raise_open_files_limit()
     _tune_gc()
+    # The loop is chosen first and run after, never inside the probe's ``except`` block:
+    # there, every exception raised while serving would get the ImportError as its context.
+    runner = _loop_runner()
+    return runner(serve(settings, config_path=config_path))
+
+
+def _loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's ``run`` when uvloop is importable, else ``asyncio.run``."""
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        return asyncio.run(serve(settings, config_path=config_path))
-    return uvloop.run(serve(settings, config_path=config_path))  # type: ignore[no-any-return,unused-ignore]
+        return asyncio.run
+    return uvloop.run  # type: ignore[no-any-return,unused-ignore]
 
 
 def _tune_gc() -> None:

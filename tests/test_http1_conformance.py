@@ -19,10 +19,15 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pytest
 
 from jwks_mirror import http1, public
+from jwks_mirror.metrics import new_registry
+from jwks_mirror.mirror import Mirror
+from jwks_mirror.server import start
+from jwks_mirror.settings import parse_settings
 
 from .conftest import ISSUER_HOST, config_text, jwks
 from .rawhttp import closed, read_response
@@ -407,3 +412,35 @@ async def test_a_repeated_request_is_answered_afresh_and_anything_else_is_parsed
     writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello")
     assert (await read_response(reader))[0] == 400
     assert await closed(reader)
+
+
+def test_a_refusal_in_a_callback_is_a_400_while_another_exception_is_being_handled():
+    """``serve`` once ran its whole event loop inside ``except ImportError:`` (the uvloop
+    probe), so Python gave every exception raised while serving that ImportError as its
+    context, and the refusals raised in llhttp's callbacks (found by reading the context of
+    httptools' error) became 500s. Here a mirror runs on a loop started inside an ``except``
+    block, over real sockets: a missing Host and 101 fields still get 400 and 431."""
+
+    async def scenario() -> list[int]:
+        settings = parse_settings(
+            config_text("  - name: keys-myns\n    jwks_uri: http://127.0.0.1:9/jwks.json\n")
+        )
+        running = await start(settings, mirror=Mirror(settings, registry=new_registry()))
+        url = urlsplit(running.public_url)
+        statuses = []
+        try:
+            for payload in (GET + b"\r\n", _fields(101), GET + HOST + HOST + b"\r\n"):
+                reader, writer = await asyncio.open_connection(url.hostname, url.port)
+                writer.write(payload)
+                statuses.append((await read_response(reader))[0])
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        finally:
+            await running.stop()
+        return statuses
+
+    try:
+        raise ImportError("no uvloop")
+    except ImportError:
+        assert asyncio.run(scenario()) == [400, 431, 400]

@@ -75,6 +75,36 @@ async def test_connection_close_and_http10(served, connect):
         assert status == 200 and headers["connection"] == "keep-alive"
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [b"Proxy-Connection: close\r\n", b"Proxy-Connection: keep-alive, close\r\nConnection: keep-alive\r\n"],
+    ids=["close", "close-among-keep-alive"],
+)
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+async def test_proxy_connection_close_is_a_close(served, connect, fields, version):
+    """llhttp reads ``Proxy-Connection`` as ``Connection``, so a ``close`` there ends the
+    connection: the answer must say so, and a request pipelined behind it is not answered
+    (it used to be advertised keep-alive, then refused with 400 by llhttp)."""
+    reader, writer = await connect(served)
+    head = b"GET /keys-myns/jwks.json HTTP/" + version + b"\r\nHost: mirror\r\n" + fields + b"\r\n"
+    writer.write(head + REQUEST)
+    status, headers, body = await read_response(reader)
+    assert status == 200 and b'"k1"' in body and headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_proxy_connection_keep_alive_is_honoured_like_connection(served, connect):
+    """HTTP/1.0 with ``Proxy-Connection: keep-alive``: llhttp keeps the connection, and so
+    does the server, saying so."""
+    reader, writer = await connect(served)
+    writer.write(b"GET /keys-myns/jwks.json HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n" * 2)
+    for _ in range(2):
+        status, headers, _ = await read_response(reader)
+        assert status == 200 and headers["connection"] == "keep-alive"
+    writer.write(REQUEST)
+    assert (await read_response(reader))[0] == 200
+
+
 async def test_if_none_match_over_several_header_lines(served, connect):
     reader, writer = await connect(served)
     writer.write(REQUEST)

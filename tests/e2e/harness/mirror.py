@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ class Mirror:
     def __init__(self, workdir: Path, *, issuers: list[dict[str, Any]],
                  defaults: dict[str, Any] | None = None, state_dir: Path | None = None,
                  name: str = "mirror", peers: dict[str, Any] | None = None,
-                 shutdown_delay: str = "0s", public_tls: dict[str, str] | None = None) -> None:
+                 shutdown_delay: str = "0s", public_tls: dict[str, str] | None = None,
+                 extra: dict[str, dict[str, Any]] | None = None,
+                 preexec_fn: Callable[[], object] | None = None) -> None:
         self.workdir = workdir
         self.name = name
         self.public_port = free_port()
@@ -51,6 +53,9 @@ class Mirror:
         # 0 s unless a test is about the drain: most tests stop mirrors many times.
         self.shutdown_delay = shutdown_delay
         self.public_tls = public_tls
+        # more keys for config sections ({"public": {"max_connections": 8}}), merged in last
+        self.extra = extra or {}
+        self.preexec_fn = preexec_fn  # run in the child before exec (resource limits, say)
         self.config_path = workdir / f"{name}.yaml"
         self.starts = 0
         self.listening: dict[str, Any] | None = None
@@ -73,6 +78,8 @@ class Mirror:
             config["state_dir"] = str(self.state_dir)
         if self.peers is not None:
             config["peers"] = self.peers
+        for section, values in self.extra.items():
+            config[section] = {**config.get(section, {}), **values}
         # JSON is YAML; it keeps the harness free of a YAML writer.
         self.config_path.write_text(json.dumps(config, indent=2))
 
@@ -85,7 +92,7 @@ class Mirror:
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = Proc(f"{self.name} (start {self.starts})",
                          [*cli_argv(), "serve", "--config", str(self.config_path)],
-                         log_path=log_path, env=env)
+                         log_path=log_path, env=env, preexec_fn=self.preexec_fn)
         self.proc.start()
         self.listening = wait_until(self._listening_event, timeout=timeout,
                                     what=f"{self.name} to log its listening event")

@@ -128,12 +128,14 @@ class Proc:
     """A subprocess whose output goes to ``log_path``; registered for failure reports."""
 
     def __init__(self, name: str, argv: Sequence[str], *, log_path: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None,
+                 preexec_fn: Callable[[], object] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
+        self.preexec_fn = preexec_fn  # run in the child before exec (resource limits, say)
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -144,7 +146,7 @@ class Proc:
             log.flush()
             self.popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=self.cwd, start_new_session=True,
+                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=self.preexec_fn,
             )
         _LIVE.add(self)
 

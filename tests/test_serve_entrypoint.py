@@ -1,0 +1,118 @@
+"""What only the shipped entrypoint shows: ``jwks-mirror serve`` as a subprocess.
+
+The in-process suites call ``server.start()`` on pytest's loop; the image runs ``serve``, which
+chooses the event loop, sets the process up and runs everything under ``server.run``. A defect
+that lives there (an event loop run inside an ``except`` block turned every refusal raised in
+an llhttp callback into a 500) is invisible in process, so the conformance vectors, the
+``Proxy-Connection`` case and the descriptor-exhaustion case run here against the real
+process, started through the harness's ``cli_argv()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .e2e.harness import http
+from .e2e.harness.issuer import PlainIssuer
+from .e2e.harness.mirror import Mirror
+from .rawhttp import closed, read_response
+from .test_http1_conformance import HOST, VECTORS, Vector
+
+pytestmark = pytest.mark.slow
+
+NAME = "keys-myns"
+PROBE = b"GET /keys-myns/jwks.json HTTP/1.1\r\n" + HOST + b"\r\n"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[PlainIssuer]:
+    plain = PlainIssuer(NAME)
+    plain.start()
+    try:
+        yield plain
+    finally:
+        plain.close()
+
+
+def _mirror(workdir: Path, issuer: PlainIssuer, **kwargs: Any) -> Mirror:
+    return Mirror(
+        workdir,
+        issuers=[{"name": NAME, "jwks_uri": issuer.url, "refresh_interval": "300s"}],
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory, issuer: PlainIssuer) -> Iterator[Mirror]:
+    mirror = _mirror(tmp_path_factory.mktemp("serve"), issuer).start()
+    try:
+        yield mirror
+    finally:
+        mirror.stop()
+
+
+def errors_logged(mirror: Mirror) -> list[dict[str, Any]]:
+    return [e for e in mirror.log_events() if e.get("level") in ("error", "critical")]
+
+
+async def _open(mirror: Mirror) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", mirror.public_port)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v.id for v in VECTORS])
+async def test_every_conformance_vector_under_serve(serve: Mirror, vector: Vector) -> None:
+    """The in-process conformance table, against the image's entrypoint: every refusal is the
+    400 or 431 the table expects (never a 500), and nothing is logged as an error."""
+    before = len(errors_logged(serve))
+    reader, writer = await _open(serve)
+    try:
+        writer.write(vector.payload)
+        statuses = []
+        for _ in vector.statuses:
+            status, headers, _ = await read_response(reader)
+            statuses.append(status)
+            if status >= 400 and status not in (404, 405):
+                assert headers["connection"] == "close", vector.why
+        assert tuple(statuses) == vector.statuses, vector.why
+        if vector.closes:
+            assert await closed(reader), f"{vector.id}: open after the answers ({vector.why})"
+        else:
+            writer.write(PROBE)
+            assert (await read_response(reader))[0] == 200, f"{vector.id}: out of step"
+    finally:
+        await _close(writer)
+    # A probe on a fresh connection is answered after anything the vector made the process
+    # log, so the log is complete up to here when it answers.
+    assert http.get(serve.jwks_url(NAME)).status == 200
+    assert errors_logged(serve)[before:] == []
+
+
+async def test_proxy_connection_close_closes_and_says_so(serve: Mirror) -> None:
+    """llhttp treats ``Proxy-Connection: close`` as a close: the answer says
+    ``Connection: close`` and the connection closes, never keep-alive advertised and then a
+    400 for the next request."""
+    for version in (b"1.1", b"1.0"):
+        reader, writer = await _open(serve)
+        try:
+            writer.write(
+                b"GET /keys-myns/jwks.json HTTP/" + version + b"\r\n" + HOST
+                + b"Proxy-Connection: close\r\nConnection: keep-alive\r\n\r\n"
+            )
+            status, headers, _ = await read_response(reader)
+            assert status == 200
+            assert headers.get("connection") == "close", version
+            assert await closed(reader), version
+        finally:
+            await _close(writer)
