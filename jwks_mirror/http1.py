@@ -70,6 +70,8 @@ class Responder(Protocol):
         method: bytes = b"GET",
     ) -> bytes: ...
 
+    def join(self, connection: Connection) -> None: ...
+
     def forget(self, connection: Connection) -> None: ...
 
 
@@ -158,7 +160,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence a cast, not a check
         self._transport = cast(asyncio.Transport, transport)
-        self._server.connections.add(self)
+        self._server.join(self)
         if self._server.draining:
             self.close()
 

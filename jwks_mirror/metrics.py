@@ -102,6 +102,26 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        # Both ports' accept loops (listening.py), labelled port="public"|"admin".
+        self.open_connections = Gauge(
+            PREFIX + "open_connections",
+            "Connections open on a port, by port (public, admin), TLS handshakes included.",
+            ["port"],
+            registry=registry,
+        )
+        self.connections_rejected_total = Counter(
+            PREFIX + "connections_rejected",
+            "Connections closed at once because the port held max_connections, by port.",
+            ["port"],
+            registry=registry,
+        )
+        self.accept_errors_total = Counter(
+            PREFIX + "accept_errors",
+            "Failed accepts (out of file descriptors, say), by port; logged as accept_failed "
+            "at most once a second.",
+            ["port"],
+            registry=registry,
+        )
         self._counters = (
             self.fetch_total,
             self.fetch_errors_total,

@@ -29,6 +29,7 @@ import math
 from ssl import SSLContext
 
 from jwks_mirror.http1 import Connection
+from jwks_mirror.listening import Listener
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.responses import (
     REASONS,
@@ -50,8 +51,11 @@ _SWEEP_S = 5.0  # at most; shorter for short keep-alive timeouts (tests)
 class PublicServer:
     """The listening socket, its connections, and their orderly shutdown."""
 
-    def __init__(self, mirror: Mirror, *, keepalive_s: float | None = None) -> None:
+    def __init__(
+        self, mirror: Mirror, *, keepalive_s: float | None = None, max_connections: int = 256
+    ) -> None:
         self.mirror = mirror
+        self.max_connections = max_connections
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
         self.states = mirror.states
         self.unknown = mirror.unknown_requests
@@ -59,7 +63,7 @@ class PublicServer:
         self.cache: dict[str, Responses] = {}
         self.connections: set[Connection] = set()
         self.draining = False
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
         self._aborts = mirror.metrics.public_aborts_total
@@ -68,30 +72,37 @@ class PublicServer:
         self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
     ) -> None:
         """Listen; with ``ssl`` the port speaks TLS only (a plain request fails the handshake
-        and gets no answer). A handshake gets the idle/header timeout too."""
+        and gets no answer). A handshake gets the idle/header timeout too, and counts against
+        ``max_connections`` (see :mod:`jwks_mirror.listening`)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        metrics = self.mirror.metrics
+        listener = Listener(
+            "public",
             lambda: Connection(self),
-            host,
-            port,
-            reuse_address=True,
-            backlog=backlog,
-            ssl=ssl,
-            ssl_handshake_timeout=self.keepalive_s if ssl is not None else None,
+            open_connections=self.connections.__len__,
+            max_connections=self.max_connections,
+            rejected=metrics.connections_rejected_total,
+            errors=metrics.accept_errors_total,
+            ssl_context=ssl,
+            ssl_handshake_timeout=self.keepalive_s,
+            tells_made=True,  # join()
         )
+        await listener.start(host, port, backlog=backlog)
+        self._listener = listener
+        metrics.open_connections.labels("public").set_function(lambda: listener.open_connections)
         self._sweeper = loop.create_task(self._sweep(), name="public:idle-sweep")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        assert self._server is not None
-        return [s.getsockname()[:2] for s in self._server.sockets]
+        assert self._listener is not None
+        return self._listener.addresses
 
     async def close(self, *, timeout_s: float) -> None:
         """Stop accepting; answer requests already received; close every connection (idle
         ones at once, busy ones after their answer); abort what is left after ``timeout_s``."""
         self.draining = True
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,8 +116,14 @@ class PublicServer:
         for connection in list(self.connections):
             connection.abort()
             self._aborts.labels("shutdown").inc()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._listener is not None:
+            await self._listener.wait_closed()
+
+    def join(self, connection: Connection) -> None:
+        """A connection is made (over TLS: its handshake is over)."""
+        self.connections.add(connection)
+        if self._listener is not None:
+            self._listener.made(connection)
 
     def forget(self, connection: Connection) -> None:
         self.connections.discard(connection)

@@ -29,6 +29,7 @@ from jwks_mirror import public as public_port
 from jwks_mirror import publictls
 from jwks_mirror.admin import create_admin_app
 from jwks_mirror.errors import ConfigError
+from jwks_mirror.listening import Listener
 from jwks_mirror.logs import configure, event
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
@@ -51,6 +52,7 @@ class Running:
     admin_url: str
     _public: PublicServer
     _admin: web.BaseRunner
+    _admin_listener: Listener
     certificate: ServingCertificate | None = None
     _certificate_watch: asyncio.Task[None] | None = None
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
@@ -67,6 +69,8 @@ class Running:
                 await self._certificate_watch
         await self._public.close(timeout_s=DRAIN_TIMEOUT_S)
         await self.mirror.stop()
+        self._admin_listener.close()
+        await self._admin_listener.wait_closed()
         await self._admin.cleanup()
 
     def hurry(self) -> None:
@@ -94,13 +98,16 @@ async def start(
     # idle timeout and the header timeout against slow clients (aiohttp arms its keep-alive
     # timer at connect and after each response, so it does both on the admin port).
     keepalive_s = public_port.KEEPALIVE_S if keepalive_timeout_s is None else keepalive_timeout_s
-    public = PublicServer(mirror, keepalive_s=keepalive_s)
+    public = PublicServer(
+        mirror, keepalive_s=keepalive_s, max_connections=settings.public.max_connections
+    )
     admin = web.AppRunner(
         create_admin_app(mirror),
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         access_log=None,
         keepalive_timeout=keepalive_s,
     )
+    admin_listener: Listener | None = None
     try:
         await public.start(
             settings.public.host,
@@ -108,12 +115,12 @@ async def start(
             ssl=certificate.listener_context if certificate is not None else None,
         )
         await admin.setup()
-        admin_site = web.TCPSite(
-            admin, settings.admin.host, settings.admin.port, reuse_address=True
-        )
-        await admin_site.start()
+        admin_listener = _admin_listener(admin, mirror, settings.admin.max_connections)
+        await admin_listener.start(settings.admin.host, settings.admin.port, backlog=128)
     except OSError:
         await public.close(timeout_s=0)
+        if admin_listener is not None:
+            admin_listener.close()
         await admin.cleanup()
         await mirror.stop()
         raise
@@ -127,15 +134,35 @@ async def start(
     return Running(
         mirror=mirror,
         public_url=_url(public, scheme="https" if certificate is not None else "http"),
-        admin_url=_url(admin),
+        admin_url=_url(admin_listener),
         _public=public,
         _admin=admin,
+        _admin_listener=admin_listener,
         certificate=certificate,
         _certificate_watch=watch,
     )
 
 
-def _url(runner: web.BaseRunner | PublicServer, *, scheme: str = "http") -> str:
+def _admin_listener(runner: web.AppRunner, mirror: Mirror, max_connections: int) -> Listener:
+    """aiohttp's request handler behind this package's accept loop (listening.py), in place
+    of a ``web.TCPSite`` and asyncio's accept loop: the same connection cap, socket buffers
+    and accept-error logging as the public port."""
+    server = runner.server
+    assert server is not None  # after setup()
+    metrics = mirror.metrics
+    listener = Listener(
+        "admin",
+        server,
+        open_connections=lambda: len(server.connections),
+        max_connections=max_connections,
+        rejected=metrics.connections_rejected_total,
+        errors=metrics.accept_errors_total,
+    )
+    metrics.open_connections.labels("admin").set_function(lambda: listener.open_connections)
+    return listener
+
+
+def _url(runner: Listener | PublicServer, *, scheme: str = "http") -> str:
     host, port = runner.addresses[0][:2]
     host = "127.0.0.1" if host == "0.0.0.0" else host
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

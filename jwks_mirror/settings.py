@@ -94,6 +94,7 @@ class PublicSettings(Listener):
     """The JWKS port istiod reaches: plain HTTP, or HTTPS only when ``tls`` is set."""
 
     tls: ServerTLSSettings | None = None
+    max_connections: int = 256  # sized for the 256 Mi pod: docs/configuration.md
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class AdminSettings:
     host: str = "0.0.0.0"
     port: int = 9090
     token_file: Path | None = None
+    max_connections: int = 64  # probes, scrapes, peers, operators: docs/configuration.md
 
 
 @dataclass(frozen=True)
@@ -229,9 +231,9 @@ class _Loader(FieldReader):
     def _public(self, data: object) -> PublicSettings:
         if data is None:
             return PublicSettings("0.0.0.0", 8080)
-        m = self.mapping(data, "public", {"host", "port", "tls"})
+        m = self.mapping(data, "public", {"host", "port", "tls", "max_connections"})
         listener = self._listener(
-            {k: v for k, v in m.items() if k != "tls"}, "public", Listener("0.0.0.0", 8080)
+            {k: m[k] for k in ("host", "port") if k in m}, "public", Listener("0.0.0.0", 8080)
         )
         tls = None
         if m.get("tls") is not None:
@@ -248,7 +250,10 @@ class _Loader(FieldReader):
                     build_server_ssl_context(tls)
             except ConfigError as exc:
                 raise ConfigError(exc.detail, field=f"public.tls.{exc.field}") from exc
-        return PublicSettings(listener.host, listener.port, tls)
+        cap = m.get("max_connections", PublicSettings.max_connections)
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 65536:
+            raise ConfigError("expected an integer from 1 to 65536", field="public.max_connections")
+        return PublicSettings(listener.host, listener.port, tls, max_connections=cap)
 
     def _peers(self, data: object) -> PeersSettings:
         if data is None:
@@ -285,9 +290,9 @@ class _Loader(FieldReader):
     def _admin(self, data: object) -> AdminSettings:
         if data is None:
             return AdminSettings()
-        m = self.mapping(data, "admin", {"host", "port", "token_file"})
+        m = self.mapping(data, "admin", {"host", "port", "token_file", "max_connections"})
         listener = self._listener(
-            {k: v for k, v in m.items() if k != "token_file"}, "admin", Listener("0.0.0.0", 9090)
+            {k: m[k] for k in ("host", "port") if k in m}, "admin", Listener("0.0.0.0", 9090)
         )
         token_file = None
         if m.get("token_file") is not None:
@@ -295,7 +300,15 @@ class _Loader(FieldReader):
             text = "" if self.offline else token_file.read_text(encoding="utf-8", errors="replace")
             if not self.offline and not text.strip():
                 raise ConfigError("token file is empty", field="admin.token_file")
-        return AdminSettings(host=listener.host, port=listener.port, token_file=token_file)
+        cap = m.get("max_connections", AdminSettings.max_connections)
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 65536:
+            raise ConfigError("expected an integer from 1 to 65536", field="admin.max_connections")
+        return AdminSettings(
+            host=listener.host,
+            port=listener.port,
+            token_file=token_file,
+            max_connections=cap,
+        )
 
     def _limits(
         self, data: object, where: str, base: Limits, extra: set[str] | None = None

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import socket
+import struct
+import termios
 import time
 
 import aiohttp
 import pytest
 
+from jwks_mirror import listening, public
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import start
 from jwks_mirror.settings import parse_settings
 
-from .conftest import config_text
+from .conftest import config_text, until
 
 
 async def _serve(fake_issuer, keepalive_timeout_s: float):
@@ -27,6 +32,16 @@ async def _serve(fake_issuer, keepalive_timeout_s: float):
     )
     await running.mirror.refresh()
     return running
+
+
+def _capped(text: str, *, public: int | None = None, admin: int | None = None) -> str:
+    """``config_text`` with ``max_connections`` set on either port."""
+    for port, cap in (("public", public), ("admin", admin)):
+        if cap is not None:
+            line = f"{port}: {{host: 127.0.0.1, port: 0}}"
+            assert line in text
+            text = text.replace(line, line[:-1] + f", max_connections: {cap}}}")
+    return text
 
 
 @pytest.fixture
@@ -138,7 +153,21 @@ async def test_malformed_requests_get_a_4xx_and_the_server_stays_healthy(served,
     assert await _ok(served)
 
 
-async def test_a_thousand_concurrent_connections(served):
+async def test_a_thousand_concurrent_connections(fake_issuer):
+    """A thousand clients at once, all answered, with the public cap raised above them (the
+    default cap is tested below)."""
+    issuer = await fake_issuer()
+    text = _capped(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"), public=1100)
+    settings = parse_settings(text)
+    served = await start(settings, mirror=Mirror(settings, registry=new_registry()))
+    try:
+        await served.mirror.refresh()
+        await _a_thousand(served)
+    finally:
+        await served.stop()
+
+
+async def _a_thousand(served) -> None:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -149,3 +178,153 @@ async def test_a_thousand_concurrent_connections(served):
 
         statuses = await asyncio.gather(*(one() for _ in range(1000)))
     assert statuses.count(200) == 1000
+
+
+def _sample(running, name: str, port: str) -> float:
+    return running.mirror.metrics.registry.get_sample_value(name, {"port": port}) or 0.0
+
+
+async def _answered(url: str, path: str, writer_reader) -> bool:
+    reader, writer = writer_reader
+    host = url.removeprefix("http://")
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(("port", "path"), [("public", "/a/jwks.json"), ("admin", "/healthz")])
+async def test_past_the_cap_a_new_connection_is_closed_at_once_and_counted(fake_issuer, port, path):
+    """``max_connections: 3``: three connections are served; a fourth is closed at once,
+    before it sends anything, and counted; once one of the three goes, a new one is served."""
+    issuer = await fake_issuer()
+    text = _capped(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"), **{port: 3})
+    settings = parse_settings(text)
+    running = await start(settings, mirror=Mirror(settings, registry=new_registry()))
+    url = running.public_url if port == "public" else running.admin_url
+    held = []
+    try:
+        await running.mirror.refresh()
+        for _ in range(3):
+            held.append(await asyncio.open_connection(*_address(url)))
+            assert await _answered(url, path, held[-1])
+        assert _sample(running, "jwks_mirror_open_connections", port) == 3
+        reader, writer = await asyncio.open_connection(*_address(url))
+        held.append((reader, writer))
+        assert await asyncio.wait_for(_read_to_end(reader), 30) == b""  # closed, unasked
+        assert _sample(running, "jwks_mirror_connections_rejected_total", port) == 1
+        other = "admin" if port == "public" else "public"
+        assert _sample(running, "jwks_mirror_connections_rejected_total", other) == 0
+        held[0][1].close()
+        await until(
+            lambda: _sample(running, "jwks_mirror_open_connections", port) == 2,
+            what="the closed connection to be forgotten",
+        )
+        held.append(await asyncio.open_connection(*_address(url)))
+        assert await _answered(url, path, held[-1])
+    finally:
+        for _, writer in held:
+            writer.close()
+        await running.stop()
+
+
+async def test_tls_handshakes_count_against_the_cap(fake_issuer, tmp_path):
+    """On an HTTPS public port a connection counts from its accept, not from the end of its
+    handshake: clients that connect and never say hello cannot hold more than the cap."""
+    from jwks_mirror.demo.pki import MeshCA
+
+    issued = MeshCA().issue(namespace="jwks-mirror", service_account="jwks-mirror")
+    cert, key = issued.write(tmp_path, "serving")
+    issuer = await fake_issuer()
+    text = config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n").replace(
+        "public: {host: 127.0.0.1, port: 0}",
+        f"public: {{host: 127.0.0.1, port: 0, max_connections: 2, "
+        f"tls: {{cert_file: {cert}, key_file: {key}}}}}",
+    )
+    settings = parse_settings(text)
+    running = await start(settings, mirror=Mirror(settings, registry=new_registry()))
+    address = _address(running.public_url.replace("https://", "http://"))
+    silent = []
+    try:
+        for _ in range(2):
+            silent.append(await asyncio.open_connection(*address))
+        await until(
+            lambda: _sample(running, "jwks_mirror_open_connections", "public") == 2,
+            what="both handshakes to be counted",
+        )
+        reader, writer = await asyncio.open_connection(*address)
+        silent.append((reader, writer))
+        assert await asyncio.wait_for(_read_to_end(reader), 30) == b""
+        assert _sample(running, "jwks_mirror_connections_rejected_total", "public") == 1
+    finally:
+        for _, writer in silent:
+            writer.close()
+        await running.stop()
+
+
+def _queued(sock, request: int) -> int:
+    """Bytes in a socket's send queue (SIOCOUTQ) or receive queue (SIOCINQ)."""
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0])
+
+
+async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer, monkeypatch):
+    """Ten clients pipeline thousands of requests each and never read. The server stops
+    reading them (back-pressure); each socket's kernel buffers are the fixed, small ones
+    (TCP autotuning grew them to megabytes a socket: 40 such clients pinned ~100 MB), and
+    the sweep aborts them once their answers have not drained for the idle timeout."""
+    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    running = await _serve(fake_issuer, 1.0)
+    clients = []
+    try:
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection(*_address(running.public_url))
+            writer.transport.set_write_buffer_limits(high=1 << 30)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            writer.write(b"GET /a/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n" * 60000)
+            clients.append((reader, writer))
+        connections = running._public.connections
+        await until(
+            lambda: len(connections) == 10 and all(c._paused for c in connections),
+            what="the server to stop reading every non-reader",
+        )
+        doubled_send = 2 * listening.SEND_BUFFER_BYTES  # Linux doubles what is set
+        doubled_receive = 2 * listening.RECEIVE_BUFFER_BYTES
+        for connection in list(connections):
+            sock = connection._transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == doubled_send
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == doubled_receive
+            assert _queued(sock, termios.TIOCOUTQ) <= doubled_send
+            assert _queued(sock, termios.FIONREAD) <= doubled_receive
+        await until(lambda: not connections, what="the sweep to abort every non-reader")
+        registry = running.mirror.metrics.registry
+        aborted = sum(
+            registry.get_sample_value("jwks_mirror_public_aborts_total", {"reason": r}) or 0
+            for r in ("stalled", "closing")  # a close cannot drain either: then aborted
+        )
+        assert aborted == 10
+        assert await _ok(running)
+    finally:
+        for _, writer in clients:
+            writer.close()
+        await running.stop()
+
+
+@pytest.mark.parametrize("port", ["public", "admin"])
+async def test_a_burst_past_the_cap_is_counted_exactly(fake_issuer, port):
+    """Twenty connections at once against a cap of eight: exactly eight stay open, twelve are
+    closed at once and counted (a connection still connecting counts, and none twice)."""
+    issuer = await fake_issuer()
+    text = _capped(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"), **{port: 8})
+    settings = parse_settings(text)
+    running = await start(settings, mirror=Mirror(settings, registry=new_registry()))
+    url = running.public_url if port == "public" else running.admin_url
+    opened = await asyncio.gather(*(asyncio.open_connection(*_address(url)) for _ in range(20)))
+    try:
+        ends = [asyncio.ensure_future(_read_to_end(reader)) for reader, _ in opened]
+        await until(lambda: sum(e.done() for e in ends) == 12, what="twelve to be closed")
+        assert _sample(running, "jwks_mirror_connections_rejected_total", port) == 12
+        assert _sample(running, "jwks_mirror_open_connections", port) == 8
+        for end in ends:
+            end.cancel()
+    finally:
+        for _, writer in opened:
+            writer.close()
+        await running.stop()

@@ -193,7 +193,25 @@ def test_field_path_with_a_line_break_stays_on_one_line(text: str, field: str) -
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
-    assert error("public: {hots: a}") == "public.hots: unknown key (expected one of: host, port, tls)"
+    assert error("public: {hots: a}") == (
+        "public.hots: unknown key (expected one of: host, max_connections, port, tls)"
+    )
+
+
+def test_connection_caps() -> None:
+    """Each port caps its open connections (listening.py); the defaults are sized for the
+    deploy's 256 Mi pod (docs/configuration.md)."""
+    defaults = parse_settings("issuers: []")
+    assert (defaults.public.max_connections, defaults.admin.max_connections) == (256, 64)
+    text = "public: {max_connections: 10}\nadmin: {max_connections: 3}\nissuers: []"
+    given = parse_settings(text)
+    assert (given.public.max_connections, given.admin.max_connections) == (10, 3)
+    assert (given.public.port, given.admin.port) == (8080, 9090)
+    for port in ("public", "admin"):
+        for bad in ("0", "-1", "65537", "true", "'8'", "1.5"):
+            assert error(f"{port}: {{max_connections: {bad}}}\nissuers: []") == (
+                f"{port}.max_connections: expected an integer from 1 to 65536"
+            )
 
 
 def test_duplicate_issuer_names() -> None:
