@@ -328,7 +328,8 @@ def record(marker: str, rows: Sequence[str], *, doc: Path = DOC) -> None:
 def mirror_config(directory: Path, upstream: str, names: Sequence[str], **defaults: str) -> Path:
     """A config with every issuer on the fake upstream, both ports on loopback port 0."""
     lines = [
-        "public: {host: 127.0.0.1, port: 0}",
+        # the serving case opens 1,000 connections at once: above the default cap of 256
+        "public: {host: 127.0.0.1, port: 0, max_connections: 2048}",
         "admin: {host: 127.0.0.1, port: 0}",
         "defaults:",
         *(f"  {k}: {v}" for k, v in {"refresh_interval": "1h", **defaults}.items()),
