@@ -11,8 +11,9 @@ while nothing is served. Here:
 * Each wake-up accepts at most ``ACCEPT_BATCH`` connections. A connection accepted while the
   port already holds ``max_connections`` (answered or still in the TLS handshake) is closed
   at once and counted (``jwks_mirror_connections_rejected_total{port}``).
-* Accepted sockets get bounded kernel buffers (``SEND_BUFFER_BYTES``,
-  ``RECEIVE_BUFFER_BYTES``; Linux doubles each for its bookkeeping), so a client that
+* Accepted sockets have bounded kernel buffers (``SEND_BUFFER_BYTES``,
+  ``RECEIVE_BUFFER_BYTES``, set on the listening socket, which they inherit; Linux doubles
+  each for its bookkeeping), so a client that
   pipelines requests and never reads pins at most that much kernel memory until the idle
   sweep aborts it, instead of what TCP autotuning would grow (megabytes a socket).
 * When accept fails (for want of descriptors, say), the port stops accepting for
@@ -126,7 +127,9 @@ class Listener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                bound_buffers(sock)  # before listen: the window offered in the SYN-ACK
+                # Before listen: the window offered in the SYN-ACK, and every accepted socket
+                # inherits both sizes (no system call per connection).
+                bound_buffers(sock)
                 sock.bind(address)
                 sock.listen(backlog)
                 sock.setblocking(False)
@@ -162,6 +165,7 @@ class Listener:
         """Wait until the connections dropped by ``close`` are gone."""
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+
     # -- accepting ----------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket) -> None:
@@ -177,12 +181,7 @@ class Listener:
                 conn.close()
                 self._rejected.inc()
                 continue
-            try:
-                conn.setblocking(False)
-                bound_buffers(conn)
-            except OSError:
-                conn.close()
-                continue
+            conn.setblocking(False)  # its buffers are the listening socket's (Linux copies them)
             self._accepted += 1
             task = self._loop.create_task(self._connect(conn))
             self._tasks.add(task)
