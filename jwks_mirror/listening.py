@@ -29,7 +29,6 @@ the loop's (``connect_accepted_socket``), limited to ``ssl_handshake_timeout``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 import ssl
@@ -44,12 +43,6 @@ SEND_BUFFER_BYTES = 32768  # a JWKS answer is a few KB; the kernel reserves twic
 RECEIVE_BUFFER_BYTES = 32768  # a request head is ~200 bytes, at most 16 KiB
 RETRY_S = 0.1  # out of descriptors: stop accepting this long, then try again
 LOG_EVERY_S = 1.0  # at most one accept_failed line a second per port
-
-
-def _close_if_cancelled(conn: socket.socket, task: asyncio.Task[None]) -> None:
-    """A connect cancelled before it began (``Listener.close``) leaves its socket to us."""
-    if task.cancelled():
-        conn.close()
 
 
 def bound_buffers(sock: socket.socket) -> None:
@@ -84,7 +77,8 @@ class Listener:
         self._handshake_timeout = ssl_handshake_timeout
         self._loop = asyncio.get_running_loop()
         self.sockets: list[socket.socket] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # connect_accepted_socket in flight
+        # connect_accepted_socket in flight, and the socket of each
+        self._tasks: dict[asyncio.Task[None], socket.socket] = {}
         # Accepted connections the port does not count yet: no protocol made so far, or one
         # whose connection_made has not run (with TLS: the handshake is not over); made().
         self._accepted = 0
@@ -181,12 +175,12 @@ class Listener:
                 conn.close()
                 self._rejected.inc()
                 continue
-            conn.setblocking(False)  # its buffers are the listening socket's (Linux copies them)
+            # Its buffers are the listening socket's (Linux copies them); the loop makes it
+            # non-blocking.
             self._accepted += 1
             task = self._loop.create_task(self._connect(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(functools.partial(_close_if_cancelled, conn))
+            self._tasks[task] = conn
+            task.add_done_callback(self._connect_done)
 
     async def _connect(self, conn: socket.socket) -> None:
         created: list[asyncio.BaseProtocol] = []
@@ -214,6 +208,11 @@ class Listener:
                 self._unmade.discard(created[0])
             else:
                 self._accepted -= 1
+
+    def _connect_done(self, task: asyncio.Task[None]) -> None:
+        conn = self._tasks.pop(task)
+        if task.cancelled():  # by close(), maybe before it began: the socket is still ours
+            conn.close()
 
     def _failed(self, sock: socket.socket, exc: OSError) -> None:
         """Count and (at most once a second) log an accept error, and stop accepting on
