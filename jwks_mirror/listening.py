@@ -13,9 +13,9 @@ while nothing is served. Here:
   at once and counted (``jwks_mirror_connections_rejected_total{port}``).
 * Accepted sockets have bounded kernel buffers (``SEND_BUFFER_BYTES``,
   ``RECEIVE_BUFFER_BYTES``, set on the listening socket, which they inherit; Linux doubles
-  each for its bookkeeping), so a client that
-  pipelines requests and never reads pins at most that much kernel memory until the idle
-  sweep aborts it, instead of what TCP autotuning would grow (megabytes a socket).
+  each for its bookkeeping), so a client that pipelines requests and never reads pins at
+  most that much kernel memory until the idle sweep aborts it, instead of what TCP
+  autotuning would grow (megabytes a socket).
 * When accept fails (for want of descriptors, say), the port stops accepting for
   ``RETRY_S`` (the kernel keeps queueing connections in the backlog) and tries again. Every
   failure is counted (``jwks_mirror_accept_errors_total{port}``) and logged at most once a
