@@ -182,3 +182,29 @@ def test_out_of_descriptors_the_log_stays_small_and_the_ports_come_back(
         for client in clients:
             client.close()
         mirror.stop()
+
+
+def test_past_the_public_cap_serve_closes_a_new_connection_at_once(
+    tmp_path: Path, issuer: PlainIssuer
+) -> None:
+    """``public.max_connections: 4`` under ``serve``: four idle connections are held, a fifth
+    is closed before it sends anything, counted, and the admin port (its own cap) answers."""
+    mirror = _mirror(tmp_path, issuer, extra={"public": {"max_connections": 4}}).start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(4):
+            held.append(socket.create_connection(("127.0.0.1", mirror.public_port), timeout=10))
+        wait_until(lambda: mirror.metric("jwks_mirror_open_connections", port="public") == 4,
+                   timeout=10, what="four open public connections")
+        fifth = socket.create_connection(("127.0.0.1", mirror.public_port), timeout=10)
+        held.append(fifth)
+        assert fifth.recv(1) == b""  # closed by the server, unasked
+        assert mirror.metric("jwks_mirror_connections_rejected_total", port="public") == 1
+        assert mirror.metric("jwks_mirror_connections_rejected_total", port="admin") == 0
+        held.pop(0).close()
+        wait_until(lambda: http.get(mirror.jwks_url(NAME)).status == 200, timeout=10,
+                   what="a new connection to be served once one left")
+    finally:
+        for client in held:
+            client.close()
+        mirror.stop()
