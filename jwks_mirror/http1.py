@@ -16,10 +16,8 @@ Keep-alive and pipelining are kept, answers strictly in request order; ``close``
 connection closes after the answer; ``Upgrade`` is never honoured. Write back-pressure stops
 reading, and :meth:`Connection.sweep` closes idle or slow clients and aborts those whose
 answers do not drain, so a client cannot pin memory. llhttp is fed one request head at a time
-(the 16 KiB limit is exact, nothing past a request is parsed while its answer waits); a read
-that repeats the previous one byte for byte, when that was one whole bodiless keep-alive
-request, is answered without parsing it again (the same bytes from the same parser state parse
-the same way).
+(the 16 KiB limit is exact, nothing past a request is parsed while its answer waits); every
+request takes that one path, however often a client repeats it.
 
 Only ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
 ``get_write_buffer_size`` of the transport are used, so the protocol runs the same over TLS.
@@ -83,11 +81,8 @@ class Connection(asyncio.Protocol):
     """One client connection: feed llhttp one request head at a time, write answers."""
 
     __slots__ = (
-        "_again",
-        "_again_request",
         "_body_left",
         "_closing",
-        "_data",
         "_eof",
         "_fields",
         "_head_bytes",
@@ -124,9 +119,6 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0  # bytes of the current head fed so far
         self._head_parts: list[bytes] = []  # earlier pieces of a head split across reads
         self._piece = b""  # the piece being fed
-        self._data = b""  # the read being fed
-        self._again = b""  # the last read, when it was exactly one bodiless keep-alive request
-        self._again_request: tuple[bytes, bytes, bytes | None] = (b"", b"", None)
         self._tail = b""  # the last bytes of an unfinished head: a blank line may straddle
         self._paused = False
         self._closing = False
@@ -191,19 +183,6 @@ class Connection(asyncio.Protocol):
         return False  # the transport closes itself after writing what is buffered
 
     def data_received(self, data: bytes) -> None:
-        again = self._again
-        if again and data == again and not (self._closing or self._paused or self._pending):
-            # The previous read was exactly one bodiless keep-alive request, llhttp parsed it
-            # and came back to its initial state; the same bytes from the same state parse the
-            # same way, so only the answer is made again (current set, Date, counters).
-            method, target, inm = self._again_request
-            answer, _ = self._server.answer(method, target, inm, True)
-            if self._transport is not None:
-                self._transport.write(answer)
-                self.served += 1
-            if self._server.draining:
-                self.close()
-            return
         if self._closing:
             return
         if self._pending:
@@ -234,8 +213,6 @@ class Connection(asyncio.Protocol):
         """Feed llhttp one head (or one skipped body) at a time, so that the head size is
         counted exactly and nothing past a request is parsed while its answer waits."""
         parser = self._parser
-        self._data = data
-        self._again = b""  # see data_received: set again below only for a whole-read request
         size = len(data)
         pos = 0
         while pos < size and not self._closing:
@@ -350,9 +327,6 @@ class Connection(asyncio.Protocol):
             self.close()
         else:
             self._body_left = self._length
-            if http11 and not self._odd and head is self._piece and head is self._data:
-                self._again = head
-                self._again_request = (method, target, self._inm)
         self._fields = 0
         self._host = None
         self._inm = None
