@@ -20,9 +20,11 @@ RUN python -m venv /opt/build \
         -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY jwks_mirror ./jwks_mirror
-# --no-deps: every dependency came from the lock above. No "fast" extra: the image runs the
-# asyncio loop that CI tests, not uvloop (docs/benchmarks.md, uvloop). pip compiles the
-# bytecode here: the root filesystem is read-only at run time.
+# --no-deps: every dependency came from the lock above. The event loop is uvloop, locked in
+# runtime.lock as a dependency: `serve` runs on it whenever it is importable, so the image
+# always does, and CI runs every subprocess test on this same environment (docs/image.md;
+# why uvloop: docs/benchmarks.md). pip compiles the bytecode here: the root filesystem is
+# read-only at run time.
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
     && /opt/jwks-mirror/bin/pip install --no-deps /tmp/wheels/jwks_mirror-*.whl
 

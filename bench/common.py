@@ -108,7 +108,8 @@ def versions() -> dict[str, str]:
         }[LOOP]
     except ImportError:
         if LOOP in ("uvloop", "both"):
-            raise SystemExit("--loop uvloop/both needs uvloop: pip install -e '.[fast]'") from None
+            raise SystemExit("--loop uvloop/both needs uvloop, a runtime dependency: "
+                             "pip install -e '.[test]'") from None
         loop = "asyncio"
     return {
         "python": platform.python_version(),
@@ -342,7 +343,7 @@ def mirror_config(directory: Path, upstream: str, names: Sequence[str], **defaul
     return path
 
 
-# "auto": serve uses uvloop when it is importable, as in production; "asyncio": hide it;
+# "auto": serve uses uvloop when it is importable, as the image does; "asyncio": hide it;
 # "uvloop": it must be importable; "both": the serving benchmark runs one mirror on each loop.
 LOOP = "auto"
 # A directory holding another version of the package (``git archive REV | tar -x -C DIR``):

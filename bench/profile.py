@@ -77,7 +77,15 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--native", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("profile.txt"))
+    parser.add_argument(
+        "--mode",
+        choices=("keep-alive", "close", "varied"),
+        default="keep-alive",
+        help="serving: wrk's requests, as bench/serving.py's cases (close: new-conn)",
+    )
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = parser.parse_args()
+    common.LOOP = args.loop
     common.raise_fd_limit()
     common.banner(f"profile: {args.what}")
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
@@ -94,7 +102,11 @@ def main() -> int:
                     target = f"{listening['public']}/{names[0]}/jwks.json"
                     spy = py_spy(mirror.pid, args.seconds, args.out, args.native)
                     result = serving.wrk(
-                        target, connections=50, duration_s=args.seconds + 1, etag=None
+                        target,
+                        connections=50,
+                        duration_s=args.seconds + 1,
+                        etag=None,
+                        mode=args.mode,
                     )
                     print(f"   under py-spy: {result.rps:.0f} req/s")
                 else:

@@ -2,12 +2,22 @@
 
 The mirror (a real ``jwks-mirror serve`` process, every feature on: ETag, Cache-Control,
 request counting) and nginx (Debian's, one worker, serving the mirror's exact bytes from a
-file) are both pinned to core 0; ``wrk`` runs pinned to core 1. For each case the two servers
+file) are both pinned to core 0; ``wrk`` runs pinned to core 1. For each case the servers
 are measured alternately, several rounds, and the medians are reported, with the ratio
-mirror/nginx of requests per second.
+mirror/nginx of requests per second (the median of the per-round ratios).
 
-Cases: ``200`` (plain GET, 50 connections), ``304`` (``If-None-Match`` with the current ETag,
-50 connections) and ``200x1000`` (plain GET, 1,000 connections).
+The three figures (``FIGURES``), 50 connections each:
+
+* ``new-conn``: a new connection per request, as istiod fetches (it opens one per fetch):
+  every request carries ``Connection: close``, the server closes after its answer and
+  ``wrk`` reconnects. Latency is wrk's, from the request written to the answer read, so it
+  leaves out the connect itself.
+* ``varied``: keep-alive, every request different (``?v=N``, N counting up per connection,
+  from a wrk Lua script), so no server can answer from a copy of the last request.
+* ``repeated``: keep-alive, the same bytes every time (what plain ``wrk`` sends).
+
+``CLASSIC`` (``200``, ``304`` with ``If-None-Match``, ``200x1000`` at 1,000 connections) is
+what ``bench/issuers10k.py`` compares with and without 10,000 issuers.
 """
 
 from __future__ import annotations
@@ -30,10 +40,36 @@ NAME = "iss00000"
 class Case:
     name: str
     connections: int
-    conditional: bool
+    conditional: bool = False
+    # "keep-alive": one connection, many requests; "close": a connection per request;
+    # "varied": keep-alive with a different target each request.
+    mode: str = "keep-alive"
 
 
-CASES = (Case("200", 50, False), Case("304", 50, True), Case("200x1000", 1000, False))
+FIGURES = (
+    Case("new-conn", 50, mode="close"),
+    Case("varied", 50, mode="varied"),
+    Case("repeated", 50),
+)
+CLASSIC = (Case("200", 50), Case("304", 50, conditional=True), Case("200x1000", 1000))
+
+# The requests are built once (building one per request in Lua costs wrk more than the
+# request costs nginx, and the figure would be wrk's) and sent in turn: consecutive requests
+# on a connection always differ. Each wrk thread runs its own copy; the benchmark uses -t1.
+VARIED_LUA = """\
+local count = 100000
+local requests = {}
+local n = 0
+init = function(args)
+  for i = 1, count do
+    requests[i] = wrk.format("GET", wrk.path .. "?v=" .. i)
+  end
+end
+request = function()
+  n = n % count + 1
+  return requests[n]
+end
+"""
 
 
 @dataclass(frozen=True)
@@ -72,7 +108,14 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors)
 
 
-def wrk(url: str, *, connections: int, duration_s: float, etag: str | None) -> WrkResult:
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    etag: str | None,
+    mode: str = "keep-alive",
+) -> WrkResult:
     argv = [
         "wrk",
         "-t1",
@@ -84,13 +127,22 @@ def wrk(url: str, *, connections: int, duration_s: float, etag: str | None) -> W
     ]
     if etag is not None:
         argv += ["-H", f"If-None-Match: {etag}"]
-    out = subprocess.run(
-        common.pinned(common.LOAD_CPU, [*argv, url]),
-        capture_output=True,
-        text=True,
-        timeout=duration_s + 60,
-        check=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scratch:
+        if mode == "close":
+            argv += ["-H", "Connection: close"]
+        elif mode == "varied":
+            script = Path(scratch) / "varied.lua"
+            script.write_text(VARIED_LUA)
+            argv += ["-s", str(script)]
+        elif mode != "keep-alive":
+            raise ValueError(f"unknown wrk mode {mode!r}")
+        out = subprocess.run(
+            common.pinned(common.LOAD_CPU, [*argv, url]),
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 60,
+            check=True,
+        )
     return parse_wrk(out.stdout)
 
 
@@ -210,7 +262,7 @@ def run(*, rounds: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
             status = common.http("GET", url, headers={"If-None-Match": etags[side]})[0]
             if status != 304:
                 raise RuntimeError(f"{side}: If-None-Match answered {status}")
-        cases = _measure(targets, etags, rounds, duration_s, warmup_s)
+        cases = _measure(targets, etags, rounds, duration_s, warmup_s, cases=FIGURES)
         requests_counted = sum(_requests_total(admin) for admin in admins.values())
     result = {
         "info": info,
@@ -228,9 +280,11 @@ def _measure(
     rounds: int,
     duration_s: float,
     warmup_s: float,
+    *,
+    cases: tuple[Case, ...] = CLASSIC,
 ) -> dict[str, Any]:
-    cases: dict[str, Any] = {}
-    for case in CASES:
+    measured: dict[str, Any] = {}
+    for case in cases:
         samples: dict[str, list[WrkResult]] = {side: [] for side in targets}
         if warmup_s > 0:
             for side, url in targets.items():
@@ -239,6 +293,7 @@ def _measure(
                     connections=case.connections,
                     duration_s=warmup_s,
                     etag=etags[side] if case.conditional else None,
+                    mode=case.mode,
                 )
         for r in range(rounds):
             order = list(targets) if r % 2 == 0 else list(reversed(targets))
@@ -249,6 +304,7 @@ def _measure(
                         connections=case.connections,
                         duration_s=duration_s,
                         etag=etags[side] if case.conditional else None,
+                        mode=case.mode,
                     )
                 )
                 time.sleep(0.2)
@@ -269,8 +325,8 @@ def _measure(
                     [m.rps / n.rps for m, n in zip(samples[side], samples["nginx"], strict=True)]
                 )
         summary["connections"] = case.connections
-        cases[case.name] = summary
-    return cases
+        measured[case.name] = summary
+    return measured
 
 
 def _requests_total(admin: str) -> float:

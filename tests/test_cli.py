@@ -19,6 +19,7 @@ import pytest
 from jwks_mirror.cli import main
 
 from .conftest import config_text, jwks, until
+from .e2e.harness.mirror import cli_argv
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -170,7 +171,7 @@ def serve_process(config: Path) -> Iterator[subprocess.Popen[str]]:
     stderr_path = config.with_suffix(".stderr")
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jwks_mirror", "serve", "--config", str(config)],
+            [*cli_argv(), "serve", "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

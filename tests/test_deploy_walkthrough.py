@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.harness.mirror import cli_argv
 from tests.test_deploy import DEPLOY, NAMESPACE, run, tool
 
 # Runs the install walkthrough's commands (kubectl kustomize, the CLI, a real serve).
@@ -191,7 +192,7 @@ def test_runbook_log_grep_matches_a_real_failed_fetch(tmp_path: Path) -> None:
     )
     lines: list[str] = []
     with subprocess.Popen(
-        [tool("jwks-mirror"), "serve", "--config", str(config)],
+        [*cli_argv(), "serve", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as process:
         assert process.stdout is not None and process.stderr is not None

@@ -205,3 +205,71 @@ def test_architecture_md_states_every_layer_contract_and_module() -> None:
         assert f"`{module.name}`" in doc, f"module not in docs/architecture.md: {module}"
     for sub in sorted(p.parent.name for p in package.glob("*/__init__.py")):
         assert f"jwks_mirror/{sub}/" in doc, f"package not in docs/architecture.md: {sub}"
+
+
+# -- claims name their evidence ---------------------------------------------------------------
+
+CLAIM_DOCS = [*USER_DOCS, ROOT / "deploy" / "README.md"]
+# "tested", "fuzzed", "measured" and their close forms; "not tested" claims nothing.
+CLAIM = re.compile(
+    r"(?<!\bnot )(?<!\bnever )\b(tested|fuzzed|measured|verified|proven|benchmarked)\b", re.I
+)
+# A test path, a fuzz target, a benchmark module or command, or a command in backticks.
+COMMAND = r"(?:\.venv/bin/|\.ci/|tools/)?(?:jwks-mirror|python3?|pytest|kubectl|docker|curl|wrk|run)\b"
+EVIDENCE = re.compile(rf"\b(?:tests|fuzz|bench)/[\w./-]*|`{COMMAND}[^`]*`")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(*`\"])")
+
+
+def sentences(text: str) -> list[tuple[int, str]]:
+    """(line, sentence) for the prose of a Markdown file: paragraphs, list items, table rows
+    and headings, with fenced code left out. A sentence's line is its paragraph's first."""
+    out: list[tuple[int, str]] = []
+    block: list[str] = []
+    start = 0
+    fenced = False
+
+    def flush() -> None:
+        if block:
+            out.extend((start, s) for s in SENTENCE_END.split(" ".join(block)))
+            block.clear()
+
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            flush()
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        if not stripped or re.match(r"(#|\||>|[*+-] |\d+\. )", stripped):
+            flush()
+        if stripped:
+            start = number if not block else start
+            block.append(stripped)
+            if stripped.startswith(("#", "|")):
+                flush()
+    flush()
+    return out
+
+
+def test_sentence_splitting_keeps_code_out_and_lines_right() -> None:
+    text = "# Title\n\nOne. Two is tested\nby `pytest`.\n\n```sh\nmeasured\n```\n* an item\n"
+    assert sentences(text) == [
+        (1, "# Title"), (3, "One."), (3, "Two is tested by `pytest`."), (9, "* an item")
+    ]
+
+
+@pytest.mark.parametrize("doc", CLAIM_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_tested_fuzzed_or_measured_claim_names_its_evidence(doc: Path) -> None:
+    """A sentence saying something is tested, fuzzed, measured, verified, proven or
+    benchmarked names what shows it: a test (``tests/...``), a fuzz target (``fuzz/...``), a
+    benchmark (``bench/...``) or a command in backticks (`` `pytest ...` ``,
+    `` `python bench/run.py` ``, `` `jwks-mirror ...` ``)."""
+    bare = [
+        f"{doc.relative_to(ROOT)}:{line}: {sentence}"
+        for line, sentence in sentences(doc.read_text(encoding="utf-8"))
+        if CLAIM.search(sentence) and not EVIDENCE.search(sentence)
+    ]
+    assert not bare, "claims without evidence (name the test, fuzz target or command):\n" + (
+        "\n".join(bare)
+    )

@@ -10,9 +10,9 @@ hash changed, fails here as it would in ``docker build``), and the package with 
 The image's own Python (the version in the Dockerfile's ``FROM``) may differ from this
 machine's, so both locks are also downloaded, hashes checked, as that Python's wheels for
 x86_64 and aarch64 Linux. Then ``jwks-mirror demo --once`` runs on exactly the locked versions,
-and ``cyclonedx-py`` (from ``requirements/sbom.lock``, in a third venv) writes
-``OUT_DIR/sbom.cdx.json``, which is checked to list every locked package at its locked version
-and jwks-mirror itself.
+the environment must import ``uvloop`` (the image's event loop), and ``cyclonedx-py`` (from
+``requirements/sbom.lock``, in a third venv) writes ``OUT_DIR/sbom.cdx.json``, which is
+checked to list every locked package at its locked version and jwks-mirror itself.
 
 Exit 0 when all of it holds; 1 (one line on stderr saying what) otherwise.
 """
@@ -152,6 +152,8 @@ def build(out: Path) -> Path:
     _run(runtime / "pip", "install", "--quiet", "--no-deps", *sorted(wheels.glob("*.whl")))
     _download_for_image(builder / "pip", out / "image-wheels")
     _run(runtime / "jwks-mirror", "demo", "--once", cwd=out)
+    # The image's event loop: `serve` runs on uvloop whenever it imports (docs/image.md).
+    _run(runtime / "python", "-c", "import uvloop", cwd=out)
     tool = _venv(out / "sbom-tool")
     _locked_install(tool, "sbom.lock")
     sbom = out / "sbom.cdx.json"

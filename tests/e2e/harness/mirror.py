@@ -23,9 +23,34 @@ from prometheus_client.parser import text_string_to_metric_families
 from . import http
 from .procs import Proc, free_port, wait_until
 
+# The directory of the image's locked virtual environment (``tools/image_env.py OUT`` builds
+# it as OUT/venv; ``.ci/run`` builds it before pytest and sets this).
+IMAGE_ENV = "JWKS_MIRROR_IMAGE_ENV"
+
+
+class NoImageEnv(RuntimeError):
+    """CI must test the shipped entrypoint, and the image environment is not there."""
+
 
 def cli_argv() -> list[str]:
-    """How to run ``jwks-mirror``: the console script of this environment if installed."""
+    """How to run ``jwks-mirror``: every test that starts the CLI as a process goes through here.
+
+    With ``$JWKS_MIRROR_IMAGE_ENV`` set, the image environment's console script (the locked
+    dependencies, the image's event loop, the package as a built wheel): what ships. Without
+    it, this environment's console script, so the tests run on a fresh clone after ``pip
+    install -e '.[test]'``. Under ``CI=true`` the image environment is required: a missing or
+    unset one fails the test instead of quietly testing the development venv.
+    """
+    image_env = os.environ.get(IMAGE_ENV, "")
+    if image_env:
+        script = Path(image_env) / "bin" / "jwks-mirror"
+        if not script.is_file():
+            raise NoImageEnv(f"${IMAGE_ENV}={image_env}: no bin/jwks-mirror there "
+                             "(python3 tools/image_env.py build/image-env builds it)")
+        return [str(script)]
+    if os.environ.get("CI") == "true":
+        raise NoImageEnv(f"CI=true and ${IMAGE_ENV} is not set: CI tests the image "
+                         "environment (.ci/run builds it with tools/image_env.py and sets it)")
     script = Path(sys.executable).parent / "jwks-mirror"
     if script.exists():
         return [str(script)]
