@@ -578,3 +578,58 @@ async def test_without_peers_settings_there_is_no_peer_fill(fake_issuer, mirror_
     assert status["servable"] is False
     assert peer.requests == []
     assert await metric(running, "jwks_mirror_peer_fills_total", issuer="idp") is None
+
+
+# -- a copy never outlives the outage ---------------------------------------------------------
+
+
+def planted_offer(upstream: str) -> dict[str, Any]:
+    """What a pod that answers as a peer could offer: the issuer's real key, plus a key of its
+    own in the set and another among the retained ones."""
+    return offer(
+        upstream,
+        jwks=json.dumps(jwks("k1", "planted")),
+        retained=[{"jwk": jwks("planted-old")["keys"][0], "removed_at": time.time() - 10}],
+    )
+
+
+async def test_the_first_own_upstream_success_replaces_a_peer_copy_whole(
+    fake_issuer, mirror_factory, tmp_path
+):
+    upstream = await fake_issuer(document=jwks("k1"), behaviour=answer(503, b"down"))
+    peer = await fake_issuer(behaviour=serve_json(planted_offer(upstream.url)))
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    running = await mirror_factory(
+        config(
+            upstream.url,
+            peers=f"{{urls: [{peer.base}]}}",
+            extra=f"state_dir: {state_dir}\n",
+            retain_removed_keys="1h",
+        )
+    )
+    await poll(lambda: ready(running), what="readiness after the peer fill")
+    status = await status_of(running)
+    assert status["source"] == "peer"
+    assert status["kids"] == ["k1", "planted", "planted-old"]
+
+    upstream.behaviour = None  # the upstream answers again: k1 only
+    (outcome,) = await running.mirror.refresh(["idp"])
+    assert outcome.outcome != "failed"
+    status = await status_of(running)
+    assert status["source"] == "upstream"
+    assert status["kids"] == ["k1"], status
+    assert status["retained_kids"] == []
+    code, _, body = await get(f"{running.public_url}/idp/jwks.json")
+    assert code == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1"]
+    # Shared on /peer: the replica's own set, nothing from the copy.
+    code, _, body = await get(f"{running.admin_url}/peer/idp")
+    shared = json.loads(body)
+    assert code == 200 and shared["retained"] == []
+    assert [k["kid"] for k in json.loads(shared["jwks"])["keys"]] == ["k1"]
+    # Written to state_dir: the same.
+    path = state_dir / "idp.json"
+    await poll(lambda: asyncio.to_thread(path.exists), what="the own set to be persisted")
+    await running.mirror._refreshers["idp"].drain()
+    written = json.loads(path.read_bytes())
+    assert [k["kid"] for k in written["keys"]] == ["k1"] and written["retained"] == []

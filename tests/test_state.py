@@ -624,3 +624,40 @@ def test_snapshot_restore_round_trip_of_a_multi_alg_key() -> None:
     assert served(restored) == served(source)
     assert len(json.loads(served(restored))["keys"]) == 5
     assert restored.current == source.current
+
+
+# -- a state file is input: times clamped, lists capped ----------------------------------------
+
+
+def test_a_retained_key_removed_in_the_future_is_kept_only_for_retain_removed_keys() -> None:
+    document = through_json(populated().snapshot())
+    document["retained"][0]["removed_at"] = 10_000_000_000.0  # the year 2286
+    state = make_state()
+    state.restore(document, now=2100.0)
+    assert state.retained_kids() == ("a",)
+    # Clamped to now: dropped once retain_removed_keys has passed since the restore.
+    assert state.next_retention_expiry() == 2100.0 + RETAIN
+    assert state.expire_retained(2100.0 + RETAIN)
+    assert state.retained == {}
+    assert served(state) == body_of(B(), kf.x5c_key(kid="x"), C())
+    assert all(r["removed_at"] <= 2100.0 + RETAIN for r in state.snapshot()["retained"])
+
+
+def test_a_last_success_in_the_future_is_clamped_to_now() -> None:
+    document = through_json(populated().snapshot())
+    document["last_success"] = 10_000_000_000.0
+    state = make_state()
+    state.restore(document, now=2100.0)
+    assert state.last_success == 2100.0
+    assert not state.servable(2100.0 + MAX_STALE + 1)
+
+
+def test_the_retained_list_is_capped_at_max_keys_newest_removals_first() -> None:
+    document = through_json(populated().snapshot())
+    limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=3)
+    document["keys"] = document["keys"][:1]
+    extra = [kf.jwk("p256", kid=f"r{i}", index=10 + i) for i in range(5)]
+    document["retained"] = [{"jwk": k, "removed_at": 2000.0 + i} for i, k in enumerate(extra)]
+    state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
+    state.restore(document, now=2100.0)
+    assert state.retained_kids() == ("r2", "r3", "r4")
