@@ -201,9 +201,18 @@ def _authorize(request: web.Request, mirror: Mirror) -> web.Response | None:
     if (
         not expected
         or scheme.lower() != "bearer"
-        or not hmac.compare_digest(token.strip().encode(), expected.encode())
+        or not _same_token(token.strip(), expected)
     ):
         return web.Response(
             status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"}
         )
     return None
+
+
+def _same_token(supplied: str, expected: str) -> bool:
+    """Compared as ASCII bytes, in constant time. A header value is decoded from whatever
+    bytes the client sent (bytes that are not UTF-8 become surrogates), so a value that is
+    not ASCII is a wrong token (401), never an encoding error (500)."""
+    if not supplied.isascii() or not expected.isascii():
+        return False
+    return hmac.compare_digest(supplied.encode("ascii"), expected.encode("ascii"))

@@ -11,7 +11,7 @@ import pytest
 
 from jwks_mirror.errors import KeySetRejected, UpstreamError
 from jwks_mirror.keysets import Validated, render, validate, version_of
-from jwks_mirror.persistence import STATE_FORMAT, StateStore
+from jwks_mirror.persistence import STATE_FORMAT, StateRefused, StateStore, max_file_bytes
 from jwks_mirror.settings import IssuerSettings, Limits
 from jwks_mirror.state import Change, IssuerState
 
@@ -20,6 +20,7 @@ from . import keyfactory as kf
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
 RETAIN = 3600.0
 MAX_STALE = 7200.0
+CAP = 1 << 20
 
 
 def make_state(*, retain: float = RETAIN, max_stale: float = MAX_STALE) -> IssuerState:
@@ -497,7 +498,7 @@ def test_store_save_and_load(tmp_path: Path) -> None:
     store.save("keys", document)
     assert os.listdir(tmp_path) == ["keys.json"]
     assert store.path("keys") == tmp_path / "keys.json"
-    assert store.load("keys") == document
+    assert store.load("keys", max_bytes=CAP) == document
     assert json.loads((tmp_path / "keys.json").read_bytes()) == document
 
 
@@ -506,7 +507,7 @@ def test_store_save_replaces_the_file_whole(tmp_path: Path) -> None:
     store.save("keys", {"format": 1, "padding": "x" * 10_000})
     inode = (tmp_path / "keys.json").stat().st_ino
     store.save("keys", {"format": 1})
-    assert store.load("keys") == {"format": 1}
+    assert store.load("keys", max_bytes=CAP) == {"format": 1}
     assert (tmp_path / "keys.json").read_bytes() == b'{"format":1}'
     # A rename, not an in-place rewrite: readers see the old file or the new one.
     assert (tmp_path / "keys.json").stat().st_ino != inode
@@ -527,12 +528,12 @@ def test_store_unserializable_document_keeps_the_old_file(tmp_path: Path) -> Non
     store.save("keys", {"format": 1})
     with pytest.raises(TypeError):
         store.save("keys", {"format": object()})
-    assert store.load("keys") == {"format": 1}
+    assert store.load("keys", max_bytes=CAP) == {"format": 1}
     assert os.listdir(tmp_path) == ["keys.json"]
 
 
 def test_store_load_missing_is_none(tmp_path: Path) -> None:
-    assert StateStore(tmp_path).load("keys") is None
+    assert StateStore(tmp_path).load("keys", max_bytes=CAP) is None
 
 
 @pytest.mark.parametrize(
@@ -549,20 +550,63 @@ def test_store_load_missing_is_none(tmp_path: Path) -> None:
 def test_store_load_corrupt_file(tmp_path: Path, data: bytes, message: str) -> None:
     (tmp_path / "keys.json").write_bytes(data)
     with pytest.raises(ValueError, match=rf"^{message}$"):
-        StateStore(tmp_path).load("keys")
+        StateStore(tmp_path).load("keys", max_bytes=CAP)
 
 
-def test_store_load_unreadable_path(tmp_path: Path) -> None:
+def test_store_load_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "keys.json").mkdir()
-    with pytest.raises(ValueError, match=r"^cannot read: "):
-        StateStore(tmp_path).load("keys")
+    with pytest.raises(StateRefused, match=r"^not a regular file \(mode 0o40") as info:
+        StateStore(tmp_path).load("keys", max_bytes=CAP)
+    assert info.value.reason == "not_regular_file"
+
+
+def test_store_load_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "keys.json")
+    with pytest.raises(StateRefused, match=r"^not a regular file \(mode 0o10") as info:
+        StateStore(tmp_path).load("keys", max_bytes=CAP)
+    assert info.value.reason == "not_regular_file"
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "elsewhere.json", "missing.json"])
+def test_store_load_never_follows_a_symlink(tmp_path: Path, target: str) -> None:
+    store = StateStore(tmp_path)
+    store.save("elsewhere", through_json(populated().snapshot()))
+    (tmp_path / "keys.json").symlink_to(target)
+    with pytest.raises(StateRefused, match=r"^a symbolic link \(not followed\)$") as info:
+        store.load("keys", max_bytes=CAP)
+    assert info.value.reason == "symlink"
+
+
+def test_store_load_reads_up_to_the_cap_and_refuses_past_it(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    data = json.dumps({"format": 1, "pad": "x" * 100}).encode()
+    (tmp_path / "keys.json").write_bytes(data)
+    assert store.load("keys", max_bytes=len(data)) == json.loads(data)
+    with pytest.raises(StateRefused, match=rf"^{len(data)} bytes, over the cap of 100$") as info:
+        store.load("keys", max_bytes=100)
+    assert info.value.reason == "too_large"
+
+
+def test_the_cap_holds_a_full_set_and_as_many_retained_keys() -> None:
+    """With the upstream body exactly at max_response_bytes and max_keys keys, a rotation to
+    as many new keys (all old ones retained) still writes a file under the cap."""
+    old = keyset(*[kf.jwk("p256", kid=f"old-{i:03}", index=i) for i in range(100)])
+    new = keyset(*[kf.jwk("p256", kid=f"new-{i:03}", index=100 + i) for i in range(100)])
+    body_bytes = max(len(render(old.keys)), len(render(new.keys)))
+    state = make_state()
+    state.apply(old, now=1000.0)
+    state.apply(new, now=2000.0)
+    assert len(state.retained) == 100
+    written = json.dumps(state.snapshot(), sort_keys=True, separators=(",", ":")).encode()
+    assert len(written) <= max_file_bytes(max_response_bytes=body_bytes)
+    assert max_file_bytes(max_response_bytes=Limits().max_response_bytes) == 1_114_112
 
 
 def test_store_round_trip_restores_the_same_bytes(tmp_path: Path) -> None:
     source = populated()
     store = StateStore(tmp_path)
     store.save("keys", source.snapshot())
-    document = store.load("keys")
+    document = store.load("keys", max_bytes=CAP)
     assert document is not None
     restored = make_state()
     restored.restore(document, now=2001.0)
