@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from jwks_mirror.errors import UnknownIssuer
@@ -26,7 +28,26 @@ MIRROR = web.AppKey("mirror", Mirror)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
+class _MalformedRequests(logging.Filter):
+    """Drops aiohttp's record of a request it could not parse (it answered 400).
+
+    aiohttp logs each one at ERROR with a traceback (``aiohttp.server``), which under
+    ``serve`` reached stderr once per request: any client of the admin port could fill the
+    log. The 400 answer is the whole story; errors raised by a handler are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
+
+
+_QUIET = _MalformedRequests()
+
+
 def create_admin_app(mirror: Mirror) -> web.Application:
+    server_log = logging.getLogger("aiohttp.server")
+    if _QUIET not in server_log.filters:
+        server_log.addFilter(_QUIET)
     app = web.Application()
     app[MIRROR] = mirror
     app.router.add_get("/healthz", healthz)

@@ -232,13 +232,18 @@ class StateStore:
             data = _read_regular(fd, max_bytes)
         finally:
             os.close(fd)
-        try:
-            document = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise StateRefused("not_json", "not JSON") from exc
-        if not isinstance(document, dict):
-            raise StateRefused("not_json", "not a JSON object")
-        return document
+        return parse_document(data)
+
+
+def parse_document(data: bytes) -> dict[str, Any]:
+    """A state file's bytes as a JSON object. Raises :class:`StateRefused` (``not_json``)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise StateRefused("not_json", "not JSON") from exc
+    if not isinstance(document, dict):
+        raise StateRefused("not_json", "not a JSON object")
+    return document
 
 
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever.

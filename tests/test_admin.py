@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -234,3 +235,17 @@ async def test_a_token_that_is_not_ascii_is_401(fake_issuer, mirror_factory, tmp
     writer.close()
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert b"WWW-Authenticate: Bearer" in answer
+
+
+async def test_a_request_aiohttp_cannot_parse_is_400_and_logs_no_error(
+    fake_issuer, mirror_factory, caplog
+):
+    issuer = await fake_issuer()
+    running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    host, port = running.admin_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: m\r\nX-Bad: \x01\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:200]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -279,3 +279,25 @@ async def test_a_token_that_is_not_ascii_is_401_not_500(fake_issuer, tmp_path, t
         status_line = answer_bytes.split(b"\r\n", 1)[0]
         assert status_line == b"HTTP/1.1 401 Unauthorized", answer_bytes[:300]
         assert not [e for e in served.events() if e.get("level") == "error"]
+
+
+async def test_a_malformed_admin_request_is_400_without_a_traceback(fake_issuer, tmp_path):
+    """aiohttp logs each request it cannot parse at ERROR with a traceback; under ``serve``
+    that reached stderr once per request, so any client of the admin port could fill it."""
+    upstream = await fake_issuer(document=jwks("k1"))
+    with serve(write(tmp_path, config_text(f"  - name: idp\n    jwks_uri: {upstream.url}\n"))) as served:
+        listening = await served.wait_for("listening")
+        host, port = listening["admin"].removeprefix("http://").rsplit(":", 1)
+        for request in (
+            b"GET /healthz HTTP/1.1\r\nHost: m\r\nX-Bad: \x01\r\n\r\n",
+            b"GET /status HTTP/1.1\r\nHost: m\r\nContent-Length: x\r\n\r\n",
+            b"GET / HTTP/9.9\r\nHost: m\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(request)
+            answer_bytes = await reader.read()
+            writer.close()
+            assert answer_bytes.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer_bytes[:200]
+        code, _ = await get(f"{listening['admin']}/healthz")
+        assert code == 200
+    assert served.stderr.read_text() == ""
