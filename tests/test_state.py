@@ -705,3 +705,31 @@ def test_the_retained_list_is_capped_at_max_keys_newest_removals_first() -> None
     state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
     state.restore(document, now=2100.0)
     assert state.retained_kids() == ("r2", "r3", "r4")
+
+
+# -- a peer's copy never outlives the outage --------------------------------------------------
+
+
+def test_the_first_upstream_set_after_a_peer_copy_replaces_it_whole() -> None:
+    state = make_state()
+    copied = keyset(A(), B())
+    state.adopt_from_peer(copied, retained=[(keyset(C()).keys[0], 1500.0)],
+                          last_success=1900.0, peer="http://10.0.0.7:9090", now=2000.0)
+    assert state.source == "peer" and state.retained_kids() == ("c",)
+    assert not state.has_own_set
+    change = state.apply(keyset(B()), now=2100.0)
+    # A was only in the copy: not "removed" by this upstream, so not retained; nor is C.
+    assert state.retained == {} and change.retained == ()
+    assert served(state) == body_of(B())
+    assert state.source == "upstream" and state.filled_from is None and state.has_own_set
+    assert [k["kid"] for k in state.snapshot()["keys"]] == ["b"]
+    assert state.snapshot()["retained"] == []
+
+
+def test_the_upstream_cannot_confirm_a_peer_copy() -> None:
+    state = make_state()
+    state.adopt_from_peer(keyset(A()), retained=[], last_success=1900.0,
+                          peer="http://10.0.0.7:9090", now=2000.0)
+    with pytest.raises(ValueError, match="peer's copy"):
+        state.mark_unchanged(now=2100.0)
+    assert state.source == "peer" and state.last_success == 1900.0
