@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from jwks_mirror.errors import UnknownIssuer
+from jwks_mirror.errors import StateRefused, UnknownIssuer
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.peering import PeerFiller, PeerFinder
-from jwks_mirror.persistence import StateRefused, StateStore, max_file_bytes
+from jwks_mirror.persistence import StateStore, max_file_bytes
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.settings import IssuerSettings, Settings
 from jwks_mirror.state import IssuerState
@@ -284,9 +284,8 @@ def _restore_all(
             document = store.load(issuer.name, max_bytes=cap)
             if document is not None:
                 state.restore(document, now=now)
-        except ValueError as exc:
-            refused = exc if isinstance(exc, StateRefused) else StateRefused("invalid", str(exc))
-            out.append((IssuerState(issuer), refused))
+        except StateRefused as exc:
+            out.append((IssuerState(issuer), exc))
             continue
         out.append((state, None))
     return out

@@ -30,20 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jwks_mirror.errors import KeySetRejected
+from jwks_mirror.errors import KeySetRejected, StateRefused
 from jwks_mirror.keysets import Key, key_from_jwk, validate_keys
 
 STATE_FORMAT = 1
 # Room for the JSON around the keys: names, times, validators and first_seen entries.
 _ENVELOPE_BYTES = 65_536
-
-
-class StateRefused(ValueError):
-    """A state file that is not restored; ``reason`` is a metric label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def max_file_bytes(*, max_response_bytes: int) -> int:

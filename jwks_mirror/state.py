@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jwks_mirror.errors import FetchError
+from jwks_mirror.errors import FetchError, StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
 from jwks_mirror.persistence import Snapshot, decode, encode
 from jwks_mirror.settings import IssuerSettings
@@ -196,7 +196,7 @@ class IssuerState:
         """The upstream confirmed the set (304, or identical bytes). Never for a peer's copy:
         the upstream confirms only what this replica fetched itself (:attr:`has_own_set`)."""
         if self.source == "peer":
-            raise ValueError("a peer's copy cannot be confirmed by the upstream")
+            raise RuntimeError("a peer's copy cannot be confirmed by the upstream")
         self._mark_success(now)
         changed = self.expire_retained(now)
         return Change(changed=changed, retained=self.retained_kids())
@@ -300,8 +300,8 @@ class IssuerState:
         return encode(saved, name=self.name, upstream=self.settings.upstream)
 
     def restore(self, document: Mapping[str, Any], *, now: float) -> None:
-        """Load a state file's document. Raises :class:`~jwks_mirror.persistence.StateRefused`
-        (a ValueError) when it is unusable; then nothing changes. Its keys meet the policy
+        """Load a state file's document. Raises :class:`~jwks_mirror.errors.StateRefused`
+        when it is unusable; then nothing changes. Its keys meet the policy
         again, its times are clamped to ``now`` and its retained keys to ``max_keys``
         (:func:`jwks_mirror.persistence.decode`)."""
         saved = decode(
@@ -320,7 +320,7 @@ class IssuerState:
         }
         self.first_seen = dict(saved.first_seen)
         if saved.last_success is None:  # decode() refuses such a document; for the type checker
-            raise ValueError("no last_success")
+            raise StateRefused("invalid", "no last_success")
         self.last_success = saved.last_success  # never later than now (decode clamps it)
         self.upstream_etag = saved.upstream_etag
         self.upstream_last_modified = saved.upstream_last_modified

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from jwks_mirror.errors import KeySetRejected, UpstreamError
+from jwks_mirror.errors import KeySetRejected, StateRefused, UpstreamError
 from jwks_mirror.keysets import Validated, render, validate, version_of
-from jwks_mirror.persistence import STATE_FORMAT, StateRefused, StateStore, max_file_bytes
+from jwks_mirror.persistence import STATE_FORMAT, StateStore, max_file_bytes
 from jwks_mirror.settings import IssuerSettings, Limits
 from jwks_mirror.state import Change, IssuerState
 
@@ -401,7 +401,7 @@ def test_restore_refuses_a_bad_snapshot_and_changes_nothing(change: str) -> None
     state = make_state()
     state.apply(keyset(C()), now=50.0)
     before = (state.snapshot(), state.published, state.last_success, state.last_change)
-    with pytest.raises(ValueError):
+    with pytest.raises(StateRefused):
         state.restore(document, now=2100.0)
     after = (state.snapshot(), state.published, state.last_success, state.last_change)
     assert after == before
@@ -409,11 +409,11 @@ def test_restore_refuses_a_bad_snapshot_and_changes_nothing(change: str) -> None
 
 def test_restore_into_a_fresh_state_refuses_and_serves_nothing() -> None:
     state = make_state()
-    with pytest.raises(ValueError, match="written for another upstream"):
+    with pytest.raises(StateRefused, match="written for another upstream"):
         state.restore(_tamper(populated().snapshot(), "upstream"), now=2100.0)
-    with pytest.raises(ValueError, match=r"unknown format 2"):
+    with pytest.raises(StateRefused, match=r"unknown format 2"):
         state.restore(_tamper(populated().snapshot(), "format"), now=2100.0)
-    with pytest.raises(ValueError, match=r"^invalid key set \(private_key\): "):
+    with pytest.raises(StateRefused, match=r"^invalid key set \(private_key\): "):
         state.restore(_tamper(populated().snapshot(), "private-d"), now=2100.0)
     assert state.published is None
     assert state.current == ()
@@ -439,7 +439,7 @@ def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
     document = through_json(populated().snapshot())
     document["keys"] = keys()
     state = make_state()
-    with pytest.raises(ValueError, match=rf"^invalid key set \({reason}\): ") as info:
+    with pytest.raises(StateRefused, match=rf"^invalid key set \({reason}\): ") as info:
         state.restore(document, now=2100.0)
     assert state.published is None
     # The same members in an upstream body: the set is rejected for that reason, or the key
@@ -459,7 +459,7 @@ def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
 def test_restore_refuses_a_retained_key_the_policy_refuses() -> None:
     document = through_json(populated().snapshot())
     document["retained"][0]["jwk"] = kf.jwk("rsa1024", kid="a")
-    with pytest.raises(ValueError, match=r"^invalid retained\[0\] \(weak_key\): "):
+    with pytest.raises(StateRefused, match=r"^invalid retained\[0\] \(weak_key\): "):
         make_state().restore(document, now=2100.0)
 
 
@@ -468,7 +468,7 @@ def test_restore_refuses_more_keys_than_max_keys() -> None:
     limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=2)
     state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
     assert len(document["keys"]) > 2
-    with pytest.raises(ValueError, match=r"^invalid key set \(too_many_keys\): "):
+    with pytest.raises(StateRefused, match=r"^invalid key set \(too_many_keys\): "):
         state.restore(document, now=2100.0)
 
 
@@ -549,7 +549,7 @@ def test_store_load_missing_is_none(tmp_path: Path) -> None:
 )
 def test_store_load_corrupt_file(tmp_path: Path, data: bytes, message: str) -> None:
     (tmp_path / "keys.json").write_bytes(data)
-    with pytest.raises(ValueError, match=rf"^{message}$"):
+    with pytest.raises(StateRefused, match=rf"^{message}$"):
         StateStore(tmp_path).load("keys", max_bytes=CAP)
 
 
@@ -730,6 +730,6 @@ def test_the_upstream_cannot_confirm_a_peer_copy() -> None:
     state = make_state()
     state.adopt_from_peer(keyset(A()), retained=[], last_success=1900.0,
                           peer="http://10.0.0.7:9090", now=2000.0)
-    with pytest.raises(ValueError, match="peer's copy"):
+    with pytest.raises(RuntimeError, match="peer's copy"):
         state.mark_unchanged(now=2100.0)
     assert state.source == "peer" and state.last_success == 1900.0
