@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from jwks_mirror.errors import UnknownIssuer
@@ -26,7 +28,26 @@ MIRROR = web.AppKey("mirror", Mirror)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
+class _MalformedRequests(logging.Filter):
+    """Drops aiohttp's record of a request it could not parse (it answered 400).
+
+    aiohttp logs each one at ERROR with a traceback (``aiohttp.server``), which under
+    ``serve`` reached stderr once per request: any client of the admin port could fill the
+    log. The 400 answer is the whole story; errors raised by a handler are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
+
+
+_QUIET = _MalformedRequests()
+
+
 def create_admin_app(mirror: Mirror) -> web.Application:
+    server_log = logging.getLogger("aiohttp.server")
+    if _QUIET not in server_log.filters:
+        server_log.addFilter(_QUIET)
     app = web.Application()
     app[MIRROR] = mirror
     app.router.add_get("/healthz", healthz)
@@ -201,9 +222,18 @@ def _authorize(request: web.Request, mirror: Mirror) -> web.Response | None:
     if (
         not expected
         or scheme.lower() != "bearer"
-        or not hmac.compare_digest(token.strip().encode(), expected.encode())
+        or not _same_token(token.strip(), expected)
     ):
         return web.Response(
             status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"}
         )
     return None
+
+
+def _same_token(supplied: str, expected: str) -> bool:
+    """Compared as ASCII bytes, in constant time. A header value is decoded from whatever
+    bytes the client sent (bytes that are not UTF-8 become surrogates), so a value that is
+    not ASCII is a wrong token (401), never an encoding error (500)."""
+    if not supplied.isascii() or not expected.isascii():
+        return False
+    return hmac.compare_digest(supplied.encode("ascii"), expected.encode("ascii"))

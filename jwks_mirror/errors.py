@@ -16,6 +16,7 @@ metrics label). The CLI maps them to exit codes in one place (``jwks_mirror.cli.
     ├── KeyDropped             one key fails the policy; it is left out and counted
     ├── UnknownIssuer          a refresh named an issuer that is not configured (admin: 404)
     ├── PeerError              a peer's answer gave no usable set (peer fill); it is ignored
+    ├── StateRefused           a state file is not restored; the issuer starts without it
     └── AdminError             talking to a running mirror's admin port failed (CLI)     1
 
 Aiohttp, ssl and jwcrypto exceptions never escape a module boundary: ``fetching``, ``tls`` and
@@ -87,6 +88,15 @@ class UnknownIssuer(MirrorError):
 
 class PeerError(MirrorError):
     """A peer's ``/peer/{name}`` answer was unusable; ``reason`` is its metrics label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class StateRefused(MirrorError):
+    """A file in ``state_dir`` was not restored; ``reason`` is its metrics label (see
+    ``persistence.StateStore.load`` and ``persistence.decode``)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason

@@ -69,6 +69,13 @@ class Metrics:
         self.persist_errors_total = IssuerCounter(
             PREFIX + "persist_errors", "Failures writing the state directory."
         )
+        self.state_ignored_total = IssuerCounter(
+            PREFIX + "state_ignored",
+            "State files refused at start or reload, by reason (symlink, not_regular_file, "
+            "too_large, unreadable, not_json, format, other_upstream, invalid); the issuer "
+            "then started as if there were no file.",
+            "reason",
+        )
         # Peer fill (peering.py): attempts by outcome, and peer answers ignored by reason.
         self.peer_fills_total = IssuerCounter(
             PREFIX + "peer_fills",
@@ -127,6 +134,7 @@ class Metrics:
             self.fetch_errors_total,
             self.keys_rejected_total,
             self.persist_errors_total,
+            self.state_ignored_total,
             self.peer_fills_total,
             self.peer_errors_total,
         )

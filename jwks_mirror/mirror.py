@@ -11,17 +11,17 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from jwks_mirror.errors import UnknownIssuer
+from jwks_mirror.errors import StateRefused, UnknownIssuer
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.peering import PeerFiller, PeerFinder
-from jwks_mirror.persistence import StateStore
+from jwks_mirror.persistence import StateStore, max_file_bytes
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.settings import IssuerSettings, Settings
 from jwks_mirror.state import IssuerState
@@ -79,8 +79,8 @@ class Mirror:
 
     async def start(self) -> None:
         """Load persisted sets (served at once, within max_stale) and start every issuer."""
-        for issuer in self.settings.issuers:
-            self._start_issuer(self._new_state(issuer))
+        for state in await self._new_states(self.settings.issuers):
+            self._start_issuer(state)
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Shutdown order: cancel the schedules; give fetches that a caller still waits for
@@ -135,7 +135,8 @@ class Mirror:
             state = self.states.get(issuer.name)
             if state is None:
                 added.append(issuer.name)
-                self._start_issuer(self._new_state(issuer))
+                (fresh,) = await self._new_states([issuer])
+                self._start_issuer(fresh)
             elif state.settings == issuer and old.state_dir == new.state_dir:
                 unchanged.append(issuer.name)
             else:
@@ -144,7 +145,7 @@ class Mirror:
                 if state.settings.upstream == issuer.upstream:
                     state.settings = issuer
                 else:
-                    state = self._new_state(issuer)
+                    (state,) = await self._new_states([issuer])
                 self._start_issuer(state)
         return ReloadSummary(
             added=tuple(added),
@@ -154,31 +155,37 @@ class Mirror:
             restart_needed=restart,
         )
 
-    def _new_state(self, issuer: IssuerSettings) -> IssuerState:
-        state = IssuerState(issuer)
+    async def _new_states(self, issuers: Sequence[IssuerSettings]) -> list[IssuerState]:
+        """A fresh state per issuer, restored from ``state_dir`` where its file is usable.
+
+        A state file is untrusted input (persistence.py bounds it): it is read and decoded in
+        a worker thread, one for the whole batch, so no file stalls the event loop; a file
+        refused is logged and counted here, on the loop, and that issuer starts empty.
+        """
         store = self.store
         if store is None:
-            return state
-        try:
-            document = store.load(issuer.name)
-            if document is not None:
-                state.restore(document, now=self.clock())
+            return [IssuerState(issuer) for issuer in issuers]
+        loaded = await asyncio.to_thread(_restore_all, store, issuers, self.clock())
+        now = self.clock()
+        for state, refused in loaded:
+            if refused is not None:
+                self.metrics.state_ignored_total.labels(state.name, refused.reason).inc()
+                event(
+                    "state_ignored",
+                    issuer=state.name,
+                    path=str(store.path(state.name)),
+                    reason=refused.reason,
+                    error=str(refused),
+                    level=logging.WARNING,
+                )
+            elif state.source == "state":
                 event(
                     "state_loaded",
-                    issuer=issuer.name,
+                    issuer=state.name,
                     kids=list(state.published.kids if state.published else ()),
-                    servable=state.servable(self.clock()),
+                    servable=state.servable(now),
                 )
-        except ValueError as exc:
-            state = IssuerState(issuer)
-            event(
-                "state_ignored",
-                issuer=issuer.name,
-                path=str(store.path(issuer.name)),
-                error=str(exc),
-                level=logging.WARNING,
-            )
-        return state
+        return [state for state, _ in loaded]
 
     def _start_issuer(self, state: IssuerState) -> None:
         refresher = IssuerRefresher(
@@ -263,3 +270,22 @@ class Mirror:
         if not self._was_ready:
             self._was_ready = not self.pending()
         return self._was_ready
+
+
+def _restore_all(
+    store: StateStore, issuers: Sequence[IssuerSettings], now: float
+) -> list[tuple[IssuerState, StateRefused | None]]:
+    """Blocking: read and restore each issuer's file (states no other thread sees yet)."""
+    out: list[tuple[IssuerState, StateRefused | None]] = []
+    for issuer in issuers:
+        state = IssuerState(issuer)
+        cap = max_file_bytes(max_response_bytes=issuer.limits.max_response_bytes)
+        try:
+            document = store.load(issuer.name, max_bytes=cap)
+            if document is not None:
+                state.restore(document, now=now)
+        except StateRefused as exc:
+            out.append((IssuerState(issuer), exc))
+            continue
+        out.append((state, None))
+    return out

@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,13 +52,14 @@ from typing import Any
 import aiohttp
 
 from jwks_mirror import __version__
-from jwks_mirror.errors import KeySetRejected, PeerError
+from jwks_mirror.errors import ConfigError, KeySetRejected, PeerError
 from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.settings import IssuerSettings, PeersSettings
 from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json
+from jwks_mirror.tls import PeerTLSSettings, build_peer_ssl_context
 
 SHAREABLE_SOURCES = frozenset({"upstream", "state"})
 # The answer holds the current keys and the retained ones: at most twice the upstream cap,
@@ -211,8 +213,9 @@ def _normalise(address: str) -> str | None:
         return None
 
 
-def base_url(address: str, port: int) -> str:
-    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+def base_url(address: str, port: int, scheme: str = "http") -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{scheme}://{host}:{port}"
 
 
 class PeerFinder:
@@ -248,7 +251,8 @@ class PeerFinder:
         own = await self.own_addresses()
         addresses = [_normalise(a) for a in await self._resolver(peers.dns, peers.port)]
         unique = sorted({a for a in addresses if a is not None and a not in own})
-        return [base_url(a, peers.port) for a in unique]
+        scheme = "https" if peers.tls is not None else "http"
+        return [base_url(a, peers.port, scheme) for a in unique]
 
 
 # -- asking -----------------------------------------------------------------------------------
@@ -282,12 +286,15 @@ class PeerFiller:
         self._clock = clock
         self._finder = finder or PeerFinder()
         self._session: aiohttp.ClientSession | None = None
+        self._session_key: tuple[object, ...] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._metrics = metrics
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def fill(self, state: IssuerState) -> None:
         """One peer-fill attempt for ``state``, bounded by its fetch timeout. Never raises
@@ -380,7 +387,8 @@ class PeerFiller:
     async def _ask(self, state: IssuerState, url: str) -> PeerResult:
         issuer = state.settings
         try:
-            status, body = await self._get(f"{url}/peer/{issuer.name}", issuer)
+            client = self._client(self._peers().tls)
+            status, body = await self._get(client, f"{url}/peer/{issuer.name}", issuer)
             if status != 200:
                 return PeerResult(url, *_refusal(status, body))
             offer = parse_offer(body, issuer=issuer, peer=url, now=self._clock())
@@ -388,13 +396,15 @@ class PeerFiller:
             return PeerResult(url, exc.reason, str(exc))
         return PeerResult(url, "offered", None, offer)
 
-    async def _get(self, url: str, issuer: IssuerSettings) -> tuple[int, bytes]:
+    async def _get(
+        self, client: aiohttp.ClientSession, url: str, issuer: IssuerSettings
+    ) -> tuple[int, bytes]:
         limit = 2 * issuer.limits.max_response_bytes + _ENVELOPE_BYTES
         timeout = aiohttp.ClientTimeout(
             total=issuer.limits.timeout_s, sock_connect=issuer.limits.timeout_s
         )
         try:
-            async with self._client().get(url, timeout=timeout, allow_redirects=False) as resp:
+            async with client.get(url, timeout=timeout, allow_redirects=False) as resp:
                 if resp.content_length is not None and resp.content_length > limit:
                     raise PeerError("too_large", f"answer of {resp.content_length} bytes")
                 parts: list[bytes] = []
@@ -407,13 +417,34 @@ class PeerFiller:
                 return resp.status, b"".join(parts)
         except TimeoutError as exc:
             raise PeerError("timeout", "no complete answer in time") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise PeerError(
+                "tls", f"certificate not accepted: {_oneline(exc.certificate_error)}"
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise PeerError("tls", f"TLS failed: {_oneline(exc)}") from exc
         except aiohttp.ClientConnectorError as exc:
             raise PeerError("connect", f"cannot connect: {_oneline(exc.os_error)}") from exc
         except aiohttp.ClientError as exc:
             raise PeerError("connect", f"connection failed: {_oneline(exc)}") from exc
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self, tls: PeerTLSSettings | None) -> aiohttp.ClientSession:
+        """The session for the configured TLS profile; a new one when the profile or its
+        files change (certificates rotate on disk), the old one closed in the background."""
+        key = _profile_key(tls)
+        if self._session is not None and key != self._session_key:
+            task = asyncio.get_running_loop().create_task(self._session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            self._session = None
         if self._session is None:
+            context: ssl.SSLContext | bool = True
+            if tls is not None:
+                try:
+                    context = build_peer_ssl_context(tls)
+                except ConfigError as exc:
+                    raise PeerError("tls", f"cannot load peers.tls files: {exc}") from exc
+            self._session_key = key
             self._session = aiohttp.ClientSession(
                 auto_decompress=False,
                 headers={
@@ -422,9 +453,22 @@ class PeerFiller:
                     "Accept-Encoding": "identity",
                 },
                 cookie_jar=aiohttp.DummyCookieJar(),
-                connector=aiohttp.TCPConnector(limit=0, use_dns_cache=False),
+                connector=aiohttp.TCPConnector(ssl=context, limit=0, use_dns_cache=False),
             )
         return self._session
+
+
+def _profile_key(tls: PeerTLSSettings | None) -> tuple[object, ...]:
+    if tls is None:
+        return (None,)
+    stamps: list[object] = []
+    for path in (tls.ca_file, tls.cert_file, tls.key_file):
+        try:
+            info = path.stat() if path else None
+        except OSError:
+            info = None
+        stamps.append((info.st_mtime_ns, info.st_size) if info else None)
+    return (tls, *stamps)
 
 
 def _refusal(status: int, body: bytes) -> tuple[str, str]:

@@ -6,24 +6,48 @@ version with a looser policy): :func:`decode` re-validates every key through the
 rule and reason an upstream body would be. What a restored set *does* to the issuer (retention,
 staleness, publishing) is :meth:`jwks_mirror.state.IssuerState.restore`'s business, not this
 module's; this one only reads and writes documents.
+
+Reading a file is bounded before a byte is parsed (:meth:`StateStore.load`): it is opened
+without following a symbolic link and without blocking (a FIFO would otherwise hang the
+open until a writer came), and read only if it is a regular file no larger than
+:func:`max_file_bytes`. Times are clamped to now and the retained list to ``max_keys``
+(:func:`decode`): the tolerated repairs. Anything else refuses the file with a
+:class:`StateRefused` whose ``reason`` the caller logs and counts; the issuer then starts as if
+there were no file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jwks_mirror.errors import KeySetRejected
+from jwks_mirror.errors import KeySetRejected, StateRefused
 from jwks_mirror.keysets import Key, key_from_jwk, validate_keys
 
 STATE_FORMAT = 1
+# Room for the JSON around the keys: names, times, validators and first_seen entries.
+_ENVELOPE_BYTES = 65_536
+
+
+def max_file_bytes(*, max_response_bytes: int) -> int:
+    """The largest state file read for an issuer (1.06 MiB with the defaults).
+
+    The file holds the current set (what the upstream served, within ``max_response_bytes``)
+    and the retained keys (each once part of such a set): four upstream bodies and an envelope
+    hold both with room to spare. A larger file is refused, never read: a link to a device or
+    a runaway file must cost neither memory nor time. A mirror whose own set outgrew the cap
+    only fetches afresh after a restart, as with no ``state_dir``.
+    """
+    return 4 * max_response_bytes + _ENVELOPE_BYTES
 _VALIDATORS = ("upstream_etag", "upstream_last_modified", "upstream_digest")
 
 
@@ -58,12 +82,30 @@ def encode(snapshot: Snapshot, *, name: str, upstream: str) -> dict[str, Any]:
     }
 
 
-def decode(document: Mapping[str, Any], *, upstream: str, max_keys: int) -> Snapshot:
-    """The validated content of a document. Raises ValueError when it is unusable."""
+def decode(
+    document: Mapping[str, Any], *, upstream: str, max_keys: int, now: float
+) -> Snapshot:
+    """The validated content of a document. Raises :class:`StateRefused` when it is unusable.
+
+    Every time is clamped to ``now``: a clock that went back, or a tampered file, must not
+    extend how long a set is served (``last_success``) or a removed key is published
+    (``removed_at``). The retained list keeps the ``max_keys`` keys removed last.
+    """
+    try:
+        return _decode(document, upstream=upstream, max_keys=max_keys, now=now)
+    except StateRefused:
+        raise
+    except ValueError as exc:
+        raise StateRefused("invalid", str(exc)) from exc
+
+
+def _decode(
+    document: Mapping[str, Any], *, upstream: str, max_keys: int, now: float
+) -> Snapshot:
     if document.get("format") != STATE_FORMAT:
-        raise ValueError(f"unknown format {document.get('format')!r}")
+        raise StateRefused("format", f"unknown format {document.get('format')!r}")
     if document.get("upstream") != upstream:
-        raise ValueError("written for another upstream")
+        raise StateRefused("other_upstream", "written for another upstream")
     last_success = document.get("last_success")
     if not isinstance(last_success, int | float) or isinstance(last_success, bool):
         raise ValueError("no last_success")
@@ -92,16 +134,18 @@ def decode(document: Mapping[str, Any], *, upstream: str, max_keys: int) -> Snap
             raise ValueError(f"invalid retained[{index}]: {exc!r}") from exc
         if not math.isfinite(removed_at):
             raise ValueError(f"retained[{index}].removed_at {removed_at!r} is not a finite time")
-        retained.append((key, removed_at))
+        retained.append((key, min(removed_at, now)))
+    # Removed last first; a stable sort keeps the file's order among equal times.
+    retained.sort(key=lambda item: item[1], reverse=True)
     last_change = document.get("last_change")
     validators = {n: v if isinstance(v := document.get(n), str) else None for n in _VALIDATORS}
     return Snapshot(
         current=current,
-        retained=tuple(retained),
+        retained=tuple(retained[:max_keys]),
         first_seen=_first_seen(document.get("first_seen")),
-        last_success=float(last_success),
+        last_success=min(float(last_success), now),
         last_change=(
-            float(last_change)
+            min(float(last_change), now)
             if isinstance(last_change, int | float) and math.isfinite(last_change)
             else None
         ),
@@ -162,18 +206,57 @@ class StateStore:
         data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
         write_atomic(self.path(name), data)
 
-    def load(self, name: str) -> dict[str, Any] | None:
-        """The stored document, None if there is none. Raises ValueError if it is corrupt."""
+    def load(self, name: str, *, max_bytes: int) -> dict[str, Any] | None:
+        """The stored document, None if there is none. Raises :class:`StateRefused` if it is
+        not a regular file of at most ``max_bytes`` holding a JSON object.
+
+        Blocking file I/O: call it off the event loop.
+        """
         try:
-            data = self.path(name).read_bytes()
+            fd = os.open(self.path(name), _READ_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ValueError(f"cannot read: {exc.strerror}") from exc
+            if exc.errno == errno.ELOOP:
+                raise StateRefused("symlink", "a symbolic link (not followed)") from exc
+            raise StateRefused("unreadable", f"cannot read: {exc.strerror}") from exc
         try:
-            document = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError("not JSON") from exc
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        return document
+            data = _read_regular(fd, max_bytes)
+        finally:
+            os.close(fd)
+        return parse_document(data)
+
+
+def parse_document(data: bytes) -> dict[str, Any]:
+    """A state file's bytes as a JSON object. Raises :class:`StateRefused` (``not_json``)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise StateRefused("not_json", "not JSON") from exc
+    if not isinstance(document, dict):
+        raise StateRefused("not_json", "not a JSON object")
+    return document
+
+
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_regular(fd: int, max_bytes: int) -> bytes:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise StateRefused("not_regular_file", f"not a regular file (mode {info.st_mode:#o})")
+    if info.st_size > max_bytes:
+        raise StateRefused("too_large", f"{info.st_size} bytes, over the cap of {max_bytes}")
+    parts: list[bytes] = []
+    size = 0
+    try:
+        # Read to the cap, not to the size fstat saw: the file may grow meanwhile.
+        while chunk := os.read(fd, min(65_536, max_bytes + 1 - size)):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise StateRefused("too_large", f"grew over the cap of {max_bytes} bytes")
+    except OSError as exc:
+        raise StateRefused("unreadable", f"cannot read: {exc.strerror}") from exc
+    return b"".join(parts)

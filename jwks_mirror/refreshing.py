@@ -245,14 +245,15 @@ class IssuerRefresher:
         )
         now = self._clock()
         if result.body is None:
-            if state.published is None:
-                # A 304 with nothing to fall back on (validators from another replica's
-                # state file, say): ask again unconditionally.
+            if not state.has_own_set:
+                # A 304 with nothing of our own to fall back on (validators from another
+                # replica's state file, say; a peer's copy is not ours): ask again
+                # unconditionally.
                 state.upstream_etag = state.upstream_last_modified = None
                 return await self._fetch_and_apply()
             return state.mark_unchanged(now=now)
         digest = hashlib.sha256(result.body).hexdigest()
-        if digest == state.upstream_digest and state.published is not None:
+        if digest == state.upstream_digest and state.has_own_set:
             change = state.mark_unchanged(now=now)  # same bytes: skip re-validation
         else:
             try:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, oneline, parse_duration
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.tls import (
+    PeerTLSSettings,
     ServerTLSSettings,
     TLSSettings,
     build_server_ssl_context,
@@ -106,6 +107,8 @@ class PeersSettings:
     dns: str | None = None
     port: int = 9090
     urls: tuple[str, ...] = ()
+    # Direct TLS to the peers (no sidecar): https, and the peer must present ``tls.identity``.
+    tls: PeerTLSSettings | None = None
 
     @property
     def enabled(self) -> bool:
@@ -258,7 +261,7 @@ class _Loader(FieldReader):
     def _peers(self, data: object) -> PeersSettings:
         if data is None:
             return PeersSettings()
-        m = self.mapping(data, "peers", {"dns", "port", "urls"})
+        m = self.mapping(data, "peers", {"dns", "port", "urls", "tls"})
         dns = None
         if m.get("dns") is not None:
             dns = self.string(m["dns"], "peers.dns")
@@ -285,7 +288,40 @@ class _Loader(FieldReader):
             urls.append(url)
         if dns is not None and urls:
             raise ConfigError("set either peers.dns or peers.urls, not both", field="peers.urls")
-        return PeersSettings(dns=dns, port=port, urls=tuple(urls))
+        tls = None
+        if m.get("tls") is not None:
+            tls = self._peer_tls(m["tls"])
+            for index, url in enumerate(urls):
+                if not url.startswith("https://"):
+                    raise ConfigError(
+                        "peers.tls is set: peer URLs must be https", field=f"peers.urls[{index}]"
+                    )
+        return PeersSettings(dns=dns, port=port, urls=tuple(urls), tls=tls)
+
+    def _peer_tls(self, data: object) -> PeerTLSSettings:
+        where = "peers.tls"
+        m = self.mapping(data, where, {"ca_file", "cert_file", "key_file", "identity"})
+        if m.get("identity") is None:
+            raise ConfigError(
+                "required: the mirror's own identity, a spiffe:// URI or a DNS name",
+                field=f"{where}.identity",
+            )
+        identity = self.string(m["identity"], f"{where}.identity")
+        if not (
+            re.fullmatch(r"spiffe://[A-Za-z0-9._-]+(/[A-Za-z0-9._~%!$&'()*+,;=:@-]+)+", identity)
+            or re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", identity)
+        ):
+            raise ConfigError(
+                f"{identity!r} is neither a spiffe:// URI with a path nor a DNS name",
+                field=f"{where}.identity",
+            )
+        base = self._tls({k: v for k, v in m.items() if k != "identity"}, where)
+        return PeerTLSSettings(
+            identity=identity,
+            ca_file=base.ca_file,
+            cert_file=base.cert_file,
+            key_file=base.key_file,
+        )
 
     def _admin(self, data: object) -> AdminSettings:
         if data is None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jwks_mirror.errors import FetchError
+from jwks_mirror.errors import FetchError, StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
 from jwks_mirror.persistence import Snapshot, decode, encode
 from jwks_mirror.settings import IssuerSettings
@@ -107,6 +107,12 @@ class IssuerState:
     def servable(self, now: float) -> bool:
         return self.published is not None and not self.is_expired(now)
 
+    @property
+    def has_own_set(self) -> bool:
+        """A set from this replica's own upstream fetch (or a restore of one) is published:
+        the only kind a conditional request or an identical body can confirm."""
+        return self.published is not None and self.source != "peer"
+
     def is_stale(self, now: float) -> bool:
         """The upstream did not confirm the served set at the last attempt, or there is no
         servable set at all. A stale set is still served until ``max_stale``; this is what
@@ -125,7 +131,13 @@ class IssuerState:
     # -- transitions ------------------------------------------------------------------------
 
     def apply(self, validated: Validated, *, now: float) -> Change:
-        """A new valid upstream set arrived: update current, retained and published."""
+        """A new valid upstream set arrived: update current, retained and published.
+
+        A set copied from a peer is replaced whole: its keys are not "removed" keys of this
+        issuer's upstream, so none of them is retained (see :meth:`adopt_from_peer`).
+        """
+        if self.source == "peer":
+            self._drop_peer_copy()
         new_ids = {(k.kid, k.ident) for k in validated.keys}
         old = {(k.kid, k.ident): k for k in self.current}
         added = tuple(sorted(_label(k) for k in validated.keys if (k.kid, k.ident) not in old))
@@ -160,6 +172,10 @@ class IssuerState:
         ``last_success`` is the *peer's* last upstream success, never the copy time, so the
         set fails closed at the moment it does on the peer. The upstream validators are
         cleared: they belong to the peer's fetch, and our next fetch must be unconditional.
+
+        A copy never outlives the outage: the first upstream success (:meth:`apply`) drops
+        it whole, so a key known only from the copy is never retained, and while
+        ``source == "peer"`` the set is neither written to ``state_dir`` nor shared.
         """
         self.current = validated.keys
         current = {(k.kid, k.ident) for k in validated.keys}
@@ -177,10 +193,18 @@ class IssuerState:
         return self._republish(now)
 
     def mark_unchanged(self, *, now: float) -> Change:
-        """The upstream confirmed the set (304, or identical bytes)."""
+        """The upstream confirmed the set (304, or identical bytes). Never for a peer's copy:
+        the upstream confirms only what this replica fetched itself (:attr:`has_own_set`)."""
+        if self.source == "peer":
+            raise RuntimeError("a peer's copy cannot be confirmed by the upstream")
         self._mark_success(now)
         changed = self.expire_retained(now)
         return Change(changed=changed, retained=self.retained_kids())
+
+    def _drop_peer_copy(self) -> None:
+        self.current = ()
+        self.retained.clear()
+        self.source, self.filled_from = None, None
 
     def mark_failure(self, error: FetchError, *, now: float) -> None:
         self.last_attempt = now
@@ -276,10 +300,15 @@ class IssuerState:
         return encode(saved, name=self.name, upstream=self.settings.upstream)
 
     def restore(self, document: Mapping[str, Any], *, now: float) -> None:
-        """Load a state file's document. Raises ValueError when it is unusable; then nothing
-        changes. Its keys meet the policy again (:func:`jwks_mirror.persistence.decode`)."""
+        """Load a state file's document. Raises :class:`~jwks_mirror.errors.StateRefused`
+        when it is unusable; then nothing changes. Its keys meet the policy
+        again, its times are clamped to ``now`` and its retained keys to ``max_keys``
+        (:func:`jwks_mirror.persistence.decode`)."""
         saved = decode(
-            document, upstream=self.settings.upstream, max_keys=self.settings.limits.max_keys
+            document,
+            upstream=self.settings.upstream,
+            max_keys=self.settings.limits.max_keys,
+            now=now,
         )
         current = {(k.kid, k.ident) for k in saved.current}
         self.current = saved.current
@@ -290,11 +319,9 @@ class IssuerState:
             if (key.kid, key.ident) not in current
         }
         self.first_seen = dict(saved.first_seen)
-        # A time in the future (a clock that went back, a tampered file) must not extend
-        # how long this set is served: never later than now.
         if saved.last_success is None:  # decode() refuses such a document; for the type checker
-            raise ValueError("no last_success")
-        self.last_success = min(saved.last_success, now)
+            raise StateRefused("invalid", "no last_success")
+        self.last_success = saved.last_success  # never later than now (decode clamps it)
         self.upstream_etag = saved.upstream_etag
         self.upstream_last_modified = saved.upstream_last_modified
         self.upstream_digest = saved.upstream_digest
@@ -303,4 +330,4 @@ class IssuerState:
         self._republish(now)
         # Publishing above stamped "now"; the set last changed when the file says it did.
         if saved.last_change is not None:
-            self.last_change = min(saved.last_change, now)
+            self.last_change = saved.last_change

@@ -1,7 +1,8 @@
 """TLS loading: the certificate files the configuration names, made into SSL contexts.
 
-Client contexts for direct TLS to an upstream (a private CA, a client certificate) and the
-server context of the public port. The configuration loader builds each context once to check
+Client contexts for direct TLS to an upstream (a private CA, a client certificate) or to the
+peers (the same, and the peer's identity checked in the handshake), and the server context of
+the public port. The configuration loader builds each context once to check
 the files; the fetcher and the public port build them again whenever the files rotate on disk.
 Every failure is a :class:`ConfigError` whose ``field`` names the bad file (``ca_file``,
 ``cert_file`` or ``key_file``); callers prefix the section's path.
@@ -31,6 +32,18 @@ class TLSSettings:
 
 
 @dataclass(frozen=True)
+class PeerTLSSettings:
+    """Direct TLS to the peers (no sidecar): the peer must present ``identity``, the mirror's
+    own, as a SPIFFE URI SAN (``spiffe://...``) or a DNS SAN; ``ca_file`` (else the system
+    CAs) verifies the chain; ``cert_file``/``key_file`` is this replica's client certificate."""
+
+    identity: str
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class ServerTLSSettings:
     """HTTPS on the public port: a certificate chain and its key, re-read when they change."""
 
@@ -52,6 +65,51 @@ def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
     if tls and tls.cert_file and tls.key_file:
         load_cert_chain(context, cert_file=tls.cert_file, key_file=tls.key_file)
     return context
+
+
+def build_peer_ssl_context(tls: PeerTLSSettings) -> ssl.SSLContext:
+    """A client context that completes a handshake only with a peer whose verified
+    certificate names ``tls.identity``. Raises :class:`ConfigError` as
+    :func:`build_ssl_context` does.
+
+    Peers are reached by pod address, so the host name check cannot apply; the identity is
+    checked instead, inside the handshake (:func:`_identity_checked`), so no byte of the
+    request is sent to, and no byte of an answer read from, any other certificate holder.
+    """
+    context = build_ssl_context(
+        TLSSettings(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file)
+    )
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.sslobject_class = _identity_checked(tls.identity)
+    return context
+
+
+def presents(certificate: object, identity: str) -> bool:
+    """True if a verified certificate (``SSLObject.getpeercert()``) names ``identity``: a
+    ``spiffe://`` URI SAN exactly, or a DNS SAN (exactly, case-insensitive, no wildcard)."""
+    if not isinstance(certificate, dict):
+        return False
+    names = certificate.get("subjectAltName", ())
+    if identity.startswith("spiffe://"):
+        return ("URI", identity) in names
+    wanted = identity.lower()
+    return any(kind == "DNS" and str(value).lower() == wanted for kind, value in names)
+
+
+def _identity_checked(identity: str) -> type[ssl.SSLObject]:
+    class IdentityChecked(ssl.SSLObject):
+        """asyncio (and uvloop) make the connection's SSLObject through
+        ``context.wrap_bio``, which instantiates ``context.sslobject_class``."""
+
+        def do_handshake(self) -> None:
+            super().do_handshake()  # raises SSLWantReadError until the handshake is done
+            if not presents(self.getpeercert(), identity):
+                raise ssl.SSLCertVerificationError(
+                    f"the peer's certificate does not name {identity}"
+                )
+
+    return IdentityChecked
 
 
 def build_server_ssl_context(tls: ServerTLSSettings) -> ssl.SSLContext:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -207,3 +209,43 @@ async def test_rejected_set_keeps_the_published_bytes(fake_issuer, mirror_factor
     _, _, metrics = await call(f"{running.admin_url}/metrics")
     rejected = samples(metrics.decode(), "jwks_mirror_keys_rejected_total")
     assert rejected[(("issuer", "a"), ("reason", "private_key"))] == 1
+
+
+@pytest.mark.parametrize(
+    "token", [b"\xff\xfe", b"s3cret-token\xff", "s3cret-t\u00f6ken".encode(), b"\x80"]
+)
+async def test_a_token_that_is_not_ascii_is_401(fake_issuer, mirror_factory, tmp_path: Path, token):
+    """Clients refuse to send such bytes, so a raw socket does; from 127.0.0.6 (not loopback)."""
+    issuer = await fake_issuer()
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("s3cret-token\n")
+    running = await mirror_factory(
+        config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n").replace(
+            "admin: {host: 127.0.0.1, port: 0}",
+            f"admin: {{host: 127.0.0.1, port: 0, token_file: {token_file}}}",
+        )
+    )
+    host, port = running.admin_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.6", 0))
+    writer.write(
+        b"POST /refresh HTTP/1.1\r\nHost: m\r\nContent-Length: 0\r\nConnection: close\r\n"
+        b"Authorization: Bearer " + token + b"\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"WWW-Authenticate: Bearer" in answer
+
+
+async def test_a_request_aiohttp_cannot_parse_is_400_and_logs_no_error(
+    fake_issuer, mirror_factory, caplog
+):
+    issuer = await fake_issuer()
+    running = await mirror_factory(config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
+    host, port = running.admin_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: m\r\nX-Bad: \x01\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:200]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -329,6 +329,7 @@ def test_base_has_the_objects_the_issue_lists() -> None:
         [
             "ServiceAccount", "ConfigMap", "Deployment", "Service", "Service",
             "PodDisruptionBudget", "PeerAuthentication", "AuthorizationPolicy", "NetworkPolicy",
+            "DestinationRule",
         ]
     )
 
@@ -366,6 +367,7 @@ def crd_models() -> dict[tuple[str, str], Any]:
             istio_security.AuthorizationPolicy,
             istio_security.RequestAuthentication,
             istio_networking.Sidecar,
+            istio_networking.DestinationRule,
             prometheus_operator.PodMonitor,
             prometheus_operator.PrometheusRule,
             cert_manager.Certificate,

@@ -121,6 +121,34 @@ def test_policies_name_the_mirror_as_installed(kustomization: str) -> None:
     assert named and set(named) == {expected}
 
 
+@pytest.mark.parametrize("kustomization", MIRROR_EXAMPLES)
+def test_sidecar_peers_must_present_the_mirrors_own_identity(kustomization: str) -> None:
+    """The asking side pins the peers' identity (sidecar mode): ISTIO_MUTUAL with
+    subjectAltNames naming the installed mirror's SPIFFE ID, on the Service ``peers.dns``
+    names, used only by the mirror's own namespace. Ambient mode has no such rule."""
+    rules = objects(kustomization, "DestinationRule")
+    if pod_labels(kustomization).get("istio.io/dataplane-mode") == "ambient":
+        assert rules == []
+        return
+    (rule,) = rules
+    deployment = one(kustomization, "Deployment")
+    namespace = deployment["metadata"]["namespace"]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    peers_service = one(kustomization, "Service", "jwks-mirror-peers")
+    assert rule["metadata"]["namespace"] == namespace
+    assert rule["spec"]["host"] == peers_service["metadata"]["name"] == config_of(kustomization)[
+        "peers"
+    ]["dns"]
+    assert rule["spec"]["exportTo"] == ["."]
+    assert rule["spec"]["trafficPolicy"] == {
+        "tls": {
+            "mode": "ISTIO_MUTUAL",
+            "subjectAltNames": [f"spiffe://cluster.local/ns/{namespace}/sa/{account}"],
+        }
+    }
+    assert "portLevelSettings" not in rule["spec"]["trafficPolicy"]
+
+
 # -- graceful drain ----------------------------------------------------------------------------
 
 

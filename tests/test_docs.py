@@ -39,6 +39,7 @@ PROBES = {
     "public.tls": "public: {tls: {bogus: 1}}\n",
     "admin": "admin: {bogus: 1}\n",
     "peers": "peers: {bogus: 1}\n",
+    "peers.tls": "peers: {dns: p, tls: {bogus: 1}}\n",
     "defaults": "defaults: {bogus: 1}\n",
     "issuers[]": "issuers: [{name: a, jwks_uri: 'http://a/', bogus: 1}]\n",
     "issuers[].tls": "issuers: [{name: a, jwks_uri: 'https://a/', tls: {bogus: 1}}]\n",

@@ -38,7 +38,7 @@ def test_the_drawn_tree_is_the_class_tree() -> None:
         if inspect.isclass(cls) and issubclass(cls, errors.MirrorError) and cls is not errors.MirrorError
     }
     assert drawn_tree() == defined
-    assert defined["ConfigError"] == "UsageError" and len(defined) == 10
+    assert defined["ConfigError"] == "UsageError" and len(defined) == 11
 
 
 def test_every_exception_class_of_the_package_is_in_errors_py() -> None:

@@ -3,7 +3,13 @@
 * ``fuzz_keysets.py``: the validation policy never raises anything but its own rejections and
   never publishes private or symmetric material;
 * ``fuzz_http1.py``: no exception escapes the public port's protocol, answers come only at
-  request boundaries, never more answers than requests (see its docstring).
+  request boundaries, never more answers than requests (see its docstring);
+* ``fuzz_state.py``: a state file is refused with a reason or restored with every time at
+  most now and the retained keys within ``max_keys``, never a private key;
+* ``fuzz_peer_offer.py``: a peer's answer raises only a peer error, and an accepted offer is
+  replaced whole by the first own upstream set;
+* ``fuzz_admin.py``: the admin port never answers 5xx nor logs an error, and ``POST /refresh``
+  from outside loopback succeeds only with the token.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("target", "min_runs"),
-    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200)],
+    [
+        ("fuzz_keysets.py", 1000),
+        ("fuzz_http1.py", 200),
+        ("fuzz_state.py", 1000),
+        ("fuzz_peer_offer.py", 1000),
+        ("fuzz_admin.py", 100),
+    ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):
     result = subprocess.run(

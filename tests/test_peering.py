@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,10 +23,11 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from jwks_mirror.cli.admin_client import format_status
-from jwks_mirror.errors import PeerError
+from jwks_mirror.errors import ConfigError, PeerError
 from jwks_mirror.peering import PeerFinder, parse_offer, share
 from jwks_mirror.settings import PeersSettings, parse_settings
 from jwks_mirror.state import IssuerState
+from jwks_mirror.tls import PeerTLSSettings
 
 from .conftest import Clock, answer, config_text, hang, jwks, signing_key
 
@@ -578,3 +581,185 @@ async def test_without_peers_settings_there_is_no_peer_fill(fake_issuer, mirror_
     assert status["servable"] is False
     assert peer.requests == []
     assert await metric(running, "jwks_mirror_peer_fills_total", issuer="idp") is None
+
+
+# -- a copy never outlives the outage ---------------------------------------------------------
+
+
+def planted_offer(upstream: str) -> dict[str, Any]:
+    """What a pod that answers as a peer could offer: the issuer's real key, plus a key of its
+    own in the set and another among the retained ones."""
+    return offer(
+        upstream,
+        jwks=json.dumps(jwks("k1", "planted")),
+        retained=[{"jwk": jwks("planted-old")["keys"][0], "removed_at": time.time() - 10}],
+    )
+
+
+async def test_the_first_own_upstream_success_replaces_a_peer_copy_whole(
+    fake_issuer, mirror_factory, tmp_path
+):
+    upstream = await fake_issuer(document=jwks("k1"), behaviour=answer(503, b"down"))
+    peer = await fake_issuer(behaviour=serve_json(planted_offer(upstream.url)))
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    running = await mirror_factory(
+        config(
+            upstream.url,
+            peers=f"{{urls: [{peer.base}]}}",
+            extra=f"state_dir: {state_dir}\n",
+            retain_removed_keys="1h",
+        )
+    )
+    await poll(lambda: ready(running), what="readiness after the peer fill")
+    status = await status_of(running)
+    assert status["source"] == "peer"
+    assert status["kids"] == ["k1", "planted", "planted-old"]
+
+    upstream.behaviour = None  # the upstream answers again: k1 only
+    (outcome,) = await running.mirror.refresh(["idp"])
+    assert outcome.outcome != "failed"
+    status = await status_of(running)
+    assert status["source"] == "upstream"
+    assert status["kids"] == ["k1"], status
+    assert status["retained_kids"] == []
+    code, _, body = await get(f"{running.public_url}/idp/jwks.json")
+    assert code == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1"]
+    # Shared on /peer: the replica's own set, nothing from the copy.
+    code, _, body = await get(f"{running.admin_url}/peer/idp")
+    shared = json.loads(body)
+    assert code == 200 and shared["retained"] == []
+    assert [k["kid"] for k in json.loads(shared["jwks"])["keys"]] == ["k1"]
+    # Written to state_dir: the same.
+    path = state_dir / "idp.json"
+    await poll(lambda: asyncio.to_thread(path.exists), what="the own set to be persisted")
+    await running.mirror._refreshers["idp"].drain()
+    written = json.loads(path.read_bytes())
+    assert [k["kid"] for k in written["keys"]] == ["k1"] and written["retained"] == []
+
+
+# -- direct TLS to peers: the peer must present the mirror's own identity ------------------------
+
+MIRROR_ID = "spiffe://cluster.local/ns/jwks-mirror/sa/jwks-mirror"
+
+
+def peer_context(ca_file, cert, key, *, require_client: bool = True) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca_file))
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_NONE
+    return context
+
+
+def tls_peers(url: str, pki, identity: str = MIRROR_ID) -> str:
+    return (
+        f"{{urls: [{url}], tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
+        f"key_file: {pki.mirror_key}, identity: '{identity}'}}}}"
+    )
+
+
+async def test_a_tls_peer_presenting_the_mirrors_identity_is_adopted(
+    fake_issuer, mirror_factory, refused_url, pki
+):
+    """The peer also requires this replica's client certificate, as a mesh peer would."""
+    context = peer_context(pki.ca_file, pki.mirror_cert, pki.mirror_key)
+    peer = await fake_issuer(context, behaviour=serve_json(offer(refused_url)))
+    assert peer.base.startswith("https://")
+    running = await mirror_factory(config(refused_url, peers=tls_peers(peer.base, pki)))
+    await poll(lambda: ready(running), what="readiness after the peer fill")
+    status = await status_of(running)
+    assert status["peer_fill"]["outcome"] == "filled", status["peer_fill"]
+    assert status["filled_from_peer"] == peer.base and status["kids"] == ["k1"]
+
+
+async def test_a_tls_peer_by_dns_name_identity(fake_issuer, mirror_factory, refused_url, pki):
+    cert, key = pki.ca.issue(
+        namespace="jwks-mirror", service_account="jwks-mirror", dns_names=("Peers.Example",)
+    ).write(pki.directory, "dns-peer")
+    peer = await fake_issuer(
+        peer_context(pki.ca_file, cert, key), behaviour=serve_json(offer(refused_url))
+    )
+    running = await mirror_factory(
+        config(refused_url, peers=tls_peers(peer.base, pki, identity="peers.example"))
+    )
+    await poll(lambda: ready(running), what="readiness after the peer fill")
+    assert (await status_of(running))["peer_fill"]["outcome"] == "filled"
+
+
+def _other_account(pki):
+    return pki.ca.issue(namespace="jwks-mirror", service_account="intruder").write(
+        pki.directory, "intruder"
+    )
+
+
+def _other_namespace(pki):
+    return pki.ca.issue(namespace="elsewhere", service_account="jwks-mirror").write(
+        pki.directory, "elsewhere"
+    )
+
+
+def _other_ca(pki):
+    from jwks_mirror.demo.pki import MeshCA
+
+    return MeshCA().issue(namespace="jwks-mirror", service_account="jwks-mirror").write(
+        pki.directory, "foreign"
+    )
+
+
+def _issuers_identity(pki):
+    return pki.issuer_cert, pki.issuer_key
+
+
+@pytest.mark.parametrize(
+    ("make", "identity"),
+    [
+        pytest.param(_other_account, MIRROR_ID, id="another-service-account"),
+        pytest.param(_other_namespace, MIRROR_ID, id="another-namespace"),
+        pytest.param(_other_ca, MIRROR_ID, id="another-ca"),
+        pytest.param(_issuers_identity, MIRROR_ID, id="a-workload-of-the-mesh"),
+        pytest.param(_other_account, "peers.example", id="dns-name-not-in-certificate"),
+        pytest.param(_other_account, MIRROR_ID + "x", id="spiffe-prefix-only"),
+    ],
+)
+async def test_a_tls_peer_without_the_mirrors_identity_is_refused(
+    make, identity, fake_issuer, mirror_factory, refused_url, pki
+):
+    cert, key = make(pki)
+    # A valid, well-formed answer: only the identity is wrong.
+    peer = await fake_issuer(
+        peer_context(pki.ca_file, cert, key, require_client=False),
+        behaviour=serve_json(offer(refused_url)),
+    )
+    running = await mirror_factory(
+        config(refused_url, peers=tls_peers(peer.base, pki, identity=identity))
+    )
+    await poll(lambda: ready(running), what="readiness after the peer fill")
+    status = await status_of(running)
+    assert status["servable"] is False and status["source"] is None
+    (result,) = status["peer_fill"]["peers"]
+    assert result["result"] == "tls", result
+    assert peer.requests == [], "no request may reach a peer with another identity"
+    assert await metric(running, "jwks_mirror_peer_errors_total", issuer="idp", reason="tls") == 1
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        (
+            "{urls: [http://10.0.0.7:9090], tls: {identity: 'spiffe://td/ns/a/sa/b'}}",
+            "peers.urls[0]: peers.tls is set: peer URLs must be https",
+        ),
+        ("{dns: peers, tls: {ca_file: /etc/hosts}}", "peers.tls.identity: required"),
+        ("{dns: peers, tls: {identity: 'spiffe://td'}}", "is neither a spiffe:// URI"),
+        ("{dns: peers, tls: {identity: 'a b'}}", "is neither a spiffe:// URI"),
+        ("{dns: peers, tls: {identity: x, server_name: y}}", "peers.tls.server_name: unknown key"),
+    ],
+)
+def test_peers_tls_settings_are_checked(peers: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_settings(config("http://keys.example/jwks.json", peers=peers))
+
+
+async def test_dns_peers_with_tls_are_asked_over_https():
+    finder = PeerFinder(resolver=resolver({"peers": ["10.0.0.7"]}), environ={"POD_IP": "10.0.0.9"})
+    tls = PeersSettings(dns="peers", tls=PeerTLSSettings(identity=MIRROR_ID))
+    assert await finder.urls(tls) == ["https://10.0.0.7:9090"]

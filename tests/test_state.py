@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from jwks_mirror.errors import KeySetRejected, UpstreamError
+from jwks_mirror.errors import KeySetRejected, StateRefused, UpstreamError
 from jwks_mirror.keysets import Validated, render, validate, version_of
-from jwks_mirror.persistence import STATE_FORMAT, StateStore
+from jwks_mirror.persistence import STATE_FORMAT, StateStore, max_file_bytes
 from jwks_mirror.settings import IssuerSettings, Limits
 from jwks_mirror.state import Change, IssuerState
 
@@ -20,6 +20,7 @@ from . import keyfactory as kf
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
 RETAIN = 3600.0
 MAX_STALE = 7200.0
+CAP = 1 << 20
 
 
 def make_state(*, retain: float = RETAIN, max_stale: float = MAX_STALE) -> IssuerState:
@@ -400,7 +401,7 @@ def test_restore_refuses_a_bad_snapshot_and_changes_nothing(change: str) -> None
     state = make_state()
     state.apply(keyset(C()), now=50.0)
     before = (state.snapshot(), state.published, state.last_success, state.last_change)
-    with pytest.raises(ValueError):
+    with pytest.raises(StateRefused):
         state.restore(document, now=2100.0)
     after = (state.snapshot(), state.published, state.last_success, state.last_change)
     assert after == before
@@ -408,11 +409,11 @@ def test_restore_refuses_a_bad_snapshot_and_changes_nothing(change: str) -> None
 
 def test_restore_into_a_fresh_state_refuses_and_serves_nothing() -> None:
     state = make_state()
-    with pytest.raises(ValueError, match="written for another upstream"):
+    with pytest.raises(StateRefused, match="written for another upstream"):
         state.restore(_tamper(populated().snapshot(), "upstream"), now=2100.0)
-    with pytest.raises(ValueError, match=r"unknown format 2"):
+    with pytest.raises(StateRefused, match=r"unknown format 2"):
         state.restore(_tamper(populated().snapshot(), "format"), now=2100.0)
-    with pytest.raises(ValueError, match=r"^invalid key set \(private_key\): "):
+    with pytest.raises(StateRefused, match=r"^invalid key set \(private_key\): "):
         state.restore(_tamper(populated().snapshot(), "private-d"), now=2100.0)
     assert state.published is None
     assert state.current == ()
@@ -438,7 +439,7 @@ def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
     document = through_json(populated().snapshot())
     document["keys"] = keys()
     state = make_state()
-    with pytest.raises(ValueError, match=rf"^invalid key set \({reason}\): ") as info:
+    with pytest.raises(StateRefused, match=rf"^invalid key set \({reason}\): ") as info:
         state.restore(document, now=2100.0)
     assert state.published is None
     # The same members in an upstream body: the set is rejected for that reason, or the key
@@ -458,7 +459,7 @@ def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
 def test_restore_refuses_a_retained_key_the_policy_refuses() -> None:
     document = through_json(populated().snapshot())
     document["retained"][0]["jwk"] = kf.jwk("rsa1024", kid="a")
-    with pytest.raises(ValueError, match=r"^invalid retained\[0\] \(weak_key\): "):
+    with pytest.raises(StateRefused, match=r"^invalid retained\[0\] \(weak_key\): "):
         make_state().restore(document, now=2100.0)
 
 
@@ -467,7 +468,7 @@ def test_restore_refuses_more_keys_than_max_keys() -> None:
     limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=2)
     state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
     assert len(document["keys"]) > 2
-    with pytest.raises(ValueError, match=r"^invalid key set \(too_many_keys\): "):
+    with pytest.raises(StateRefused, match=r"^invalid key set \(too_many_keys\): "):
         state.restore(document, now=2100.0)
 
 
@@ -497,7 +498,7 @@ def test_store_save_and_load(tmp_path: Path) -> None:
     store.save("keys", document)
     assert os.listdir(tmp_path) == ["keys.json"]
     assert store.path("keys") == tmp_path / "keys.json"
-    assert store.load("keys") == document
+    assert store.load("keys", max_bytes=CAP) == document
     assert json.loads((tmp_path / "keys.json").read_bytes()) == document
 
 
@@ -506,7 +507,7 @@ def test_store_save_replaces_the_file_whole(tmp_path: Path) -> None:
     store.save("keys", {"format": 1, "padding": "x" * 10_000})
     inode = (tmp_path / "keys.json").stat().st_ino
     store.save("keys", {"format": 1})
-    assert store.load("keys") == {"format": 1}
+    assert store.load("keys", max_bytes=CAP) == {"format": 1}
     assert (tmp_path / "keys.json").read_bytes() == b'{"format":1}'
     # A rename, not an in-place rewrite: readers see the old file or the new one.
     assert (tmp_path / "keys.json").stat().st_ino != inode
@@ -527,12 +528,12 @@ def test_store_unserializable_document_keeps_the_old_file(tmp_path: Path) -> Non
     store.save("keys", {"format": 1})
     with pytest.raises(TypeError):
         store.save("keys", {"format": object()})
-    assert store.load("keys") == {"format": 1}
+    assert store.load("keys", max_bytes=CAP) == {"format": 1}
     assert os.listdir(tmp_path) == ["keys.json"]
 
 
 def test_store_load_missing_is_none(tmp_path: Path) -> None:
-    assert StateStore(tmp_path).load("keys") is None
+    assert StateStore(tmp_path).load("keys", max_bytes=CAP) is None
 
 
 @pytest.mark.parametrize(
@@ -548,21 +549,64 @@ def test_store_load_missing_is_none(tmp_path: Path) -> None:
 )
 def test_store_load_corrupt_file(tmp_path: Path, data: bytes, message: str) -> None:
     (tmp_path / "keys.json").write_bytes(data)
-    with pytest.raises(ValueError, match=rf"^{message}$"):
-        StateStore(tmp_path).load("keys")
+    with pytest.raises(StateRefused, match=rf"^{message}$"):
+        StateStore(tmp_path).load("keys", max_bytes=CAP)
 
 
-def test_store_load_unreadable_path(tmp_path: Path) -> None:
+def test_store_load_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "keys.json").mkdir()
-    with pytest.raises(ValueError, match=r"^cannot read: "):
-        StateStore(tmp_path).load("keys")
+    with pytest.raises(StateRefused, match=r"^not a regular file \(mode 0o40") as info:
+        StateStore(tmp_path).load("keys", max_bytes=CAP)
+    assert info.value.reason == "not_regular_file"
+
+
+def test_store_load_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "keys.json")
+    with pytest.raises(StateRefused, match=r"^not a regular file \(mode 0o10") as info:
+        StateStore(tmp_path).load("keys", max_bytes=CAP)
+    assert info.value.reason == "not_regular_file"
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "elsewhere.json", "missing.json"])
+def test_store_load_never_follows_a_symlink(tmp_path: Path, target: str) -> None:
+    store = StateStore(tmp_path)
+    store.save("elsewhere", through_json(populated().snapshot()))
+    (tmp_path / "keys.json").symlink_to(target)
+    with pytest.raises(StateRefused, match=r"^a symbolic link \(not followed\)$") as info:
+        store.load("keys", max_bytes=CAP)
+    assert info.value.reason == "symlink"
+
+
+def test_store_load_reads_up_to_the_cap_and_refuses_past_it(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    data = json.dumps({"format": 1, "pad": "x" * 100}).encode()
+    (tmp_path / "keys.json").write_bytes(data)
+    assert store.load("keys", max_bytes=len(data)) == json.loads(data)
+    with pytest.raises(StateRefused, match=rf"^{len(data)} bytes, over the cap of 100$") as info:
+        store.load("keys", max_bytes=100)
+    assert info.value.reason == "too_large"
+
+
+def test_the_cap_holds_a_full_set_and_as_many_retained_keys() -> None:
+    """With the upstream body exactly at max_response_bytes and max_keys keys, a rotation to
+    as many new keys (all old ones retained) still writes a file under the cap."""
+    old = keyset(*[kf.jwk("p256", kid=f"old-{i:03}", index=i) for i in range(100)])
+    new = keyset(*[kf.jwk("p256", kid=f"new-{i:03}", index=100 + i) for i in range(100)])
+    body_bytes = max(len(render(old.keys)), len(render(new.keys)))
+    state = make_state()
+    state.apply(old, now=1000.0)
+    state.apply(new, now=2000.0)
+    assert len(state.retained) == 100
+    written = json.dumps(state.snapshot(), sort_keys=True, separators=(",", ":")).encode()
+    assert len(written) <= max_file_bytes(max_response_bytes=body_bytes)
+    assert max_file_bytes(max_response_bytes=Limits().max_response_bytes) == 1_114_112
 
 
 def test_store_round_trip_restores_the_same_bytes(tmp_path: Path) -> None:
     source = populated()
     store = StateStore(tmp_path)
     store.save("keys", source.snapshot())
-    document = store.load("keys")
+    document = store.load("keys", max_bytes=CAP)
     assert document is not None
     restored = make_state()
     restored.restore(document, now=2001.0)
@@ -624,3 +668,68 @@ def test_snapshot_restore_round_trip_of_a_multi_alg_key() -> None:
     assert served(restored) == served(source)
     assert len(json.loads(served(restored))["keys"]) == 5
     assert restored.current == source.current
+
+
+# -- a state file is input: times clamped, lists capped ----------------------------------------
+
+
+def test_a_retained_key_removed_in_the_future_is_kept_only_for_retain_removed_keys() -> None:
+    document = through_json(populated().snapshot())
+    document["retained"][0]["removed_at"] = 10_000_000_000.0  # the year 2286
+    state = make_state()
+    state.restore(document, now=2100.0)
+    assert state.retained_kids() == ("a",)
+    # Clamped to now: dropped once retain_removed_keys has passed since the restore.
+    assert state.next_retention_expiry() == 2100.0 + RETAIN
+    assert state.expire_retained(2100.0 + RETAIN)
+    assert state.retained == {}
+    assert served(state) == body_of(B(), kf.x5c_key(kid="x"), C())
+    assert all(r["removed_at"] <= 2100.0 + RETAIN for r in state.snapshot()["retained"])
+
+
+def test_a_last_success_in_the_future_is_clamped_to_now() -> None:
+    document = through_json(populated().snapshot())
+    document["last_success"] = 10_000_000_000.0
+    state = make_state()
+    state.restore(document, now=2100.0)
+    assert state.last_success == 2100.0
+    assert not state.servable(2100.0 + MAX_STALE + 1)
+
+
+def test_the_retained_list_is_capped_at_max_keys_newest_removals_first() -> None:
+    document = through_json(populated().snapshot())
+    limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=3)
+    document["keys"] = document["keys"][:1]
+    extra = [kf.jwk("p256", kid=f"r{i}", index=10 + i) for i in range(5)]
+    document["retained"] = [{"jwk": k, "removed_at": 2000.0 + i} for i, k in enumerate(extra)]
+    state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
+    state.restore(document, now=2100.0)
+    assert state.retained_kids() == ("r2", "r3", "r4")
+
+
+# -- a peer's copy never outlives the outage --------------------------------------------------
+
+
+def test_the_first_upstream_set_after_a_peer_copy_replaces_it_whole() -> None:
+    state = make_state()
+    copied = keyset(A(), B())
+    state.adopt_from_peer(copied, retained=[(keyset(C()).keys[0], 1500.0)],
+                          last_success=1900.0, peer="http://10.0.0.7:9090", now=2000.0)
+    assert state.source == "peer" and state.retained_kids() == ("c",)
+    assert not state.has_own_set
+    change = state.apply(keyset(B()), now=2100.0)
+    # A was only in the copy: not "removed" by this upstream, so not retained; nor is C.
+    assert state.retained == {} and change.retained == ()
+    assert served(state) == body_of(B())
+    assert state.source == "upstream" and state.filled_from is None and state.has_own_set
+    assert [k["kid"] for k in state.snapshot()["keys"]] == ["b"]
+    assert state.snapshot()["retained"] == []
+
+
+def test_the_upstream_cannot_confirm_a_peer_copy() -> None:
+    state = make_state()
+    state.adopt_from_peer(keyset(A()), retained=[], last_success=1900.0,
+                          peer="http://10.0.0.7:9090", now=2000.0)
+    with pytest.raises(RuntimeError, match="peer's copy"):
+        state.mark_unchanged(now=2100.0)
+    assert state.source == "peer" and state.last_success == 1900.0

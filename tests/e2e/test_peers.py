@@ -123,6 +123,43 @@ def test_a_fresh_replica_serves_its_peers_set_and_fails_closed_with_it(mesh: Mes
                what="B's verifier to accept tokens again")
 
 
+def test_a_planted_key_stops_verifying_at_the_first_own_upstream_success(mesh: Mesh) -> None:
+    """A pod that answers as a peer during an outage can get a key of its own published; that
+    is the trust boundary (docs/peers.md). It must end with the outage: the replica's first
+    own upstream success replaces the copy whole, and a token signed with the planted key is
+    rejected from then on, although ``retain_removed_keys`` is an hour."""
+    workload = mesh.add_issuer("idp")
+    entry = workload.proxied_entry(mesh.mirror_sidecar().url)
+    app = workload.app
+    planted = app.extra_key
+    peer = HostilePeer(Poison.PLANTED, lambda: offer(
+        name="idp", upstream=entry["jwks_uri"], keys=[app.current.public, planted.public],
+    )).start()
+    mesh.on_close(peer.close)
+    _pod_gone(workload)
+
+    b = mesh.mirror([entry], defaults=LIMITS, name="mirror-b", start=False,
+                    peers={"urls": [peer.url]})
+    verifier = mesh.verifier_for(b, ["idp"], name="verifier-b")
+    b.start(ready=False)
+    b.wait_ready(timeout=30)
+    forged = app.token(planted)
+    assert b.status("idp")["source"] == "peer"
+    wait_until(lambda: verifier.accepts("idp", forged), timeout=10,
+               what="the copy (with the planted key) to reach the verifier")
+
+    _pod_back(workload)
+    wait_until(lambda: b.status("idp")["source"] == "upstream", timeout=20,
+               what="B's own first upstream success")
+    status = b.status("idp")
+    assert status["kids"] == [app.current.kid] and status["retained_kids"] == [], status
+    shared = http.get(f"{b.admin_url}/peer/idp").json()
+    assert shared["retained"] == [] and planted.kid not in shared["jwks"], shared
+    wait_until(lambda: verifier.status("idp", forged) == 401, timeout=15,
+               what="the verifier to reject the planted key's token")
+    assert verifier.accepts("idp", app.token())
+
+
 HOSTILE = {
     Poison.GARBAGE: "invalid_json",
     Poison.PRIVATE_KEY: "private_key",

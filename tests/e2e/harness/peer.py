@@ -29,6 +29,7 @@ class Poison(enum.Enum):
     PRIVATE_KEY = "private-key"  # a well-formed answer whose set holds the private JWK
     TOO_OLD = "too-old"          # a valid set whose upstream success is past max_stale
     HANG = "hang"                # accept the request, never answer (until closed)
+    PLANTED = "planted"          # a valid answer that carries a key of the answerer's own
 
 
 class HostilePeer:
