@@ -13,17 +13,24 @@ import argparse
 import ipaddress
 import json
 import sys
+from typing import Any
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.analyze import SEVERITIES, Finding, analyze
-from jwks_mirror.gitops.cidrs import DEFAULT_BLOCKED, IPAddress, IPNetwork, blocked_except, parse_cidr
+from jwks_mirror.gitops.cidrs import (
+    DEFAULT_BLOCKED,
+    IPAddress,
+    IPNetwork,
+    blocked_except,
+    parse_cidr,
+)
 from jwks_mirror.gitops.files import read_streams
 from jwks_mirror.settings import load_settings
 
 JSON_VERSION = 1
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """Register ``analyze`` and ``blocked-cidrs`` on the main parser."""
     p = sub.add_parser(
         "analyze", help="offline: what in these manifests will make istiod or Envoy reject tokens"

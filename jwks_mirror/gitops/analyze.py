@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.gitops.cidrs import DEFAULT_BLOCKED, IPNetwork, blocked_except, parse_cidr
+from jwks_mirror.gitops.cidrs import IPNetwork, blocked_except, parse_cidr
 from jwks_mirror.gitops.inventory import (
     ISTIOD_DEFAULT_REFRESH_S,
     MIRROR_LABEL,
@@ -90,10 +90,11 @@ class Finding:
     line: int | None
     message: str
     fix: str
+    severity: str = ""
 
-    @property
-    def severity(self) -> str:
-        return CODES[self.code][0]
+    def __post_init__(self) -> None:
+        if not self.severity:  # the code's own; JM101 is a warning without STRICT
+            object.__setattr__(self, "severity", CODES[self.code][0])
 
     @property
     def object(self) -> str:
@@ -158,13 +159,17 @@ class _Run:
     mirror: _Mirror
     findings: list[Finding] = field(default_factory=list)
 
-    def add(self, code: str, obj: Obj | RuleRef, line: int | None, message: str, fix: str) -> None:
+    def add(
+        self, code: str, obj: Obj | RuleRef, line: int | None, message: str, fix: str,
+        *, severity: str = "",
+    ) -> None:
         if isinstance(obj, RuleRef):
             meta = mapping(obj.resource, "metadata") or {}
-            kind, ns, name, source = "RequestAuthentication", obj.namespace, text(meta.get("name")), obj.source
+            kind, ns, name = "RequestAuthentication", obj.namespace, text(meta.get("name"))
         else:
-            kind, ns, name, source = obj.kind, obj.namespace, obj.name, obj.source
-        self.findings.append(Finding(code, kind, ns, name, source, line, message, fix))
+            kind, ns, name = obj.kind, obj.namespace, obj.name
+        finding = Finding(code, kind, ns, name, obj.source, line, message, fix, severity)
+        self.findings.append(finding)
 
 
 def analyze(
@@ -303,7 +308,7 @@ def _check_in_mesh_uri(run: _Run, ref: RuleRef, uri: str) -> None:
             "JM101", ref, ref.line,
             f"jwksUri {uri} is served inside the mesh, not through the mirror; no STRICT "
             "PeerAuthentication covers it in the input, but under STRICT mTLS istiod "
-            "cannot fetch it (--assume-strict makes this an error)", fix,
+            "cannot fetch it (--assume-strict makes this an error)", fix, severity="warning",
         )
 
 
@@ -351,7 +356,7 @@ def _check_mirror_uri(run: _Run, ref: RuleRef, uri: str, scheme: str) -> None:
 
 
 def _cluster_ips(run: _Run) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, Obj]]:
-    found = []
+    found: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, Obj]] = []
     for _, _, _, obj in run.mirror.services:
         assert obj is not None
         values = [obj.spec.get("clusterIP")]
@@ -378,7 +383,7 @@ def _check_blocked_cidrs(run: _Run) -> None:
                 continue  # istiod skips it too (and logs it)
         if not nets:
             continue
-        where = f"{setting.origin} of {setting.where.kind} {setting.where.name or '-'}"
+        where = setting.origin
         if addresses:
             for address, service in addresses:
                 covering = next((n for n in nets if address in n), None)
@@ -395,7 +400,7 @@ def _check_blocked_cidrs(run: _Run) -> None:
                     "...` with your ranges)",
                 )
             continue
-        private = next((n for n in nets if any(n.overlaps(p) for p in _PRIVATE)), None)  # type: ignore[arg-type]
+        private = next((n for n in nets if any(_overlaps(n, p) for p in _PRIVATE)), None)
         if private is not None:
             run.add(
                 "JM202", setting.where, setting.line,
@@ -405,6 +410,14 @@ def _check_blocked_cidrs(run: _Run) -> None:
                 "give the mirror's Service a fixed clusterIP (deploy/components/fixed-clusterip) "
                 "and set the list to `jwks-mirror blocked-cidrs --allow <that clusterIP>`",
             )
+
+
+def _overlaps(a: IPNetwork, b: IPNetwork) -> bool:
+    if isinstance(a, ipaddress.IPv4Network) and isinstance(b, ipaddress.IPv4Network):
+        return a.overlaps(b)
+    if isinstance(a, ipaddress.IPv6Network) and isinstance(b, ipaddress.IPv6Network):
+        return a.overlaps(b)
+    return False
 
 
 # -- the mirror's public port: JM401, JM402 ----------------------------------------------------
@@ -468,12 +481,12 @@ def _check_refresh(run: _Run, at_mirror: list[tuple[RuleRef, str]]) -> None:
         intervals = [i.limits.refresh_interval_s for i in settings.issuers if i.name in names]
         mirror_s = max(intervals, default=mirror_s)
     sources: list[tuple[float, Setting | None, str]] = []
-    for setting in run.inventory.settings("PILOT_JWT_PUB_KEY_REFRESH_INTERVAL"):
-        seconds = go_duration(setting.value)
+    for found in run.inventory.settings("PILOT_JWT_PUB_KEY_REFRESH_INTERVAL"):
+        seconds = go_duration(found.value)
         if seconds is None or seconds <= 0:
-            sources.append((ISTIOD_DEFAULT_REFRESH_S, setting, f"{setting.value!r} is no duration"))
+            sources.append((ISTIOD_DEFAULT_REFRESH_S, found, f"{found.value!r} is no duration"))
         else:
-            sources.append((seconds, setting, setting.value))
+            sources.append((seconds, found, found.value))
     if not sources:
         sources.append((ISTIOD_DEFAULT_REFRESH_S, None, "unset"))
     istiod_s, setting, shown = max(sources, key=lambda s: s[0])
@@ -501,8 +514,8 @@ def _duration(seconds: float) -> str:
     whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
-    return "".join(parts) or "0s"
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
 
 
 # -- ambient: JM501 ----------------------------------------------------------------------------

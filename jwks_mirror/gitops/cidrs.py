@@ -44,20 +44,25 @@ def blocked_except(
     two entries are the halves of one larger block, which for a set of addresses is the one
     smallest decomposition into CIDR blocks.
     """
-    result: list[IPNetwork] = []
-    blocked, allowed = list(blocked), list(allowed)
-    for version in (4, 6):
-        nets: list[IPNetwork] = list(
-            ipaddress.collapse_addresses(n for n in blocked if n.version == version)  # type: ignore[misc]
-        )
-        for address in (a for a in allowed if a.version == version):
-            host = ipaddress.ip_network(address)
-            cut: list[IPNetwork] = []
-            for net in nets:
-                if address in net:
-                    cut.extend(net.address_exclude(host))  # type: ignore[arg-type]
-                else:
-                    cut.append(net)
-            nets = cut
-        result.extend(ipaddress.collapse_addresses(nets))  # type: ignore[misc]
-    return result
+    nets = _collapse(list(blocked))
+    for address in allowed:
+        nets = [part for net in nets for part in _without(net, address)]
+    return _collapse(nets)
+
+
+def _without(net: IPNetwork, address: IPAddress) -> list[IPNetwork]:
+    """``net`` minus ``address``: the CIDR blocks around it, or ``net`` if it is outside."""
+    if address not in net:
+        return [net]
+    if isinstance(net, ipaddress.IPv4Network) and isinstance(address, ipaddress.IPv4Address):
+        return list(net.address_exclude(ipaddress.IPv4Network(address)))
+    if isinstance(net, ipaddress.IPv6Network) and isinstance(address, ipaddress.IPv6Address):
+        return list(net.address_exclude(ipaddress.IPv6Network(address)))
+    return [net]
+
+
+def _collapse(nets: list[IPNetwork]) -> list[IPNetwork]:
+    """IPv4 then IPv6, merged into the fewest CIDR blocks, in address order."""
+    v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
+    return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]

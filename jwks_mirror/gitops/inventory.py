@@ -16,13 +16,14 @@ from typing import Any
 from jwks_mirror.gitops.roundtrip import Document, ManifestStream
 
 __all__ = [
-    "ISTIOD_DEFAULT_REFRESH_S", "MIRROR_LABEL", "ROOT_NAMESPACE", "Inventory", "Obj",
+    "HELM_VALUES", "ISTIOD_DEFAULT_REFRESH_S", "MIRROR_LABEL", "ROOT_NAMESPACE", "Inventory", "Obj",
     "Setting", "go_duration", "labels_of", "mapping", "selector_labels", "text",
 ]
 
 ROOT_NAMESPACE = "istio-system"  # Istio's default root namespace: mesh-wide policies live here
 MIRROR_LABEL = ("app.kubernetes.io/name", "jwks-mirror")
 ISTIOD_DEFAULT_REFRESH_S = 20 * 60.0  # PILOT_JWT_PUB_KEY_REFRESH_INTERVAL when unset
+HELM_VALUES = "HelmValues"  # the kind shown for a document with no kind: a Helm values file
 ISTIOD_KEYS = ("BLOCKED_CIDRS_IN_JWKS_URIS", "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL")
 _MAX_DEPTH = 4  # lists of lists: kubectl never nests them, a hostile file might
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
@@ -80,6 +81,8 @@ class Obj:
 
     @property
     def kind(self) -> str:
+        if "kind" not in self.data and "apiVersion" not in self.data:
+            return HELM_VALUES
         return text(self.data.get("kind")) or "-"
 
     @property

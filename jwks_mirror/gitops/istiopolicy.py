@@ -160,7 +160,7 @@ def _any(entries: object, key: str, check: Any) -> bool | None:
     if entries is None:
         return True
     if not isinstance(entries, list) or not entries:
-        return True if isinstance(entries, list) else False
+        return isinstance(entries, list)
     results = [check(e.get(key)) if isinstance(e, dict) else False for e in entries]
     if any(r is True for r in results):
         return True
@@ -175,7 +175,7 @@ def _all(results: list[bool | None]) -> bool | None:
 
 def _source(source: object) -> bool | None:
     if not isinstance(source, dict):
-        return True if source is None else False
+        return source is None
     results: list[bool | None] = []
     for key, value in source.items():
         if value is None or value == []:
@@ -187,7 +187,7 @@ def _source(source: object) -> bool | None:
 
 def _operation(operation: object, request: Request) -> bool | None:
     if not isinstance(operation, dict):
-        return True if operation is None else False
+        return operation is None
     results: list[bool | None] = []
     for key, value in operation.items():
         if value is None or value == []:
