@@ -3,7 +3,9 @@
 * ``fuzz_keysets.py``: the validation policy never raises anything but its own rejections and
   never publishes private or symmetric material;
 * ``fuzz_http1.py``: no exception escapes the public port's protocol, answers come only at
-  request boundaries, never more answers than requests (see its docstring).
+  request boundaries, never more answers than requests (see its docstring);
+* ``fuzz_analyze.py``: ``analyze`` never raises on YAML it is given, and every finding it
+  reports has a known code and prints as two lines with no control character.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("target", "min_runs"),
-    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200)],
+    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200), ("fuzz_analyze.py", 50)],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):
     result = subprocess.run(
