@@ -323,3 +323,20 @@ def test_escape() -> None:
     assert escape("plain text, ünïcode") == "plain text, ünïcode"
     assert escape("a\tb\x00c\x7f\x85\\") == "a\\x09b\\x00c\\x7f\\x85\\\\"
     assert escape("\u200b\U000e0001") == "\\u200b\\U000e0001"
+
+
+def test_docs_document_every_code_and_the_json_fields() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "analyze.md").read_text(encoding="utf-8")
+    for code, (severity, _) in CODES.items():
+        section = doc.split(f"### {code}: ", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+        for part in ("- **Why**", "- **Detected**", "- **Fix**"):
+            assert part in section, (code, part)
+        assert f"| {code} | {severity}" in doc, code
+    schema = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    example = json.loads(schema)
+    finding = example["findings"][0]
+    from jwks_mirror.gitops.analyze import Finding
+
+    real = Finding("JM102", "RequestAuthentication", "ns", "n", "f", 1, "m", "x").as_json()
+    assert set(finding) == set(real) and set(finding["object"]) == set(real["object"])
+    assert set(example["summary"]) == {"error", "warning", "files"}
