@@ -340,3 +340,57 @@ def test_docs_document_every_code_and_the_json_fields() -> None:
     real = Finding("JM102", "RequestAuthentication", "ns", "n", "f", 1, "m", "x").as_json()
     assert set(finding) == set(real) and set(finding["object"]) == set(real["object"])
     assert set(example["summary"]) == {"error", "warning", "files"}
+
+
+HOSTILE_SHAPES = """\
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+spec: {values: {pilot: {env: {PILOT_JWT_PUB_KEY_REFRESH_INTERVAL: 999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999h}}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: odd, namespace: istio-system}
+spec: {action: ALLOW, rules: 7}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: odder, namespace: jwks-mirror}
+spec: {action: [DENY], rules: [{from: 3, to: [{operation: [1]}]}, 5, {when: 1}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: p, namespace: jwks-mirror}
+spec: {selector: {matchLabels: [1]}, mtls: STRICT, portLevelMtls: [8080]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: jwks-mirror, namespace: [x]}
+spec: {clusterIP: [10.0.0.1], clusterIPs: 5, ports: [{port: "8080"}, 3, {port: 8080, targetPort: [1]}]}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: {a: b}, namespace: 3}
+spec: {selector: 5, jwtRules: [3, {jwksUri: 5}, {issuer: [1]}, {jwksUri: "http://[::1"}, {jwksUri: "http://jwks-mirror:99999/x"}]}
+---
+pilot: {env: [1, 2]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istiod}
+spec: {template: {spec: {containers: [{name: discovery, env: [{name: BLOCKED_CIDRS_IN_JWKS_URIS, value: "::/0,0.0.0.0/0,x/8,,10.0.0.0/33"}]}, 4]}}}
+"""
+
+
+def test_hostile_shapes_give_findings_not_tracebacks(tmp_path: Path) -> None:
+    """Every field of the wrong type, out-of-range numbers and broken URLs: analyze reports
+    what it can and never raises (fuzz/fuzz_analyze.py explores further)."""
+    path = tmp_path / "hostile.yaml"
+    path.write_text(HOSTILE_SHAPES + "---\n" + (CASES / "mirror.yaml").read_text() + "---\n"
+                    + (CASES / "rule-at-mirror.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "jwks_mirror", "analyze", str(path), "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    found = codes(json.loads(result.stdout)["findings"])
+    assert {"JM202", "JM301", "JM402"} <= found

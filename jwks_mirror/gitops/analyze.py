@@ -400,13 +400,15 @@ def _check_blocked_cidrs(run: _Run) -> None:
                     "...` with your ranges)",
                 )
             continue
-        private = next((n for n in nets if any(_overlaps(n, p) for p in _PRIVATE)), None)
-        if private is not None:
+        overlap = next(((n, p) for n in nets for p in _PRIVATE if _overlaps(n, p)), None)
+        if overlap is not None:
+            blocked, private = overlap
+            within = "" if blocked == private else f", which overlaps the private range {private}"
             run.add(
                 "JM202", setting.where, setting.line,
-                f"BLOCKED_CIDRS_IN_JWKS_URIS ({where}) blocks the private range {private}; "
-                "the mirror's ClusterIP is not in the input and Service ClusterIPs are private "
-                "addresses, so istiod may refuse to fetch from the mirror",
+                f"BLOCKED_CIDRS_IN_JWKS_URIS ({where}) blocks {blocked}{within}; the mirror's "
+                "ClusterIP is not in the input and Service ClusterIPs are private addresses, "
+                "so istiod may refuse to fetch from the mirror",
                 "give the mirror's Service a fixed clusterIP (deploy/components/fixed-clusterip) "
                 "and set the list to `jwks-mirror blocked-cidrs --allow <that clusterIP>`",
             )

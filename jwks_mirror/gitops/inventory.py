@@ -27,6 +27,7 @@ HELM_VALUES = "HelmValues"  # the kind shown for a document with no kind: a Helm
 ISTIOD_KEYS = ("BLOCKED_CIDRS_IN_JWKS_URIS", "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL")
 _MAX_DEPTH = 4  # lists of lists: kubectl never nests them, a hostile file might
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_GO_MAX_S = (1 << 63) / 1e9
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -68,7 +69,8 @@ def go_duration(value: str) -> float | None:
             return None
         total += float(match.group(1)) * _GO_UNITS[match.group(2)]
         position = match.end()
-    return total if position == len(value) and position > 0 else None
+    # Go refuses what overflows int64 nanoseconds (about 292 years)
+    return total if position == len(value) and position > 0 and total < _GO_MAX_S else None
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,8 @@ def blocking_policy(
         if _selects(obj, namespace=namespace, pod_labels=pod_labels) is not True:
             continue
         action = obj.spec.get("action", "ALLOW")
-        rules = obj.spec.get("rules")
-        rules = rules if isinstance(rules, list) else []
         if action == "DENY":
-            if any(_rule(rule, request) is True for rule in rules):
+            if any(_rule(rule, request) is True for rule in _rules(obj.spec.get("rules"))):
                 return Verdict(obj, "a DENY rule matches a request without an mTLS identity")
         elif action == "ALLOW":
             allows.append(obj)
@@ -136,9 +134,14 @@ def blocking_policy(
         return None
     for obj in allows:
         rules = obj.spec.get("rules")
-        if any(_rule(rule, request) is not False for rule in rules or []):
+        if any(_rule(rule, request) is not False for rule in _rules(rules)):
             return None
     return Verdict(allows[0], "ALLOW policies apply and none admits a request without an identity")
+
+
+def _rules(rules: object) -> list[object]:
+    """A policy's ``rules``: a list, or none at all (Kubernetes would refuse anything else)."""
+    return rules if isinstance(rules, list) else []
 
 
 def _rule(rule: object, request: Request) -> bool | None:
