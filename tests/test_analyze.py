@@ -394,3 +394,25 @@ def test_hostile_shapes_give_findings_not_tracebacks(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     found = codes(json.loads(result.stdout)["findings"])
     assert {"JM202", "JM301", "JM402"} <= found
+
+
+def test_jm402_reads_hosts_paths_and_methods_of_allow_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ALLOW rule admits istiod only if its hosts (with or without the port, any case),
+    paths and methods take istiod's GET of the rule's key set."""
+    allow = (CASES / "JM402-near.yaml").read_text().split("---\n")[:2]
+    def policy(operation: str) -> str:
+        return "---\n".join(allow).replace('ports: ["8080"]', operation)
+
+    admitted = [
+        'hosts: ["JWKS-MIRROR.jwks-mirror.svc.cluster.local"]',
+        'hosts: ["jwks-mirror.jwks-mirror.svc.cluster.local:8080"]',
+        'paths: ["/keys-auth/*"]',
+        'methods: ["GET", "HEAD"]',
+        'notPaths: ["/peer/*"]',
+    ]
+    refused = ['hosts: ["api.example.com"]', 'paths: ["/other/*"]', 'methods: ["POST"]', 'ports: ["9090"]']
+    for operation in admitted + refused:
+        path = tmp_path / "policy.yaml"
+        path.write_text(policy(operation))
+        _, findings = analyze(*MIRROR, str(path), capsys=capsys)
+        assert ("JM402" in codes(findings)) == (operation in refused), operation

@@ -205,7 +205,7 @@ def _operation(operation: object, request: Request) -> bool | None:
         elif field == "paths":
             hit = _matches_all(values, request.paths)
         elif field == "hosts":
-            hit = _matches_all(values, request.hosts)
+            hit = _host_matches(values, request.hosts)
         else:
             hit = None
         results.append(None if hit is None else hit != negate)
@@ -218,6 +218,21 @@ def _matches_all(patterns: list[str], candidates: tuple[str, ...]) -> bool | Non
     if not candidates:
         return True if "*" in patterns else None
     hits = [any(_match(p, c) for p in patterns) for c in candidates]
+    if all(hits):
+        return True
+    return False if not any(hits) else None
+
+
+def _host_matches(patterns: list[str], hosts: tuple[str, ...]) -> bool | None:
+    """``hosts`` patterns against the Host istiod sends, case aside, with or without the port
+    (which one Envoy compares depends on the port): a match either way counts."""
+    if not hosts:
+        return True if "*" in patterns else None
+    lowered = [p.lower() for p in patterns]
+    hits = [
+        any(_match(p, h.lower()) or _match(p, h.lower().rsplit(":", 1)[0]) for p in lowered)
+        for h in hosts
+    ]
     if all(hits):
         return True
     return False if not any(hits) else None
