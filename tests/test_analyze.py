@@ -177,9 +177,9 @@ def test_istiod_settings_are_read_wherever_they_live(tmp_path: Path, capsys: pyt
         (
             "kubeflow", [],
             [
-                ("JM102", "error", "RequestAuthentication", "istio-system", "dex-jwt", "m2m-dex-and-kind.rendered.yaml", 459),
+                ("JM102", "error", "RequestAuthentication", "istio-system", "dex-jwt", "m2m-dex-and-kind.rendered.yaml", 448),
+                ("JM101", "warning", "RequestAuthentication", "istio-system", "m2m-token-issuer", "m2m-dex-and-kind.rendered.yaml", 469),
                 ("JM101", "warning", "RequestAuthentication", "istio-system", "m2m-token-issuer", "m2m-dex-and-kind.rendered.yaml", 480),
-                ("JM101", "warning", "RequestAuthentication", "istio-system", "m2m-token-issuer", "m2m-dex-and-kind.rendered.yaml", 491),
             ],
         ),
         (
