@@ -21,7 +21,8 @@ import harness
 
 with atheris.instrument_imports():
     from jwks_mirror.errors import ManifestError
-    from jwks_mirror.gitops.analyze import CODES, SEVERITIES, analyze
+    from jwks_mirror.gitops.analyze import analyze
+    from jwks_mirror.gitops.findings import CODES, SEVERITIES
     from jwks_mirror.gitops.roundtrip import parse_stream
 
 MAX_BYTES = 1 << 16

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from jwks_mirror.cli import main
-from jwks_mirror.gitops.analyze import CODES, escape
+from jwks_mirror.gitops.findings import CODES, Finding, escape
 
 DATA = Path(__file__).parent / "data" / "analyze"
 CASES = DATA / "cases"
@@ -335,8 +335,6 @@ def test_docs_document_every_code_and_the_json_fields() -> None:
     schema = doc.split("```json\n", 1)[1].split("```", 1)[0]
     example = json.loads(schema)
     finding = example["findings"][0]
-    from jwks_mirror.gitops.analyze import Finding
-
     real = Finding("JM102", "RequestAuthentication", "ns", "n", "f", 1, "m", "x").as_json()
     assert set(finding) == set(real) and set(finding["object"]) == set(real["object"])
     assert set(example["summary"]) == {"error", "warning", "files"}

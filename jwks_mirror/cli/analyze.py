@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
-from jwks_mirror.gitops.analyze import SEVERITIES, Finding, analyze
+from jwks_mirror.gitops.analyze import analyze
 from jwks_mirror.gitops.cidrs import (
     DEFAULT_BLOCKED,
     IPAddress,
@@ -25,6 +25,7 @@ from jwks_mirror.gitops.cidrs import (
     parse_cidr,
 )
 from jwks_mirror.gitops.files import read_streams
+from jwks_mirror.gitops.findings import SEVERITIES, Finding
 from jwks_mirror.settings import load_settings
 
 JSON_VERSION = 1
