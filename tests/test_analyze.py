@@ -215,7 +215,9 @@ def test_istio_fixture_with_the_mirror_warns_of_its_private_ranges(capsys: pytes
     ]
     # istio's other fixture sets no refresh interval: the 20-minute default
     _, findings = analyze(*MIRROR, str(REAL / "istio" / "blocked-cidrs-missing.yaml"), capsys=capsys)
-    assert codes(findings) == {"JM301"}
+    assert [(f["code"], f["object"]["kind"], f["object"]["name"], f["line"]) for f in findings] == [
+        ("JM301", "Deployment", "istiod", 21)
+    ]
 
 
 def test_exit_codes_follow_fail_on(capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,6 +141,7 @@ class Inventory:
     peer_authentications: list[Obj] = field(default_factory=list)
     authorization_policies: list[Obj] = field(default_factory=list)
     istiod: list[Setting] = field(default_factory=list)
+    istiod_sources: list[Obj] = field(default_factory=list)  # where istiod's settings would go
     mirror_services: list[Obj] = field(default_factory=list)
     mirror_workloads: list[Obj] = field(default_factory=list)
     mirror_configmaps: list[Obj] = field(default_factory=list)
@@ -189,12 +190,14 @@ class Inventory:
                 self._istiod_deployment(obj, template)
 
     def _istiod_deployment(self, obj: Obj, template: dict[Any, Any] | None) -> None:
+        self.istiod_sources.append(obj)
         containers = (mapping(template, "spec") or {}).get("containers")
         for container in containers if isinstance(containers, list) else []:
             if isinstance(container, dict) and container.get("name") in ("discovery", None):
                 self._env_list(obj, container.get("env"), "Deployment env")
 
     def _istio_operator(self, obj: Obj) -> None:
+        self.istiod_sources.append(obj)
         env = mapping(obj.spec, "values", "pilot", "env")
         for key, value in (env or {}).items():
             self._set(obj, key, value, obj.line_of(env, key), "IstioOperator spec.values.pilot.env")
@@ -202,6 +205,8 @@ class Inventory:
         self._env_list(obj, (k8s or {}).get("env"), "IstioOperator spec.components.pilot.k8s.env")
 
     def _helm_values(self, obj: Obj) -> None:
+        if mapping(obj.data, "pilot") is not None:
+            self.istiod_sources.append(obj)
         env = mapping(obj.data, "pilot", "env")
         for key, value in (env or {}).items():
             self._set(obj, key, value, obj.line_of(env, key), "Helm values pilot.env")

@@ -196,6 +196,9 @@ def check_refresh(run: Context, at_mirror: AtMirror) -> None:
     )
     if setting is not None:
         run.add("JM301", setting.where, setting.line, message, fix)
+    elif run.inventory.istiod_sources:  # istiod is in the input, without the setting
+        istiod = run.inventory.istiod_sources[0]
+        run.add("JM301", istiod, istiod.line, message, fix)
     else:
         ref = at_mirror[0][0]
         run.add("JM301", ref, ref.line, message, fix)
