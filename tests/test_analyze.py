@@ -6,6 +6,7 @@ hostile input. The deploy/ clean case (rendered with kubectl) is in test_analyze
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -323,7 +324,7 @@ def test_strings_from_input_are_printed_escaped(tmp_path: Path, capsys: pytest.C
 
 def test_escape() -> None:
     assert escape("plain text, ünïcode") == "plain text, ünïcode"
-    assert escape("a\tb\x00c\x7f\x85\\") == "a\\x09b\\x00c\\x7f\\x85\\\\"
+    assert escape("a\tb\x00c\x7f\x85\\.") == "a\\x09b\\x00c\\x7f\\x85\\."
     assert escape("\u200b\U000e0001") == "\\u200b\\U000e0001"
 
 
@@ -416,3 +417,20 @@ def test_jm402_reads_hosts_paths_and_methods_of_allow_rules(tmp_path: Path, caps
         path.write_text(policy(operation))
         _, findings = analyze(*MIRROR, str(path), capsys=capsys)
         assert ("JM402" in codes(findings)) == (operation in refused), operation
+
+
+def test_jm101_fix_for_a_service_dot_namespace_host_is_a_rewrite_that_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keycloak.nonrtric` is in-cluster only because its Service is in the input; rewrite's
+    own policy does not take that spelling, so the fix carries the --match that makes it."""
+    _, findings = analyze(str(REAL / "oran-ranpm"), capsys=capsys)
+    (finding,) = findings
+    command = finding["fix"].split("`")[1]
+    match = command.split("--match '")[1].split("'")[0]
+    shutil.copy(REAL / "oran-ranpm" / "app-ra-ap.yaml", tmp_path / "ra.yaml")
+    url = "http://jwks-mirror.jwks-mirror.svc.cluster.local:8080"
+    assert main(["rewrite", str(tmp_path), "--mirror-url", url, "--in-place", "--match", match]) == 0
+    capsys.readouterr()
+    _, findings = analyze(str(tmp_path), str(REAL / "oran-ranpm" / "keycloak-app-service.yaml"), capsys=capsys)
+    assert [f["code"] for f in findings] == ["JM301"]  # now read from the mirror

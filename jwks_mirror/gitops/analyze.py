@@ -141,9 +141,13 @@ def _check_in_mesh_uri(run: Context, ref: RuleRef, uri: str) -> None:
         run.inventory.peer_authentications, namespace=namespace, pod_labels=pod_labels,
         port=container_port, assume_strict=run.assume_strict,
     )
+    # rewrite's own policy does not take <service>.<namespace>: --match makes it
+    match = "" if run.policy.upstream(uri, kind="jwks", namespace=ref.namespace) else (
+        f" --match '//{service}\\.{namespace}[:/]'"
+    )
     fix = (
-        "mirror it: `jwks-mirror rewrite --mirror-url <mirror URL> --config-out <config>`, "
-        "then apply the config and the rewritten rule"
+        f"mirror it: `jwks-mirror rewrite --mirror-url <mirror URL> --config-out <config>{match}`"
+        ", then apply the config and the rewritten rule"
     )
     if mode == "STRICT":
         why = f"PeerAuthentication {decided.namespace or '-'}/{decided.name or '-'}" if decided \

@@ -40,14 +40,14 @@ _SKIP_DISPLAY = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 
 
 def escape(value: object) -> str:
-    """``value`` as one printable line: control, format and separator characters (and the
-    backslash) escaped, so input cannot forge output lines or reorder them on a terminal."""
+    """``value`` as one printable line: control, format and separator characters escaped as
+    ``\\xNN``/``\\uNNNN``, so input cannot forge lines of the report or reorder them on a
+    terminal. A backslash stays as it is: a regular expression in a fix must copy as it
+    reads."""
     out: list[str] = []
     for char in str(value):
         code = ord(char)
-        if char == "\\":
-            out.append("\\\\")
-        elif char == " " or unicodedata.category(char) not in _SKIP_DISPLAY:
+        if char == " " or unicodedata.category(char) not in _SKIP_DISPLAY:
             out.append(char)
         elif code < 0x100:
             out.append(f"\\x{code:02x}")
