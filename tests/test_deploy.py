@@ -52,9 +52,13 @@ KUSTOMIZATIONS = [
     "examples/public-tls",
     "examples/egress-lockdown",
     "examples/default-deny",
+    "examples/fixed-clusterip",
 ]
 # Kustomize components: rendered through the examples that use them.
-COMPONENTS = ["ambient", "public-tls", "egress-lockdown", "default-deny", "prometheus-operator"]
+COMPONENTS = [
+    "ambient", "public-tls", "egress-lockdown", "default-deny", "prometheus-operator",
+    "fixed-clusterip",
+]
 # The example that carries monitoring (components/prometheus-operator) in sidecar mode.
 MONITORING = "examples/install"
 # The install namespace the docs and the policies' principals assume.
@@ -113,6 +117,7 @@ CONFIG_MAP = "jwks-mirror-config"
 WITH_CONFIG = [
     "base", "examples/install", "examples/kubernetes-issuer", "examples/ambient",
     "examples/public-tls", "examples/egress-lockdown", "examples/default-deny",
+    "examples/fixed-clusterip",
 ]
 HISTOGRAMS = {"jwks_mirror_fetch_duration_seconds"}
 FETCH_OUTCOMES = {"changed", "unchanged", "failed"}

@@ -95,6 +95,8 @@ def test_steps_3_4_6_generate_validate_and_point_at_the_mirror(gitops: Path) -> 
         f"jwks-mirror rewrite apps/ --mirror-url {MIRROR_URL} --config-out jwks-mirror/config.yaml"
     )
     validate = documented("jwks-mirror check-config --offline --config jwks-mirror/config.yaml")
+    render = documented("kubectl kustomize jwks-mirror > rendered.yaml")
+    analyze = documented("jwks-mirror analyze rendered.yaml apps/")
     check = documented(f"jwks-mirror rewrite apps/ --mirror-url {MIRROR_URL} --check")
     point = documented(f"jwks-mirror rewrite apps/ --mirror-url {MIRROR_URL} --in-place")
     before = (gitops / "apps" / "api.yaml").read_text()
@@ -120,6 +122,15 @@ def test_steps_3_4_6_generate_validate_and_point_at_the_mirror(gitops: Path) -> 
     (config_map,) = [o for o in objects if o["metadata"]["name"] == "jwks-mirror-config"]
     assert yaml.safe_load(config_map["data"]["config.yaml"]) == config
     assert jwks_mirror(*check, cwd=gitops).returncode == 1
+    # analyze beside them: the rendered overlay (its ConfigMap is the config) and apps/. Before
+    # step 6 the in-mesh jwksUri is a warning (nothing in the input makes it STRICT), not a
+    # failure; nothing else is found.
+    assert render[-2:] == [">", "rendered.yaml"]
+    (gitops / "rendered.yaml").write_text(kubectl(*render[:-2], cwd=gitops).stdout)
+    result = jwks_mirror(*analyze, cwd=gitops)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " warning JM101 RequestAuthentication app/api-jwt: " in result.stdout
+    assert result.stdout.endswith("0 errors, 1 warning in 2 files\n"), result.stdout
 
     # Step 6: the RequestAuthentication now names exactly what the issuer example shows.
     result = jwks_mirror(*point, cwd=gitops)
@@ -130,6 +141,24 @@ def test_steps_3_4_6_generate_validate_and_point_at_the_mirror(gitops: Path) -> 
     assert rule["jwksUri"] == f"{MIRROR_URL}/keys-auth/jwks.json"
     result = jwks_mirror(*check, cwd=gitops)
     assert result.returncode == 0, result.stdout + result.stderr
+    # analyze after step 6: the rule reads from the mirror, which serves its name; what is left
+    # is istiod's refresh interval, which the input does not set (a warning).
+    result = jwks_mirror(*analyze, cwd=gitops)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "JM101" not in result.stdout and "JM103" not in result.stdout
+    assert " warning JM301 " in result.stdout and "0 errors" in result.stdout
+
+
+def test_analyze_in_ci_fails_on_a_rule_the_mirror_does_not_serve(gitops: Path) -> None:
+    """A jwksUri at the mirror for a name missing from the config: istiod would get 404."""
+    api = gitops / "apps" / "api.yaml"
+    api.write_text(re.sub(r"jwksUri: \S+", f"jwksUri: {MIRROR_URL}/keys-auth/jwks.json", api.read_text()))
+    render = documented("kubectl kustomize jwks-mirror > rendered.yaml")
+    (gitops / "rendered.yaml").write_text(kubectl(*render[:-2], cwd=gitops).stdout)
+    result = jwks_mirror(*documented("jwks-mirror analyze rendered.yaml apps/"), cwd=gitops)
+    assert result.returncode == 1
+    assert " error JM103 RequestAuthentication app/api-jwt: " in result.stdout
+    assert "'keys-auth', which its config does not serve (serves: none)" in result.stdout
 
 
 def test_check_config_offline_catches_a_broken_config_in_ci(gitops: Path) -> None:

@@ -10,6 +10,9 @@
   replaced whole by the first own upstream set;
 * ``fuzz_admin.py``: the admin port never answers 5xx nor logs an error, and ``POST /refresh``
   from outside loopback succeeds only with the token.
+=======
+* ``fuzz_analyze.py``: ``analyze`` never raises on YAML it is given, and every finding it
+  reports has a known code and prints as two lines with no control character.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fuzz_state.py", 1000),
         ("fuzz_peer_offer.py", 1000),
         ("fuzz_admin.py", 100),
+        ("fuzz_analyze.py", 50),
     ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):

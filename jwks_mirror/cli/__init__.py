@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purge-retained", action="store_true", help="drop retained keys at once")
     p.add_argument("--diff", action="store_true", help="show the pinning as a diff, write nothing")
     p.set_defaults(func=cmd_rotate)
+
+    from jwks_mirror.cli.analyze import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
