@@ -98,6 +98,7 @@ def _summary(state: IssuerState, now: float) -> dict[str, Any]:
         "servable": state.servable(now),
         "expired": state.is_expired(now),
         "next_refresh": state.next_refresh,
+        "next_refresh_reason": state.next_refresh_reason,
         "path": f"/{state.name}/jwks.json",
         "source": state.source,
         "filled_from_peer": state.filled_from,

@@ -73,6 +73,7 @@ class IssuerState:
     last_error_reason: str | None = None
     consecutive_failures: int = 0
     next_refresh: float = 0.0
+    next_refresh_reason: str = "start"  # why next_refresh is when it is (refreshing.py)
     upstream_etag: str | None = None
     upstream_last_modified: str | None = None
     upstream_digest: str | None = None
