@@ -286,5 +286,6 @@ def test_rotation_window_per_idp_and_setting(
 
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     print()
+    table.insert(1, tuple("-" * w for w in widths))
     for line in table:
         print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
