@@ -40,12 +40,11 @@ from .tokens import SigningKey
 class ScheduledIdP(PlainIssuer):
     """An IdP whose published keys and signing key follow a schedule.
 
-    The schedule starts at the first request it answers (the mirror's first fetch), so that
-    the mirror hears of it from the start: the next key is published ``publish_after_s`` later
-    and signs from ``sign_after_s`` later (wall-clock ``publish_at``/``sign_at`` once known).
-    A Dex-like IdP keeps publishing the old key as a verification key. ``cache_control`` is
-    ``"dex"`` (``max-age`` = whole seconds to the next rotation, ``sign_at`` and then
-    ``sign_at + period_s``, truncated as Dex truncates it), a fixed header value, or None.
+    ``arm(now)`` starts it: the next key is published ``publish_after_s`` later and signs from
+    ``sign_after_s`` later (wall-clock ``publish_at``/``sign_at``). A Dex-like IdP keeps
+    publishing the old key as a verification key. ``cache_control`` is ``"dex"`` (``max-age``
+    = whole seconds to the next rotation, ``sign_at`` and then ``sign_at + period_s``,
+    truncated as Dex truncates it; ``period_s`` while not armed), a fixed value, or None.
     """
 
     def __init__(self, name: str, *, publish_after_s: float, sign_after_s: float,
@@ -61,10 +60,9 @@ class ScheduledIdP(PlainIssuer):
         self.sign_at = math.inf
         self._tokens: dict[str, str] = {}
 
-    def _start_schedule(self, now: float) -> None:
-        if self.publish_at == math.inf:
-            self.publish_at = now + self.publish_after_s
-            self.sign_at = now + self.sign_after_s
+    def arm(self, now: float) -> None:
+        self.publish_at = now + self.publish_after_s
+        self.sign_at = now + self.sign_after_s
 
     def published(self, now: float) -> list[SigningKey]:
         return [self.first, self.next] if now >= self.publish_at else [self.first]
@@ -86,12 +84,13 @@ class ScheduledIdP(PlainIssuer):
     def cache_control_value(self, now: float) -> str | None:
         if self.cache_control != "dex":
             return self.cache_control
+        if self.sign_at == math.inf:
+            return f"max-age={int(self.period_s)}, must-revalidate"
         rotation = self.sign_at if now < self.sign_at else self.sign_at + self.period_s
         # Dex: fmt.Sprintf("max-age=%d, must-revalidate", int(maxAge.Seconds())): truncated.
         return f"max-age={max(0, math.floor(rotation - now))}, must-revalidate"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self._start_schedule(time.time())
         response = await super()._handle(request)
         value = self.cache_control_value(time.time())
         if value is not None and response.status in (200, 304):
