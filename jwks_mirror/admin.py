@@ -91,6 +91,7 @@ def _summary(state: IssuerState, now: float) -> dict[str, Any]:
         "last_attempt": state.last_attempt,
         "last_success": state.last_success,
         "last_change": state.last_change,
+        "last_key_added": state.key_added_at,
         "last_error": state.last_error,
         "last_error_reason": state.last_error_reason,
         "consecutive_failures": state.consecutive_failures,
