@@ -58,7 +58,7 @@ PUSH_S = 0.1  # the verifier's cache_duration: istiod's push, unscaled
 ANNOUNCE_S = 6.0  # from arming the IdPs to the change, real seconds
 LEAD_S = 30.0  # (b): the next key is published this long (real) before it signs
 SETTLED_S = 1.0  # a row is over once every token for this long (real) was accepted
-PHASE_S = 0.1  # istiod's refresh comes this long before the mirror's fetch
+PHASE_S = 0.25  # istiod's refresh comes this long before the mirror's fetch
 
 MANIFEST = """\
 apiVersion: security.istio.io/v1
