@@ -44,7 +44,8 @@ LIMIT_KEYS = (
 class Limits:
     """Per-issuer tunables; ``defaults:`` fills them and each issuer may override any."""
 
-    refresh_interval_s: float = 300.0
+    # A minute: measured cheap at 10,000 issuers (docs/benchmarks.md, "Freshness").
+    refresh_interval_s: float = 60.0
     # The floor under a refresh the upstream's Cache-Control brings forward (refreshing.py);
     # the default counts as refresh_interval where that is shorter, any other value longer
     # than refresh_interval is refused at load.
