@@ -4,6 +4,7 @@
     python bench/run.py --quick      # shorter runs, fewer rounds
     python bench/run.py --smoke      # tiny sizes, for CI (asserts nothing about timings)
     python bench/run.py --only issuers10k   # the 10,000-issuer case and its targets
+    python bench/run.py --only freshness    # steady-state cost of refresh_interval 5m/1m/30s
 
 Each benchmark prints the machine, the versions and the command, and appends dated rows to
 ``docs/benchmarks.md`` (unless ``--no-record``). ``--json FILE`` also writes the raw results.
@@ -19,18 +20,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_rewrite, common, issuers10k, scale, serving
+from bench import bench_rewrite, common, freshness, issuers10k, scale, serving
 
 PROFILES = {
     #           serving: rounds, seconds, warmup   scale: issuers, rounds
     # rewrite: manifests, repeats   issuers10k: issuers (its serving part uses rounds etc.)
     "full": {"rounds": 5, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 3,
-             "manifests": 1000, "rewrite_repeat": 3, "many": 10000},
+             "manifests": 1000, "rewrite_repeat": 3, "many": 10000,
+             "fresh_sizes": (1000, 10000), "fresh_intervals": ("30s", "1m")},
     "quick": {"rounds": 2, "duration_s": 3.0, "warmup_s": 1.0, "issuers": 1000, "scale_rounds": 1,
-              "manifests": 1000, "rewrite_repeat": 1, "many": 10000},
+              "manifests": 1000, "rewrite_repeat": 1, "many": 10000,
+              "fresh_sizes": (1000, 10000), "fresh_intervals": ("30s", "1m")},
     "smoke": {"rounds": 1, "duration_s": 1.0, "warmup_s": 0.0, "issuers": 20, "scale_rounds": 1,
-              "manifests": 10, "rewrite_repeat": 1, "many": 50},
+              "manifests": 10, "rewrite_repeat": 1, "many": 50,
+              "fresh_sizes": (20,), "fresh_intervals": ("10s",)},
 }
+FRESH_REPORT = ("5m", "1m", "30s")  # the intervals compared in docs/benchmarks.md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     parser.add_argument(
         "--only",
-        choices=("serving", "scale", "rewrite", "issuers10k"),
+        choices=("serving", "scale", "rewrite", "issuers10k", "freshness"),
         action="append",
         help="run only this benchmark (repeatable)",
     )
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     common.BASELINE_LABEL = args.baseline_label
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     label = args.label or ("smoke" if args.smoke else "quick" if args.quick else "full")
-    which = args.only or ["serving", "scale", "issuers10k", "rewrite"]
+    which = args.only or ["serving", "scale", "issuers10k", "freshness", "rewrite"]
     results: dict[str, object] = {}
     if "serving" in which:
         result = serving.run(
@@ -94,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         results["issuers10k"] = result
         if not args.no_record:
             common.record("issuers10k-rows", issuers10k.rows(result, label))
+    if "freshness" in which:
+        result = freshness.run(
+            sizes=tuple(profile["fresh_sizes"]),  # type: ignore[arg-type]
+            intervals=tuple(profile["fresh_intervals"]),  # type: ignore[arg-type]
+            report=FRESH_REPORT,
+        )
+        results["freshness"] = result
+        if not args.no_record:
+            common.record("freshness-rows", freshness.rows(result, label))
     if "rewrite" in which:
         # Its figures go into the "Rewrite" section of docs/benchmarks.md by hand: the
         # numbers are printed with the machine and versions.

@@ -16,21 +16,19 @@ name, its ``issuer`` and the document's URL, so an edited issuer never reuses a 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from cachetools import TLRUCache
 
+from jwks_mirror.cachecontrol import freshness_lifetime_s
 from jwks_mirror.errors import KeySetRejected, UpstreamError
 from jwks_mirror.settings import IssuerSettings
 from jwks_mirror.strictjson import parse_json
 
 MAX_TTL_S = 86_400.0
 MAX_ENTRIES = 16_384  # above the 10,000 issuers the mirror is measured with (docs/benchmarks.md)
-
-_MAX_AGE = re.compile(r'(?:^|,)\s*max-age\s*=\s*"?(\d{1,10})"?\s*(?:,|$)', re.IGNORECASE)
 
 DiscoveryKey = tuple[str, str | None, str]
 
@@ -42,18 +40,8 @@ def discovery_key(issuer: IssuerSettings) -> DiscoveryKey:
 def max_age_s(cache_control: str | None, age: str | None = None) -> float | None:
     """How long a response may be reused (RFC 9111: ``max-age`` less ``Age``, at most
     ``MAX_TTL_S``); None when it must not be kept at all."""
-    if not cache_control:
-        return None
-    directives = {part.split("=", 1)[0].strip().lower() for part in cache_control.split(",")}
-    if directives & {"no-store", "no-cache"}:
-        return None
-    match = _MAX_AGE.search(cache_control)
-    if match is None:
-        return None
-    seconds = float(match.group(1))
-    if age is not None and age.strip().isdigit():
-        seconds -= float(age.strip())
-    return min(seconds, MAX_TTL_S) if seconds > 0 else None
+    seconds = freshness_lifetime_s(cache_control, age)
+    return min(seconds, MAX_TTL_S) if seconds else None
 
 
 class DiscoveryCache:

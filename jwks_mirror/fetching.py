@@ -259,7 +259,13 @@ class Fetcher:
                 server_hostname=server_name,
             ) as response:
                 if response.status == 304 and conditional:
-                    return FetchResult(url=url, body=None)
+                    # A 304 carries the Cache-Control a 200 would (RFC 9110 section 15.4.5).
+                    return FetchResult(
+                        url=url,
+                        body=None,
+                        cache_control=_joined(response, "Cache-Control"),
+                        age=_joined(response, "Age"),
+                    )
                 if response.status in _REDIRECTS:
                     location = response.headers.get("Location", "")[:200]
                     raise UpstreamError(
@@ -276,8 +282,8 @@ class Fetcher:
                     body=body,
                     etag=response.headers.get("ETag"),
                     last_modified=response.headers.get("Last-Modified"),
-                    cache_control=response.headers.get("Cache-Control"),
-                    age=response.headers.get("Age"),
+                    cache_control=_joined(response, "Cache-Control"),
+                    age=_joined(response, "Age"),
                 )
         except UpstreamError:
             raise
@@ -309,6 +315,13 @@ class Fetcher:
             raise UpstreamError("connect", f"{url}: invalid URL") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection", f"{url}: {_oneline(exc)}") from exc
+
+
+def _joined(response: aiohttp.ClientResponse, name: str) -> str | None:
+    """A header's lines as one comma-separated value (RFC 9110 section 5.3); None if absent.
+    Two ``Age`` lines so become an invalid ``Age``, which is ignored (cachecontrol.py)."""
+    values = response.headers.getall(name, ())
+    return ", ".join(values) if values else None
 
 
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:

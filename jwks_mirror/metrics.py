@@ -26,6 +26,9 @@ from prometheus_client.utils import floatToGoString
 from jwks_mirror.state import IssuerState
 
 PREFIX = "jwks_mirror_"
+# last_key_added_timestamp_seconds is exported this long at least after a key is added (or
+# retain_removed_keys, if longer): three times istiod's default refresh interval.
+KEY_ADDED_SHOWN_S = 3600.0
 UNKNOWN_ISSUER = "_unknown"  # requests for names not configured, so hostile paths add no labels
 
 
@@ -255,6 +258,12 @@ class StateCollector(Collector):
             "The published key set's ETag (always 1).",
             labels=["issuer", "etag"],
         )
+        key_added = GaugeMetricFamily(
+            PREFIX + "last_key_added_timestamp_seconds",
+            "When a key was last added to the published set (a rotation began); exported for "
+            "an hour (or retain_removed_keys, if longer) after that, so absent in steady state.",
+            labels=["issuer"],
+        )
         requests = CounterMetricFamily(
             PREFIX + "requests",
             "Public endpoint requests by status code.",
@@ -272,6 +281,11 @@ class StateCollector(Collector):
             next_refresh.add_metric([name], state.next_refresh)
             if state.published is not None:
                 info.add_metric([name, state.published.etag], 1.0)
+            added = state.key_added_at
+            if added is not None and now - added < max(
+                KEY_ADDED_SHOWN_S, state.settings.limits.retain_removed_keys_s
+            ):
+                key_added.add_metric([name], added)
             for code, count in sorted(state.requests.items()):
                 requests.add_metric([name, str(code)], count)
         for code, count in sorted(self._unknown.items()):
@@ -285,6 +299,7 @@ class StateCollector(Collector):
             failures,
             next_refresh,
             info,
+            key_added,
             requests,
         )
 

@@ -4,11 +4,23 @@ Each issuer runs its own task; nothing one issuer does (hang, fail, raise) can d
 because the only shared things are the client sessions and the event loop, and every fetch
 has a hard total timeout.
 
-Schedule:
-  * at start, the first fetch of each issuer comes within ``min(1 s, 5 % of refresh_interval)``;
-  * after a success, the next fetch is ``refresh_interval`` x uniform(0.9, 1.1) later, so many
-    issuers drift apart instead of fetching in lockstep;
-  * after the n-th consecutive failure, ``min(refresh_interval, 1s x 2^(n-1))`` x
+Schedule (:func:`after_success` and :func:`after_failure` are pure; ``/status`` shows the
+reason each issuer's next refresh is when it is):
+
+  * ``start``: at start, the first fetch of each issuer comes within
+    ``min(1 s, 5 % of refresh_interval)``;
+  * ``interval``: after a success, the next fetch is ``refresh_interval`` x uniform(0.9, 1.1)
+    later, so many issuers drift apart instead of fetching in lockstep;
+  * ``cache-control``: unless the upstream's answer (200 or 304) says it is fresh for less
+    (``max-age`` less ``Age``, cachecontrol.py): then the next fetch comes ``CACHE_MARGIN_S``
+    after that, plus uniform(0, ``min(CACHE_SPREAD_S, 10 % of refresh_interval)``). Never
+    before: a fetch before the upstream's own deadline would get the old keys again. The
+    margin covers whole-second rounding (Dex truncates ``max-age``) and an upstream clock a
+    little behind ours; the spread keeps issuers whose upstreams name the same instant (many
+    names behind one Dex) from fetching in the same moment;
+  * ``min``: but never sooner than ``min_refresh_interval`` (plus the same spread), so an
+    upstream answering ``max-age=1`` is not fetched every second;
+  * ``backoff``: after the n-th consecutive failure, ``min(refresh_interval, 1s x 2^(n-1))`` x
     uniform(0.5, 1.0) later (exponential backoff with jitter, capped at the normal interval);
   * retained keys are dropped exactly when ``retain_removed_keys`` ends, fetch or no fetch.
 """
@@ -24,17 +36,57 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from jwks_mirror.cachecontrol import freshness_lifetime_s
 from jwks_mirror.errors import FetchError, KeySetRejected
-from jwks_mirror.fetching import Fetcher
+from jwks_mirror.fetching import Fetcher, FetchResult
 from jwks_mirror.keysets import validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.persistence import StateStore
+from jwks_mirror.settings import Limits
 from jwks_mirror.state import Change, IssuerState
 
 BACKOFF_BASE_S = 1.0
 START_SPREAD_S = 1.0
 PERSIST_UNCHANGED_FRACTION = 0.1
+CACHE_MARGIN_S = 1.0
+CACHE_SPREAD_S = 4.0
+
+
+@dataclass(frozen=True)
+class NextRefresh:
+    """When the next fetch is due, in seconds from now, and why (``/status`` shows it)."""
+
+    delay_s: float
+    reason: str  # start | interval | cache-control | min | backoff
+
+
+def after_success(
+    limits: Limits, *, fresh_for_s: float | None, rng: random.Random
+) -> NextRefresh:
+    """The next fetch after a success: the earlier of ``refresh_interval`` (jittered) and the
+    upstream's freshness lifetime (``fresh_for_s``, None when it gave none) plus the margin,
+    never sooner than ``min_refresh_interval``. See the module docstring."""
+    interval = limits.refresh_interval_s * rng.uniform(0.9, 1.1)
+    if fresh_for_s is None:
+        return NextRefresh(interval, "interval")
+    earliest, reason = fresh_for_s + CACHE_MARGIN_S, "cache-control"
+    if earliest < limits.refresh_floor_s:
+        earliest, reason = limits.refresh_floor_s, "min"
+    bounded = earliest + rng.uniform(0.0, min(CACHE_SPREAD_S, 0.1 * limits.refresh_interval_s))
+    if interval <= bounded:
+        return NextRefresh(interval, "interval")
+    return NextRefresh(bounded, reason)
+
+
+def after_failure(
+    limits: Limits, *, failures: int, base_s: float, rng: random.Random
+) -> NextRefresh:
+    """The next fetch after the ``failures``-th consecutive failure: exponential backoff with
+    jitter, capped at ``refresh_interval``."""
+    exponent = min(failures - 1, 30)
+    delay = min(limits.refresh_interval_s, base_s * 2**exponent) * rng.uniform(0.5, 1.0)
+    return NextRefresh(delay, "backoff")
 
 
 @dataclass(frozen=True)
@@ -117,6 +169,7 @@ class IssuerRefresher:
         interval = self.state.settings.limits.refresh_interval_s
         spread = min(START_SPREAD_S, interval * 0.05)
         self.state.next_refresh = self._clock() + self._rng.uniform(0.0, spread)
+        self.state.next_refresh_reason = "start"
         while True:
             now = self._clock()
             due = self.state.next_refresh
@@ -207,11 +260,11 @@ class IssuerRefresher:
         state = self.state
         started = time.perf_counter()
         try:
-            change = await self._fetch_and_apply()
+            change, fresh_for_s = await self._fetch_and_apply()
         except FetchError as exc:
             outcome = self._failed(exc)
         else:
-            outcome = self._succeeded(change)
+            outcome = self._succeeded(change, fresh_for_s=fresh_for_s)
         duration = time.perf_counter() - started
         self._metrics.fetch_duration_seconds.observe(duration)
         self._metrics.fetch_total.labels(state.name, outcome.outcome).inc()
@@ -226,6 +279,7 @@ class IssuerRefresher:
             error=outcome.error,
             consecutive_failures=state.consecutive_failures,
             next_refresh_in_s=round(state.next_refresh - self._clock(), 3),
+            next_refresh_reason=state.next_refresh_reason,
         )
         if (
             outcome.outcome == "failed"
@@ -237,7 +291,9 @@ class IssuerRefresher:
         self.reschedule()
         return outcome
 
-    async def _fetch_and_apply(self) -> Change:
+    async def _fetch_and_apply(self) -> tuple[Change, float | None]:
+        """Fetch and apply; the change, and how long the upstream says its answer stays
+        fresh (None: it did not say)."""
         state = self.state
         limits = state.settings.limits
         result = await self._fetcher.fetch(
@@ -251,7 +307,7 @@ class IssuerRefresher:
                 # unconditionally.
                 state.upstream_etag = state.upstream_last_modified = None
                 return await self._fetch_and_apply()
-            return state.mark_unchanged(now=now)
+            return state.mark_unchanged(now=now), _fresh_for(result)
         digest = hashlib.sha256(result.body).hexdigest()
         if digest == state.upstream_digest and state.has_own_set:
             change = state.mark_unchanged(now=now)  # same bytes: skip re-validation
@@ -271,12 +327,13 @@ class IssuerRefresher:
             state.upstream_digest = digest
         state.upstream_etag = result.etag
         state.upstream_last_modified = result.last_modified
-        return change
+        return change, _fresh_for(result)
 
-    def _succeeded(self, change: Change) -> Outcome:
+    def _succeeded(self, change: Change, *, fresh_for_s: float | None) -> Outcome:
         state = self.state
-        interval = state.settings.limits.refresh_interval_s
-        state.next_refresh = self._clock() + interval * self._rng.uniform(0.9, 1.1)
+        due = after_success(state.settings.limits, fresh_for_s=fresh_for_s, rng=self._rng)
+        state.next_refresh = self._clock() + due.delay_s
+        state.next_refresh_reason = due.reason
         if change.changed or self._persist_due():
             self._persist()
         return Outcome(
@@ -292,10 +349,14 @@ class IssuerRefresher:
         state = self.state
         state.mark_failure(exc, now=self._clock())
         self._metrics.fetch_errors_total.labels(state.name, exc.reason).inc()
-        interval = state.settings.limits.refresh_interval_s
-        exponent = min(state.consecutive_failures - 1, 30)
-        delay = min(interval, self._backoff_base_s * 2**exponent) * self._rng.uniform(0.5, 1.0)
-        state.next_refresh = self._clock() + delay
+        due = after_failure(
+            state.settings.limits,
+            failures=state.consecutive_failures,
+            base_s=self._backoff_base_s,
+            rng=self._rng,
+        )
+        state.next_refresh = self._clock() + due.delay_s
+        state.next_refresh_reason = due.reason
         kind = "rejected" if isinstance(exc, KeySetRejected) else "upstream"
         return Outcome(
             name=state.name,
@@ -348,3 +409,7 @@ class IssuerRefresher:
         if self._persisting is not None:
             with contextlib.suppress(Exception):
                 await self._persisting
+
+
+def _fresh_for(result: FetchResult) -> float | None:
+    return freshness_lifetime_s(result.cache_control, result.age)

@@ -27,10 +27,12 @@ from jwks_mirror.tls import (
 )
 
 CONFIG_ENV = "JWKS_MIRROR_CONFIG"
+MIN_REFRESH_INTERVAL_S = 10.0
 
 # The per-issuer tunables: allowed under ``defaults:`` and in each issuer.
 LIMIT_KEYS = (
     "refresh_interval",
+    "min_refresh_interval",
     "timeout",
     "max_response_bytes",
     "max_keys",
@@ -43,12 +45,22 @@ LIMIT_KEYS = (
 class Limits:
     """Per-issuer tunables; ``defaults:`` fills them and each issuer may override any."""
 
-    refresh_interval_s: float = 300.0
+    # A minute: measured cheap at 10,000 issuers (docs/benchmarks.md, "Freshness").
+    refresh_interval_s: float = 60.0
+    # The floor under a refresh the upstream's Cache-Control brings forward (refreshing.py);
+    # the default counts as refresh_interval where that is shorter, any other value longer
+    # than refresh_interval is refused at load.
+    min_refresh_interval_s: float = MIN_REFRESH_INTERVAL_S
     timeout_s: float = 5.0
     max_response_bytes: int = 262_144
     max_keys: int = 100
     max_stale_s: float = 72 * 3600.0
     retain_removed_keys_s: float = 3600.0
+
+    @property
+    def refresh_floor_s(self) -> float:
+        """The soonest a refresh may come after a success (``min_refresh_interval``)."""
+        return min(self.min_refresh_interval_s, self.refresh_interval_s)
 
 
 @dataclass(frozen=True)
@@ -374,12 +386,21 @@ class _Loader(FieldReader):
 
         limits = Limits(
             refresh_interval_s=dur("refresh_interval", base.refresh_interval_s, 1.0),
+            min_refresh_interval_s=dur("min_refresh_interval", base.min_refresh_interval_s, 1.0),
             timeout_s=dur("timeout", base.timeout_s, 0.05),
             max_response_bytes=count("max_response_bytes", base.max_response_bytes, 1024, 64 << 20),
             max_keys=count("max_keys", base.max_keys, 1, 10_000),
             max_stale_s=dur("max_stale", base.max_stale_s, 1.0),
             retain_removed_keys_s=dur("retain_removed_keys", base.retain_removed_keys_s, 0.0),
         )
+        floor = limits.min_refresh_interval_s
+        if floor > limits.refresh_interval_s and floor != MIN_REFRESH_INTERVAL_S:
+            own = "min_refresh_interval" if "min_refresh_interval" in m else "refresh_interval"
+            raise ConfigError(
+                f"min_refresh_interval ({floor:g}s) is longer than refresh_interval "
+                f"({limits.refresh_interval_s:g}s)",
+                field=f"{where}.{own}",
+            )
         if limits.timeout_s > 300:
             raise ConfigError("must be at most 5m", field=f"{where}.timeout")
         if limits.max_stale_s < limits.refresh_interval_s:

@@ -73,6 +73,11 @@ class IssuerState:
     last_error_reason: str | None = None
     consecutive_failures: int = 0
     next_refresh: float = 0.0
+    next_refresh_reason: str = "start"  # why next_refresh is when it is (refreshing.py)
+    # When a key not published before was last added to a set already published: a rotation
+    # began, and istiods that have not fetched since lack the key. None: none since start
+    # (a replica's first set, fetched or restored, is not a rotation).
+    key_added_at: float | None = None
     upstream_etag: str | None = None
     upstream_last_modified: str | None = None
     upstream_digest: str | None = None
@@ -140,6 +145,8 @@ class IssuerState:
             self._drop_peer_copy()
         new_ids = {(k.kid, k.ident) for k in validated.keys}
         old = {(k.kid, k.ident): k for k in self.current}
+        if self.published is not None and new_ids - old.keys() - self.retained.keys():
+            self.key_added_at = now
         added = tuple(sorted(_label(k) for k in validated.keys if (k.kid, k.ident) not in old))
         removed_keys = [k for ident, k in old.items() if ident not in new_ids]
         for key in removed_keys:

@@ -94,19 +94,33 @@ def test_many_issuers_benchmark_produces_its_numbers(results):
         assert all(case["ratio"] > 0 for case in serving_cases.values())
 
 
+def test_freshness_benchmark_produces_its_numbers(results):
+    size = results["freshness"]["sizes"]["20"]
+    (run,) = size["runs"]
+    assert run["interval"] == "10s" and run["cycle_304s"] == 20  # one scheduled 304 each
+    assert run["idle_wall_s"] >= 5 and run["cycle_wall_s"] > 0
+    assert _number(size["idle_cpu_per_min"]) and _number(size["per_fetch_ms"])
+    assert set(size["steady"]) == {"5m", "1m", "30s"}
+    rps = {t: row["upstream_rps"] for t, row in size["steady"].items()}
+    assert rps == {"5m": 20 / 300, "1m": 20 / 60, "30s": 20 / 30}
+    assert size["steady"]["30s"]["cpu_s_per_min"] >= size["steady"]["5m"]["cpu_s_per_min"]
+
+
 def test_rows_render_for_the_results_file(results, tmp_path):
     sys.path.insert(0, str(ROOT))
-    from bench import common, issuers10k, scale, serving
+    from bench import common, freshness, issuers10k, scale, serving
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
-        "x\n<!-- serving-rows -->\ny\n<!-- scale-rows -->\nz\n<!-- issuers10k-rows -->\n"
+        "x\n<!-- serving-rows -->\ny\n<!-- scale-rows -->\nz\n<!-- freshness-rows -->\n"
+        "<!-- issuers10k-rows -->\n"
     )
     common.record("serving-rows", serving.rows(results["serving"], "smoke"), doc=doc)
     common.record("scale-rows", scale.rows(results["scale"], "smoke"), doc=doc)
+    common.record("freshness-rows", freshness.rows(results["freshness"], "smoke"), doc=doc)
     common.record("issuers10k-rows", issuers10k.rows(results["issuers10k"], "smoke"), doc=doc)
     lines = doc.read_text().splitlines()
-    assert len([line for line in lines if line.startswith("| ")]) == 5
+    assert len([line for line in lines if line.startswith("| ")]) == 6
     assert lines[-1] == "<!-- issuers10k-rows -->"
 
 

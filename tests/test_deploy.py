@@ -33,6 +33,7 @@ import prometheus_client
 import promql_parser
 import pytest
 import yaml
+from jwcrypto import jwk
 
 from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.settings import Settings, load_settings
@@ -84,6 +85,10 @@ def _exported_metrics() -> dict[str, set[str]]:
     metrics = Metrics(registry, states=lambda: [state], unknown_requests={}, clock=lambda: 0.0)
     body = json.dumps({"keys": [_SAMPLE_JWK]}).encode()
     state.apply(validate(body, max_bytes=1 << 16, max_keys=10), now=0.0)
+    # A second set with another key: a rotation, so the key-added gauge shows too.
+    second = jwk.JWK.generate(kty="EC", crv="P-256", kid="k2").export_public(as_dict=True)
+    rotated = json.dumps({"keys": [_SAMPLE_JWK, second]}).encode()
+    state.apply(validate(rotated, max_bytes=1 << 16, max_keys=10), now=1.0)
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_errors_total.labels("a", "timeout").inc()
     metrics.fetch_duration_seconds.observe(0.1)
@@ -618,10 +623,11 @@ def test_alerts_cover_the_issue_and_link_their_runbook() -> None:
         "JwksMirrorKeySetStale", "JwksMirrorKeySetNotServed", "JwksMirrorFetchesFailing",
         "JwksMirrorNoReadyReplica", "JwksMirrorKeySetRejected",
         "JwksMirrorPublicCertificateRejected", "JwksMirrorPublicCertificateExpiring",
+        "JwksMirrorKeyRotationInProgress",
     }
     anchors = readme_anchors()
     for name, rule in alerts.items():
-        assert rule["labels"]["severity"] in {"critical", "warning"}
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
         assert rule["annotations"]["summary"]
         url = urlsplit(rule["annotations"]["runbook_url"])
         assert url.path.endswith("/deploy/README.md")
@@ -644,6 +650,19 @@ def test_alert_expressions_use_only_exported_metrics() -> None:
     assert {
         "jwks_mirror_public_tls_reloads_total", "jwks_mirror_public_tls_not_after_timestamp_seconds"
     } <= used
+    assert "jwks_mirror_last_key_added_timestamp_seconds" in used
+
+
+def test_rotation_alert_fires_within_istiods_interval_per_issuer() -> None:
+    """Rotation in progress: per issuer, the newest addition over the replicas, compared with
+    istiod's default PILOT_JWT_PUB_KEY_REFRESH_INTERVAL (20 minutes), informational."""
+    rules = [r for g in one(MONITORING, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    rule = next(r for r in rules if r["alert"] == "JwksMirrorKeyRotationInProgress")
+    text = " ".join(rule["expr"].split())
+    assert promql_parser.parse(rule["expr"]) is not None
+    assert "max by (namespace, issuer) (jwks_mirror_last_key_added_timestamp_seconds" in text
+    assert text.startswith("time() - ") and text.endswith("< 20 * 60")
+    assert rule["labels"]["severity"] == "info" and "for" not in rule
 
 
 def test_broken_issuers_alert_per_issuer_not_through_readiness() -> None:
@@ -705,6 +724,7 @@ def test_dashboard_covers_the_issue_with_exported_metrics() -> None:
         "jwks_mirror_fetch_total", "jwks_mirror_last_success_timestamp_seconds",
         "jwks_mirror_stale", "jwks_mirror_keys", "jwks_mirror_requests_total",
         "jwks_mirror_fetch_duration_seconds", "jwks_mirror_servable",
+        "jwks_mirror_last_key_added_timestamp_seconds",
     } <= used
 
 

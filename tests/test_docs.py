@@ -77,7 +77,8 @@ def test_the_example_is_valid_and_shows_the_defaults() -> None:
 @pytest.mark.parametrize(
     ("row", "value"),
     [
-        ("refresh_interval", "`5m`"),
+        ("refresh_interval", "`1m`"),
+        ("min_refresh_interval", "`10s`"),
         ("timeout", "`5s`"),
         ("max_response_bytes", f"`{Limits().max_response_bytes}`"),
         ("max_keys", f"`{Limits().max_keys}`"),
@@ -88,7 +89,7 @@ def test_the_example_is_valid_and_shows_the_defaults() -> None:
 def test_the_defaults_table_matches_the_code(row: str, value: str) -> None:
     line = next(line for line in DOC.splitlines() if line.startswith(f"| `{row}` |"))
     assert line.split("|")[2].strip() == value
-    seconds = {"`5m`": 300.0, "`5s`": 5.0, "`72h`": 259200.0, "`1h`": 3600.0}
+    seconds = {"`1m`": 60.0, "`10s`": 10.0, "`5s`": 5.0, "`72h`": 259200.0, "`1h`": 3600.0}
     limits = Limits()
     if value in seconds:
         assert getattr(limits, f"{row}_s") == seconds[value]

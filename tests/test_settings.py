@@ -92,7 +92,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert Settings().public == PublicSettings("0.0.0.0", 8080)
     assert Settings().admin == AdminSettings("0.0.0.0", 9090, None)
     assert Limits() == Limits(
-        refresh_interval_s=300.0,
+        refresh_interval_s=60.0,
+        min_refresh_interval_s=10.0,
         timeout_s=5.0,
         max_response_bytes=262_144,
         max_keys=100,
@@ -112,7 +113,8 @@ admin:
   token_file: token
 state_dir: .
 defaults:
-  refresh_interval: 5m
+  refresh_interval: 1m
+  min_refresh_interval: 10s
   timeout: 5s
   max_response_bytes: 262144
   max_keys: 100

@@ -10,4 +10,5 @@ Layers, bottom up (each module only imports the ones above it in this list):
     envoy.py     Envoy configs (issuer sidecar, mirror sidecar, verifier) and the process
     mirror.py    ``jwks-mirror serve`` as a subprocess, its admin API and CLI
     mesh.py      one issuer's workload (app + STRICT sidecar) and the assembled data path
+    freshness.py IdPs with a key schedule, istiod's resolver with its timer, token streams
 """
