@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("target", "min_runs"),
-    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200)],
+    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200), ("fuzz_cachecontrol.py", 1000)],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):
     result = subprocess.run(
