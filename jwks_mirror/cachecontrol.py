@@ -64,6 +64,22 @@ def directives(header: str) -> list[tuple[str, str | None]]:
     """``Cache-Control`` as ``(name, value)`` pairs: names lower-cased, quoted values
     unquoted, commas inside quoted strings kept (``no-cache="a, b"`` is one directive).
     Several header lines are one list joined with commas (RFC 9110 section 5.3)."""
+    parts = header.split(",") if '"' not in header else _split_outside_quotes(header)
+    result: list[tuple[str, str | None]] = []
+    for part in parts:
+        name, sep, raw = part.partition("=")
+        name = name.strip().lower()
+        if not name:
+            continue
+        value = raw.strip() if sep else None
+        if value is not None and len(value) >= 2 and value[0] == value[-1] == '"':
+            value = _unquote(value[1:-1])
+        result.append((name, value))
+    return result
+
+
+def _split_outside_quotes(header: str) -> list[str]:
+    """Split at commas that are not inside a quoted string (backslash escapes honoured)."""
     parts: list[str] = []
     current: list[str] = []
     quoted = escaped = False
@@ -80,17 +96,7 @@ def directives(header: str) -> list[tuple[str, str | None]]:
             continue
         current.append(char)
     parts.append("".join(current))
-    result: list[tuple[str, str | None]] = []
-    for part in parts:
-        name, sep, raw = part.partition("=")
-        name = name.strip().lower()
-        if not name:
-            continue
-        value = raw.strip() if sep else None
-        if value is not None and len(value) >= 2 and value[0] == value[-1] == '"':
-            value = _unquote(value[1:-1])
-        result.append((name, value))
-    return result
+    return parts
 
 
 def _unquote(text: str) -> str:

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fuzz_peer_offer.py", 1000),
         ("fuzz_admin.py", 100),
         ("fuzz_analyze.py", 50),
+        ("fuzz_cachecontrol.py", 1000),
     ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):
