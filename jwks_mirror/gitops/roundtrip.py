@@ -25,6 +25,7 @@ from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import ScalarString
 from ruamel.yaml.tokens import CommentToken
 
+from jwks_mirror import yamlsafe
 from jwks_mirror.errors import ManifestError
 
 # Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
@@ -209,12 +210,20 @@ _MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)[ \t]*", re.MULTILINE)
 _NO_CONTENT = re.compile(r"(?:[ \t]*(?:[#%][^\n]*)?(?:\n|$))*")
 
 
-def parse_stream(text: str, *, source: str) -> ManifestStream:
+def parse_stream(
+    text: str, *, source: str, bounds: yamlsafe.Bounds = yamlsafe.MANIFEST
+) -> ManifestStream:
     """Split ``text`` into documents and load each one; YAML errors become ``file:line:col``.
 
-    Text that holds no content (markers, comments, directives, blank lines) is kept verbatim
-    in the prefix of the next document or in the trailer.
+    The whole text is measured against ``bounds`` first (:func:`jwks_mirror.yamlsafe.measure`:
+    size, depth, documents, aliases, merge keys), so the recursive round-trip composer only
+    ever sees what fits. Text that holds no content (markers, comments, directives, blank
+    lines) is kept verbatim in the prefix of the next document or in the trailer.
     """
+    try:
+        yamlsafe.measure(text, bounds, source=source, error=ManifestError)
+    except YAMLError as exc:
+        raise yaml_error(exc, source) from exc
     stream = ManifestStream(source=source, text=text)
     prefix_from = body_from = 0
     line = counted_to = 0

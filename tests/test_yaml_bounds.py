@@ -1,0 +1,207 @@
+"""Hostile YAML through the shipped entrypoint: every bound is refused with exit 2 and one
+line naming it, and nothing crashes, stalls or reads without end (jwks_mirror.yamlsafe)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import config_text
+from .hostile_yaml import alias_list, deep_config, deep_manifest, merge_bomb
+
+RULE = "http://keys.ns.svc.cluster.local/jwks.json"
+GOOD = config_text(f"  - name: a\n    jwks_uri: {RULE}\n")
+# A hang on unmodified code ends here rather than in the CI job's timeout; the fixed code
+# answers in well under a second, so this only bounds a failure.
+HANG_S = 20.0
+
+
+def _limit_memory() -> None:  # pragma: no cover - runs in the child
+    # the unfixed reader of /dev/zero must fail in the child, not exhaust the machine
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "jwks_mirror", *args],
+            capture_output=True, text=True, input=stdin, timeout=HANG_S, cwd=cwd,
+            preexec_fn=_limit_memory,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"jwks-mirror {' '.join(args)} did not finish in {HANG_S:g} s") from exc
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jwks-mirror: error: "), result.stderr[-2000:]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# -- configs ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_check_config_refuses_a_config_nested_40000_deep(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(deep_config(40_000))
+    one_line_exit_2(cli("check-config", "--config", str(path)), "max_depth", "100")
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_config_nested_40000_deep_at_start(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(deep_config(40_000))
+    one_line_exit_2(cli("serve", "--config", str(path)), "max_depth")
+
+
+@pytest.mark.slow
+def test_check_config_refuses_a_merge_key_bomb_at_once(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(merge_bomb(18))
+    one_line_exit_2(cli("check-config", "--config", str(path)), "max_alias_nodes")
+
+
+@pytest.mark.slow
+def test_check_config_refuses_a_symlink_to_dev_zero(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.symlink_to("/dev/zero")
+    one_line_exit_2(cli("check-config", "--config", str(path)), "not a regular file", "character device")
+
+
+@pytest.mark.slow
+def test_check_config_and_serve_refuse_a_fifo(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    os.mkfifo(path)
+    one_line_exit_2(cli("check-config", "--config", str(path)), "not a regular file", "FIFO")
+    one_line_exit_2(cli("serve", "--config", str(path)), "FIFO")
+
+
+@pytest.mark.slow
+def test_check_config_refuses_a_file_over_1_mib(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD + "#" * (1 << 20) + "\n")
+    one_line_exit_2(cli("check-config", "--config", str(path)), "max_bytes", "1048576")
+
+
+@pytest.mark.slow
+def test_check_config_follows_a_configmap_style_symlink(tmp_path: Path):
+    """Kubernetes mounts a ConfigMap key as a chain of symlinks: they must still work."""
+    data = tmp_path / "..2026_01_01"
+    data.mkdir()
+    (data / "config.yaml").write_text(GOOD)
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "config.yaml").symlink_to("..data/config.yaml")
+    result = cli("check-config", "--config", str(tmp_path / "config.yaml"))
+    assert result.returncode == 0, result.stderr
+
+
+# -- manifests ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rewrite_refuses_a_manifest_nested_300_deep(tmp_path: Path):
+    path = tmp_path / "ra.yaml"
+    path.write_text(deep_manifest(300))
+    one_line_exit_2(cli("rewrite", str(path), "--mirror-url", "http://m.ns.svc", "--check"), "max_depth")
+
+
+@pytest.mark.slow
+def test_rewrite_check_finishes_at_once_on_a_list_whose_items_alias_each_other(tmp_path: Path):
+    """10 levels of 10 aliases stand for 10**10 items in under 1 KB: refused by the bound on
+    what aliases stand for (the walker alone also visits each node once, see below)."""
+    path = tmp_path / "list.yaml"
+    path.write_text(alias_list(10, 10))
+    assert len(path.read_bytes()) < 1000
+    one_line_exit_2(
+        cli("rewrite", str(path), "--mirror-url", "http://m.ns.svc", "--check"), "max_alias_nodes"
+    )
+
+
+def test_the_manifest_walker_visits_each_node_once():
+    from jwks_mirror.gitops.manifests import iter_request_authentications, iter_rules
+    from jwks_mirror.gitops.roundtrip import parse_stream
+    from jwks_mirror.yamlsafe import MANIFEST, Bounds
+
+    loose = Bounds(**{**MANIFEST.__dict__, "max_alias_nodes": 10**12})
+    stream = parse_stream(alias_list(10, 10), source="list.yaml", bounds=loose)
+    (document,) = stream.documents
+    assert len(list(iter_request_authentications(document.data))) == 1
+    rules = list(iter_rules(stream))
+    assert [(r.index, r.namespace) for r in rules] == [(0, "ns")]
+
+
+@pytest.mark.slow
+def test_rewrite_refuses_special_files_named_on_the_command_line(tmp_path: Path):
+    link = tmp_path / "zero.yaml"
+    link.symlink_to("/dev/zero")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path, kind in ((link, "character device"), (fifo, "FIFO")):
+        one_line_exit_2(cli("rewrite", str(path), "--mirror-url", "http://m.ns.svc"), kind)
+
+
+@pytest.mark.slow
+def test_rewrite_refuses_a_fifo_inside_a_directory(tmp_path: Path):
+    (tmp_path / "ok.yaml").write_text("kind: ConfigMap\n")
+    os.mkfifo(tmp_path / "trap.yaml")
+    one_line_exit_2(cli("rewrite", str(tmp_path), "--mirror-url", "http://m.ns.svc", "--check"), "FIFO")
+
+
+@pytest.mark.slow
+def test_rewrite_check_reads_json_manifests_in_a_directory(tmp_path: Path):
+    (tmp_path / "ra.json").write_text(
+        '{"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",\n'
+        ' "metadata": {"name": "a", "namespace": "ns"},\n'
+        f' "spec": {{"jwtRules": [{{"issuer": "i", "jwksUri": "{RULE}"}}]}}}}\n'
+    )
+    result = cli("rewrite", str(tmp_path), "--mirror-url", "http://m.ns.svc", "--check")
+    assert result.returncode == 1, result.stderr
+    assert "ra.json" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_rewrite_reports_the_dot_paths_it_skipped(tmp_path: Path):
+    (tmp_path / ".hidden.yaml").write_text("kind: ConfigMap\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.yaml").write_text("kind: ConfigMap\n")
+    (tmp_path / "ok.yaml").write_text("kind: ConfigMap\n")
+    (tmp_path / ".bad\x1b[2Jname.yml").write_text("kind: ConfigMap\n")
+    result = cli("rewrite", str(tmp_path), "--mirror-url", "http://m.ns.svc", "--check")
+    assert result.returncode == 0, result.stderr
+    assert ".hidden.yaml" in result.stderr and ".git" in result.stderr
+    assert "\x1b" not in result.stderr and "\\x1b" in result.stderr
+    assert "x.yaml" not in result.stderr  # a skipped directory is reported once, not walked
+
+
+@pytest.mark.slow
+def test_rewrite_refuses_a_dangling_link_in_a_directory(tmp_path: Path):
+    (tmp_path / "ok.yaml").write_text("kind: ConfigMap\n")
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "missing.yaml")
+    one_line_exit_2(
+        cli("rewrite", str(tmp_path), "--mirror-url", "http://m.ns.svc", "--check"), "gone.yaml"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists directories whatever their mode")
+def test_rewrite_refuses_an_unreadable_directory(tmp_path: Path):
+    (tmp_path / "ok.yaml").write_text("kind: ConfigMap\n")
+    secret = tmp_path / "sub"
+    secret.mkdir()
+    (secret / "ra.yaml").write_text("kind: ConfigMap\n")
+    secret.chmod(0)
+    try:
+        one_line_exit_2(
+            cli("rewrite", str(tmp_path), "--mirror-url", "http://m.ns.svc", "--check"), "sub"
+        )
+    finally:
+        secret.chmod(stat.S_IRWXU)
