@@ -40,8 +40,16 @@ async def _poll(session: aiohttp.ClientSession, url: str, worst: list[float], st
     return count
 
 
-async def test_hostile_reloads_are_refused_while_both_ports_answer_within_100_ms(
-    fake_issuer, tmp_path: Path
+HOSTILE = {
+    "nested-40000-deep": lambda url: deep_config(40_000),
+    "merge-key-bomb-20-levels": lambda url: merge_bomb(20),
+    "10000-issuers-and-an-unknown-key": big_invalid_config,
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_a_hostile_reload_is_refused_while_both_ports_answer_within_100_ms(
+    fake_issuer, tmp_path: Path, case: str
 ):
     issuer = await fake_issuer()
     path = write_config(tmp_path, config_text(f"  - name: a\n    jwks_uri: {issuer.url}\n"))
@@ -50,31 +58,27 @@ async def test_hostile_reloads_are_refused_while_both_ports_answer_within_100_ms
         await asyncio.to_thread(_wait_for_line, process, lambda r: r["event"] == "fetch")
         public = f"{listening['public']}/a/jwks.json"
         admin = f"{listening['admin']}/healthz"
-        hostile = {
-            "nested 40,000 deep": deep_config(40_000),
-            "merge-key bomb, 20 levels": merge_bomb(20),
-            "10,000 issuers and an unknown key": big_invalid_config(issuer.url),
-        }
+        path.write_text(HOSTILE[case](issuer.url))
         async with aiohttp.ClientSession() as session:
-            for label, text in hostile.items():
-                path.write_text(text)
-                worst: list[float] = []
-                stop = asyncio.Event()
-                pollers = [
-                    asyncio.create_task(_poll(session, url, worst, stop)) for url in (public, admin)
-                ]
+            worst: list[float] = []
+            stop = asyncio.Event()
+            pollers = [asyncio.create_task(_poll(session, url, worst, stop)) for url in (public, admin)]
+            try:
                 process.send_signal(signal.SIGHUP)
-                rejected = await asyncio.to_thread(
-                    _wait_for_line, process, lambda r: r["event"] in ("config_rejected", "config_reloaded")
+                outcome = await asyncio.to_thread(
+                    _wait_for_line, process,
+                    lambda r: r["event"] in ("config_rejected", "config_reloaded"),
                 )
+            finally:
                 stop.set()
-                counts = await asyncio.gather(*pollers)
-                assert rejected["event"] == "config_rejected", (label, rejected)
-                assert process.poll() is None, label
-                assert min(counts) > 0, label
-                assert max(worst) < LATENCY_S, (label, max(worst), len(worst))
+                counts = await asyncio.gather(*pollers, return_exceptions=True)
+            assert outcome["event"] == "config_rejected", outcome
+            assert process.poll() is None
+            assert all(isinstance(c, int) and c > 0 for c in counts), counts
+            print(f"\n{case}: worst {max(worst) * 1000:.1f} ms over {len(worst)} requests")
+            assert max(worst) < LATENCY_S, (max(worst), len(worst))
             async with session.get(public) as response:  # the running config stayed
                 assert response.status == 200 and b"k1" in await response.read()
             async with session.get(f"{listening['admin']}/metrics") as response:
                 metrics = await response.text()
-        assert 'jwks_mirror_config_reloads_total{outcome="failure"} 3.0' in metrics
+        assert 'jwks_mirror_config_reloads_total{outcome="failure"} 1.0' in metrics
