@@ -127,7 +127,7 @@ def _scan(events: Any, bounds: Bounds, *, source: str, error: type[UsageError]) 
             if stack:
                 top = stack[-1]
                 if top[0] and top[1] and event.value == "<<" and (
-                    event.tag == _MERGE_TAG or (event.tag is None and event.style is None)
+                    event.tag == _MERGE_TAG or (event.tag is None and event.implicit[0])
                 ):
                     merges += 1
                     if merges > bounds.max_merge_keys:
@@ -135,7 +135,8 @@ def _scan(events: Any, bounds: Bounds, *, source: str, error: type[UsageError]) 
                             f"{_where(source, event)}: more than {bounds.max_merge_keys} "
                             "merge keys (max_merge_keys)"
                         )
-            if event.anchor is not None:
+            if event.anchor is not None:  # a name may be reused: the latest counts
+                open_anchors.discard(event.anchor)
                 anchors[event.anchor] = (1, 0)
         elif kind is AliasEvent:
             aliases += 1

@@ -3,7 +3,10 @@
 * ``fuzz_keysets.py``: the validation policy never raises anything but its own rejections and
   never publishes private or symmetric material;
 * ``fuzz_http1.py``: no exception escapes the public port's protocol, answers come only at
-  request boundaries, never more answers than requests (see its docstring).
+  request boundaries, never more answers than requests (see its docstring);
+* ``fuzz_config.py``: the bounded config loader returns settings or a one-line ConfigError;
+* ``fuzz_manifests.py``: the bounded manifest reader and walker give a one-line ManifestError
+  or a stream that renders back byte for byte, each rule visited once.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("target", "min_runs"),
-    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200)],
+    [
+        ("fuzz_keysets.py", 1000),
+        ("fuzz_http1.py", 200),
+        ("fuzz_config.py", 200),
+        ("fuzz_manifests.py", 200),
+    ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):
     result = subprocess.run(

@@ -205,3 +205,50 @@ def test_rewrite_refuses_an_unreadable_directory(tmp_path: Path):
         )
     finally:
         secret.chmod(stat.S_IRWXU)
+
+
+# -- the scanner, bound by bound -------------------------------------------------------------
+
+
+def _refusal(text: str, bounds=None) -> str:
+    from jwks_mirror.errors import ConfigError
+    from jwks_mirror.yamlsafe import CONFIG, measure
+
+    with pytest.raises(ConfigError) as info:
+        measure(text, bounds or CONFIG, source="c.yaml", error=ConfigError)
+    return str(info.value)
+
+
+def _bounds(**changes: int):
+    from jwks_mirror.yamlsafe import CONFIG, Bounds
+
+    return Bounds(**{**CONFIG.__dict__, **changes})
+
+
+def test_each_bound_is_refused_by_name():
+    assert _refusal("a: [[[1]]]\n", _bounds(max_depth=3)) == "c.yaml:1:6: nested deeper than 3 levels (max_depth)"
+    assert _refusal("a: 1\n---\nb: 2\n").endswith("more than 1 YAML document (max_documents)")
+    assert _refusal("a: &a 1\nb: [*a, *a, *a]\n", _bounds(max_aliases=2)).endswith("more than 2 aliases (max_aliases)")
+    merges = "a: &a {x: 1}\nb: {<<: *a}\nc: {<<: *a}\n"
+    assert _refusal(merges, _bounds(max_merge_keys=1)).endswith("more than 1 merge keys (max_merge_keys)")
+    assert _refusal(merge_bomb(18)).endswith("(max_alias_nodes)")
+    assert _refusal("x" * 20 + "\n", _bounds(max_bytes=10)) == "c.yaml: larger than 10 bytes (max_bytes)"
+    assert "recursive" in _refusal("a: &a [1, *a]\n")
+
+
+def test_depth_counts_what_an_alias_stands_for():
+    deep = "a: &a [[[[1]]]]\nb: [[*a]]\n"  # b holds a 2 + 4 = 6 deep structure
+    assert "(max_depth)" in _refusal(deep, _bounds(max_depth=6))
+    from jwks_mirror.errors import ConfigError
+    from jwks_mirror.yamlsafe import measure
+
+    measure(deep, _bounds(max_depth=7), source="c.yaml", error=ConfigError)
+
+
+def test_what_fits_loads_as_before():
+    from jwks_mirror.configfields import load_yaml
+
+    text = "d: &d {x: 1}\ne: {<<: *d, y: 2}\nf: [*d, *d]\n"
+    assert load_yaml(text, source="c.yaml") == {"d": {"x": 1}, "e": {"x": 1, "y": 2}, "f": [{"x": 1}] * 2}
+    # a quoted "<<" is a plain key, not a merge
+    assert load_yaml("'<<': 1\n", source="c.yaml") == {"<<": 1}

@@ -13,11 +13,13 @@ from __future__ import annotations
 import functools
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import ReusedAnchorWarning
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import ScalarNode
@@ -234,7 +236,11 @@ def parse_stream(
             line += text.count("\n", counted_to, body_from)
             counted_to = body_from
             try:
-                data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
+                with warnings.catch_warnings():
+                    # YAML lets a later anchor reuse a name; ruamel's warning would print
+                    # manifest text, unescaped, on stderr
+                    warnings.simplefilter("ignore", ReusedAnchorWarning)
+                    data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
             except YAMLError as exc:
                 column = body_from - (text.rfind("\n", 0, body_from) + 1)
                 raise yaml_error(exc, source, line, column) from exc
