@@ -137,6 +137,8 @@ def read_text(path: Path, *, max_bytes: int = yamlsafe.MANIFEST.max_bytes) -> st
     """The file's text, line ends as they are. Only a regular file is read (a FIFO, device,
     socket, or a link to one is refused before anything is read), and at most ``max_bytes``
     of it; every refusal is a :class:`ManifestError` naming the path."""
+    if not os.path.lexists(path):
+        raise ManifestError(f"{path}: no such file or directory")
     data = yamlsafe.read_bounded(path, max_bytes=max_bytes, error=ManifestError)
     return _decode(data, str(path))
 
