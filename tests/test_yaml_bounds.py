@@ -252,3 +252,22 @@ def test_what_fits_loads_as_before():
     assert load_yaml(text, source="c.yaml") == {"d": {"x": 1}, "e": {"x": 1, "y": 2}, "f": [{"x": 1}] * 2}
     # a quoted "<<" is a plain key, not a merge
     assert load_yaml("'<<': 1\n", source="c.yaml") == {"<<": 1}
+
+
+def test_rewrite_caps_documents_and_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from jwks_mirror.cli import main
+
+    many = tmp_path / "many.yaml"
+    many.write_text("---\nkind: ConfigMap\n" * 10_001)
+    assert main(["rewrite", str(many), "--mirror-url", "http://m.ns.svc", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than 10000 YAML documents (max_documents)" in err
+    rules = ",".join([f"{{issuer: i, jwksUri: '{RULE}'}}"] * 4097)
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"
+        f"metadata: {{name: a, namespace: ns}}\nspec: {{jwtRules: [{rules}]}}\n"
+    )
+    assert main(["rewrite", str(wide), "--mirror-url", "http://m.ns.svc", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than 4096 jwtRules" in err and "(max_rules" in err
