@@ -27,10 +27,15 @@ def _limit_memory() -> None:  # pragma: no cover - runs in the child
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
 
+# The console script the image runs, next to this interpreter (else the module, the same main).
+SCRIPT = Path(sys.executable).with_name("jwks-mirror")
+ENTRYPOINT = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "jwks_mirror"]
+
+
 def cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [sys.executable, "-m", "jwks_mirror", *args],
+            [*ENTRYPOINT, *args],
             capture_output=True, text=True, input=stdin, timeout=HANG_S, cwd=cwd,
             preexec_fn=_limit_memory,
         )
@@ -271,3 +276,17 @@ def test_rewrite_caps_documents_and_rules(tmp_path: Path, capsys: pytest.Capture
     assert main(["rewrite", str(wide), "--mirror-url", "http://m.ns.svc", "--check"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "more than 4096 jwtRules" in err and "(max_rules" in err
+
+
+def test_rewrite_bounds_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    import io
+
+    from jwks_mirror.cli import main
+    from jwks_mirror.yamlsafe import MANIFEST
+
+    big = io.TextIOWrapper(io.BytesIO(b"#" * (MANIFEST.max_bytes + 1)))
+    monkeypatch.setattr(sys, "stdin", big)
+    assert main(["rewrite", "-", "--mirror-url", "http://m.ns.svc", "--check"]) == 2
+    assert capsys.readouterr().err == (
+        f"jwks-mirror: error: <stdin>: larger than {MANIFEST.max_bytes} bytes (max_bytes)\n"
+    )
