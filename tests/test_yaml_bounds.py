@@ -290,3 +290,19 @@ def test_rewrite_bounds_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     assert capsys.readouterr().err == (
         f"jwks-mirror: error: <stdin>: larger than {MANIFEST.max_bytes} bytes (max_bytes)\n"
     )
+
+
+@pytest.mark.slow
+def test_rewrite_refuses_a_link_that_leads_out_of_the_walked_directory(tmp_path: Path):
+    outside = tmp_path / "secret.yaml"
+    outside.write_text("token: s3cr3t\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "ok.yaml").write_text("kind: ConfigMap\n")
+    (repo / "inside.yaml").symlink_to("ok.yaml")  # a link inside the tree is read
+    result = cli("rewrite", str(repo), "--mirror-url", "http://m.ns.svc")
+    assert result.returncode == 0, result.stderr
+    (repo / "leak.yaml").symlink_to(outside)
+    result = cli("rewrite", str(repo), "--mirror-url", "http://m.ns.svc")
+    one_line_exit_2(result, "leak.yaml", "outside")
+    assert "s3cr3t" not in result.stdout

@@ -58,7 +58,8 @@ def read_inputs(paths: list[str]) -> list[Input]:
     """``(path, display name, text)`` for each file; directories are walked for manifests.
 
     A directory is walked for ``*.yaml``, ``*.yml`` and ``*.json`` (what ``kubectl apply -f``
-    and Argo CD apply), in sorted order, without following links to directories. Paths that
+    and Argo CD apply), in sorted order, without following links to directories; a link to a
+    file must stay inside the directory. Paths that
     start with a dot (``.git``, ``.github``) are skipped and listed on stderr; anything that
     cannot be listed or read is a :class:`ManifestError` (exit 2), never a silent pass.
     """
@@ -80,6 +81,7 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 def _walk(root: Path) -> list[Path]:
     files: list[Path] = []
     skipped: list[str] = []
+    boundary = Path(os.path.realpath(root))
     pending = [root]
     while pending:
         directory = pending.pop()
@@ -101,11 +103,21 @@ def _walk(root: Path) -> list[Path]:
             elif is_dir:
                 subdirectories.append(path)
             elif entry.name.endswith(MANIFEST_SUFFIXES):
+                if entry.is_symlink():
+                    _inside(path, boundary)
                 files.append(path)  # read_text refuses what is not a regular file
         pending.extend(reversed(subdirectories))
     for name in skipped:
         sys.stderr.write(f"jwks-mirror: skipped (starts with a dot): {_escape(name)}\n")
     return sorted(files)
+
+
+def _inside(link: Path, boundary: Path) -> None:
+    """Refuse a link in a walked directory that leads out of it (as Argo CD does): a pull
+    request could otherwise have ``rewrite`` print any file the CI job can read."""
+    target = Path(os.path.realpath(link))
+    if target != boundary and boundary not in target.parents:
+        raise ManifestError(f"{link}: a link that leads outside {boundary}")
 
 
 def _escape(text: str) -> str:
