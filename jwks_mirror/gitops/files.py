@@ -2,9 +2,9 @@
 
 Inputs are files, directories (walked for ``*.yaml``, ``*.yml`` and ``*.json``) or stdin, read
 as bytes (regular files only, within the manifest size bound) and decoded as UTF-8 so CRLF line
-ends survive. Everything is read and parsed before anything is
-written, and :func:`write_all` stages every file in a temporary file next to its target before
-renaming any of them, so a run that writes several files writes all of them or none.
+ends survive. Everything is read and parsed before anything is written, and :func:`write_all`
+stages every file in a temporary file next to its target before renaming any of them, so a run
+that writes several files writes all of them or none.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def read_inputs(paths: list[str]) -> list[Input]:
 
     A directory is walked for ``*.yaml``, ``*.yml`` and ``*.json`` (what ``kubectl apply -f``
     and Argo CD apply), in sorted order, without following links to directories; a link to a
-    file must stay inside the directory. Paths that
-    start with a dot (``.git``, ``.github``) are skipped and listed on stderr; anything that
-    cannot be listed or read is a :class:`ManifestError` (exit 2), never a silent pass.
+    file must stay inside the directory. Paths that start with a dot (``.git``, ``.github``)
+    are skipped and listed on stderr; anything that cannot be listed or read is a
+    :class:`ManifestError` (exit 2), never a silent pass.
     """
     found: list[Input] = []
     for raw in paths:
