@@ -306,3 +306,27 @@ def test_rewrite_refuses_a_link_that_leads_out_of_the_walked_directory(tmp_path:
     result = cli("rewrite", str(repo), "--mirror-url", "http://m.ns.svc")
     one_line_exit_2(result, "leak.yaml", "outside")
     assert "s3cr3t" not in result.stdout
+
+
+def test_rewrite_writes_json_manifests_back_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """kubectl reads a file that starts with "{" as JSON: a rewritten JSON manifest stays JSON,
+    and one written as `kubectl get -o json` writes it restores byte for byte."""
+    import json
+
+    from jwks_mirror.cli import main
+
+    resource = {
+        "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+        "metadata": {"name": "a", "namespace": "ns"},
+        "spec": {"jwtRules": [{"issuer": "i", "jwksUri": RULE}]},
+    }
+    original = json.dumps(resource, indent=4) + "\n"
+    path = tmp_path / "ra.json"
+    path.write_text(original)
+    assert main(["rewrite", str(path), "--mirror-url", "http://m.ns.svc", "--in-place"]) == 0
+    rewritten = json.loads(path.read_text())
+    assert rewritten["spec"]["jwtRules"][0]["jwksUri"] == "http://m.ns.svc/keys-ns/jwks.json"
+    assert path.read_text() == json.dumps(rewritten, indent=4) + "\n"
+    assert main(["rewrite", str(path), "--restore", "--in-place"]) == 0
+    assert path.read_text() == original
+    assert "warning" not in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import CommentMark, MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import ScalarString
 from ruamel.yaml.tokens import CommentToken
 
@@ -114,7 +116,9 @@ class Document:
     ``render()`` is ``prefix + body`` unless ``changed`` is set, in which case the body is
     dumped from ``data`` with ``layout``, the indentation that reproduces the original body:
     editors call :meth:`fix_layout` before they change ``data``. ``line`` is the 0-based line
-    of ``body`` in its file.
+    of ``body`` in its file. A body that is JSON (``json_indent`` is not None) is dumped as
+    JSON with its indentation (0: all on one line): kubectl reads a file that starts with
+    ``{`` as JSON, so YAML written there would no longer apply.
     """
 
     prefix: str
@@ -124,12 +128,15 @@ class Document:
     changed: bool = False
     layout: tuple[int, int, int] | None = None
     normalised: bool = False
+    json_indent: int | None = None
 
     def render(self) -> str:
         if not self.changed:
             return self.prefix + self.body
-        layout = self.layout or self.search_layout()
-        text = dump_yaml(self.data, layout)
+        if self.json_indent is not None:
+            text = dump_json(self.data, self.json_indent)
+        else:
+            text = dump_yaml(self.data, self.layout or self.search_layout())
         if not self.body.endswith("\n"):
             text = text.removesuffix("\n")
         return self.prefix + (text.replace("\n", "\r\n") if _is_crlf(self.body) else text)
@@ -141,6 +148,9 @@ class Document:
         The layout guessed from the text is tried first; ``normalised`` tells if none fits.
         """
         if self.layout is not None or self.changed:
+            return
+        if self.json_indent is not None:
+            self.normalised = dump_json(self.data, self.json_indent) != _with_newline(self.body)
             return
         body = self.body.replace("\r\n", "\n")
         wanted = body if body.endswith("\n") else body + "\n"
@@ -159,6 +169,43 @@ class Document:
         layout = next((lay for lay in _LAYOUTS if dump_yaml(fresh, lay) == wanted), None)
         self.normalised = layout is None
         return layout or guess_layout(self.body)
+
+
+def _with_newline(body: str) -> str:
+    body = body.replace("\r\n", "\n")
+    return body if body.endswith("\n") else body + "\n"
+
+
+def _json_indent(body: str) -> int | None:
+    """The indentation of a body that is one JSON value (0 when it is on one line), or None
+    when it is not JSON. Called only on measured text, so ``json.loads`` cannot nest deep."""
+    if body.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        json.loads(body)
+    except ValueError:
+        return None
+    for line in body.strip().splitlines()[1:]:
+        if line.strip():
+            return len(line) - len(line.lstrip(" "))
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, YamlNull):
+        return None
+    if isinstance(value, ScalarBoolean):  # an int subclass: json would write 0 or 1
+        return bool(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def dump_json(data: Any, indent: int) -> str:
+    """``data`` as JSON with ``indent`` (0: one line, as ``json.dumps`` writes it)."""
+    return json.dumps(_plain(data), indent=indent or None, ensure_ascii=False) + "\n"
 
 
 def _is_crlf(text: str) -> bool:
@@ -243,7 +290,11 @@ def parse_stream(
             except YAMLError as exc:
                 column = body_from - (text.rfind("\n", 0, body_from) + 1)
                 raise yaml_error(exc, source, line, column) from exc
-            stream.documents.append(Document(text[prefix_from:body_from], body, line, data))
+            stream.documents.append(
+                Document(
+                    text[prefix_from:body_from], body, line, data, json_indent=_json_indent(body)
+                )
+            )
             prefix_from = body_to
         if match is None:
             break
