@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from jwks_mirror import public as public_port
-from jwks_mirror import publictls
+from jwks_mirror import publictls, yamlsafe
 from jwks_mirror.admin import create_admin_app
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.listening import Listener
@@ -40,6 +41,9 @@ from jwks_mirror.settings import Settings, load_settings
 SHUTDOWN_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = SHUTDOWN_TIMEOUT_S  # in-flight public requests, after shutdown_delay
 CONFIG_POLL_S = 5.0
+# A bounded config (jwks_mirror.yamlsafe.CONFIG) loads in about a second at most; this only
+# ends the wait for a parse that should never take this long.
+RELOAD_PARSE_TIMEOUT_S = 30.0
 CERTIFICATE_POLL_S = publictls.POLL_S
 
 
@@ -270,10 +274,16 @@ class ConfigWatcher:
         self._forced = False
 
     def _read_digest(self) -> str | None:
+        """The file's fingerprint, read as the loader reads it (a regular file, within the
+        size bound, never blocking), or None while it is missing (a ConfigMap swap). A file
+        the reader refuses gets a fingerprint of the refusal, so the reload reports it."""
         try:
-            return hashlib.sha256(self._path.read_bytes()).hexdigest()
-        except OSError:
-            return None
+            data = yamlsafe.read_bounded(
+                self._path, max_bytes=yamlsafe.CONFIG.max_bytes, error=ConfigError
+            )
+        except ConfigError as exc:
+            return None if not os.path.lexists(self._path) else f"refused: {exc}"
+        return hashlib.sha256(data).hexdigest()
 
     def trigger(self, *, forced: bool) -> None:
         self._forced = self._forced or forced
@@ -285,19 +295,25 @@ class ConfigWatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_s)
             self._wake.clear()
             forced, self._forced = self._forced, False
-            digest = self._read_digest()
+            digest = await asyncio.to_thread(self._read_digest)
             if digest is None or (digest == self._digest and not forced):
                 continue
             self._digest = digest
             await self.reload()
 
     async def reload(self) -> None:
+        """Parse the file off the event loop, within the loader's bounds and a time limit;
+        a refused file is logged (``config_rejected``) and counted, and the running
+        configuration stays. Both ports keep answering meanwhile."""
         counter = self._mirror.metrics.config_reloads_total
         try:
-            settings = load_settings(self._path)
-        except ConfigError as exc:
+            settings = await asyncio.wait_for(
+                asyncio.to_thread(load_settings, self._path), timeout=RELOAD_PARSE_TIMEOUT_S
+            )
+        except (ConfigError, TimeoutError) as exc:
+            error = str(exc) or f"{self._path}: not loaded within {RELOAD_PARSE_TIMEOUT_S:g} s"
             counter.labels("failure").inc()
-            event("config_rejected", error=str(exc), level=logging.ERROR)
+            event("config_rejected", error=error, level=logging.ERROR)
             return
         summary = await self._mirror.reload(settings)
         counter.labels("success").inc()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jwks_mirror import yamlsafe
 from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, oneline, parse_duration
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.tls import (
@@ -161,13 +162,19 @@ def load_settings(path: str | os.PathLike[str], *, offline: bool = False) -> Set
     ``offline`` skips what only the pod has (the files and directories the config names), so
     a GitOps pipeline can validate everything else before the config ships."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {oneline(exc)}") from exc
+    text = read_config_text(path)
     return parse_settings(text, source=str(path), base_dir=path.parent, offline=offline)
+
+
+def read_config_text(path: Path) -> str:
+    """The config file's text: a regular file (links followed, as a ConfigMap mount needs),
+    read without blocking and within the config's size bound; anything else is a
+    :class:`ConfigError` naming the path."""
+    data = yamlsafe.read_bounded(path, max_bytes=yamlsafe.CONFIG.max_bytes, error=ConfigError)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read: {oneline(exc)}") from exc
 
 
 def parse_settings(

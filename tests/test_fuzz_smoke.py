@@ -10,9 +10,11 @@
   replaced whole by the first own upstream set;
 * ``fuzz_admin.py``: the admin port never answers 5xx nor logs an error, and ``POST /refresh``
   from outside loopback succeeds only with the token.
-=======
 * ``fuzz_analyze.py``: ``analyze`` never raises on YAML it is given, and every finding it
   reports has a known code and prints as two lines with no control character.
+* ``fuzz_config.py``: the bounded config loader returns settings or a one-line ConfigError;
+* ``fuzz_manifests.py``: the bounded manifest reader and walker give a one-line ManifestError
+  or a stream that renders back byte for byte, each rule visited once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fuzz_admin.py", 100),
         ("fuzz_analyze.py", 50),
         ("fuzz_cachecontrol.py", 1000),
+        ("fuzz_config.py", 200),
+        ("fuzz_manifests.py", 200),
     ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):

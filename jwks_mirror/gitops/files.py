@@ -1,9 +1,10 @@
 """Reading manifests in and writing them out, shared by ``rewrite``, ``pin`` and ``rotate``.
 
-Inputs are files, directories (walked for ``*.yaml``/``*.yml``) or stdin, read as bytes and
-decoded as UTF-8 so CRLF line ends survive. Everything is read and parsed before anything is
-written, and :func:`write_all` stages every file in a temporary file next to its target before
-renaming any of them, so a run that writes several files writes all of them or none.
+Inputs are files, directories (walked for ``*.yaml``, ``*.yml`` and ``*.json``) or stdin, read
+as bytes (regular files only, within the manifest size bound) and decoded as UTF-8 so CRLF line
+ends survive. Everything is read and parsed before anything is written, and :func:`write_all`
+stages every file in a temporary file next to its target before renaming any of them, so a run
+that writes several files writes all of them or none.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from jwks_mirror import yamlsafe
 from jwks_mirror.errors import ManifestError
 from jwks_mirror.gitops.roundtrip import ManifestStream, parse_stream
 
@@ -53,43 +55,104 @@ def read_streams(paths: list[str]) -> tuple[list[Input], list[ManifestStream]]:
 
 
 def read_inputs(paths: list[str]) -> list[Input]:
-    """``(path, display name, text)`` for each file; directories are walked for YAML files."""
+    """``(path, display name, text)`` for each file; directories are walked for manifests.
+
+    A directory is walked for ``*.yaml``, ``*.yml`` and ``*.json`` (what ``kubectl apply -f``
+    and Argo CD apply), in sorted order, without following links to directories; a link to a
+    file must stay inside the directory. Paths that start with a dot (``.git``, ``.github``)
+    are skipped and listed on stderr; anything that cannot be listed or read is a
+    :class:`ManifestError` (exit 2), never a silent pass.
+    """
     found: list[Input] = []
     for raw in paths:
         if raw == "-":
-            # Bytes, not text: universal newlines would turn CRLF into LF behind our back.
-            try:
-                found.append((None, STDIN, sys.stdin.buffer.read().decode("utf-8")))
-            except UnicodeDecodeError:
-                raise ManifestError(f"{STDIN}: not UTF-8 text") from None
+            found.append((None, STDIN, _decode(_read_stdin(), STDIN)))
             continue
         path = Path(raw)
-        if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*")
-                if p.suffix in (".yaml", ".yml") and p.is_file()
-                # .git, .github and the like are not manifests
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        else:
-            files = [path]
+        files = _walk(path) if path.is_dir() else [path]
         for file in files:
             found.append((file, str(file), read_text(file)))
     return found
 
 
-def read_text(path: Path) -> str:
-    """The file's text, line ends as they are; a missing or unreadable file is a
-    :class:`ManifestError` naming it."""
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _walk(root: Path) -> list[Path]:
+    files: list[Path] = []
+    skipped: list[str] = []
+    boundary = Path(os.path.realpath(root))
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                listed = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            raise ManifestError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
+        subdirectories: list[Path] = []
+        for entry in listed:
+            path = directory / entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError as exc:
+                raise ManifestError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            if entry.name.startswith("."):
+                if is_dir or entry.name.endswith(MANIFEST_SUFFIXES):
+                    skipped.append(f"{path}/" if is_dir else str(path))
+            elif is_dir:
+                subdirectories.append(path)
+            elif entry.name.endswith(MANIFEST_SUFFIXES):
+                if entry.is_symlink():
+                    _inside(path, boundary)
+                files.append(path)  # read_text refuses what is not a regular file
+        pending.extend(reversed(subdirectories))
+    for name in skipped:
+        sys.stderr.write(f"jwks-mirror: skipped (starts with a dot): {_escape(name)}\n")
+    return sorted(files)
+
+
+def _inside(link: Path, boundary: Path) -> None:
+    """Refuse a link in a walked directory that leads out of it (as Argo CD does): a pull
+    request could otherwise have ``rewrite`` print any file the CI job can read."""
+    target = Path(os.path.realpath(link))
+    if target != boundary and boundary not in target.parents:
+        raise ManifestError(f"{link}: a link that leads outside {boundary}")
+
+
+def _escape(text: str) -> str:
+    """``text`` with control characters (and line or paragraph separators) as escapes, so a
+    file name cannot write to the terminal or forge a CI annotation."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
+def _read_stdin() -> bytes:
+    # Bytes, not text: universal newlines would turn CRLF into LF behind our back.
+    limit = yamlsafe.MANIFEST.max_bytes
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise ManifestError(f"{STDIN}: larger than {limit} bytes (max_bytes)")
+    return data
+
+
+def _decode(data: bytes, name: str) -> str:
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such file or directory") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ManifestError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise ManifestError(f"{name}: not UTF-8 text") from None
+
+
+def read_text(path: Path, *, max_bytes: int = yamlsafe.MANIFEST.max_bytes) -> str:
+    """The file's text, line ends as they are. Only a regular file is read (a FIFO, device,
+    socket, or a link to one is refused before anything is read), and at most ``max_bytes``
+    of it; every refusal is a :class:`ManifestError` naming the path."""
+    if not os.path.lexists(path):
+        raise ManifestError(f"{path}: no such file or directory")
+    data = yamlsafe.read_bounded(path, max_bytes=max_bytes, error=ManifestError)
+    return _decode(data, str(path))
 
 
 def outputs_for(inputs: list[Input], rendered: list[str]) -> list[Output]:

@@ -33,7 +33,7 @@ from jwks_mirror.gitops.roundtrip import (
 )
 
 __all__ = [
-    "ANNOTATION", "API_VERSIONS", "MAX_JWKS_URI", "RuleRef", "drop_originals",
+    "ANNOTATION", "API_VERSIONS", "MAX_JWKS_URI", "MAX_RULES", "RuleRef", "drop_originals",
     "iter_request_authentications", "iter_rules", "namespace_of", "read_originals",
     "write_originals",
 ]
@@ -41,6 +41,7 @@ __all__ = [
 ANNOTATION = "jwks-mirror.io/original-jwks-uri"
 API_VERSIONS = frozenset({"security.istio.io/v1beta1", "security.istio.io/v1"})
 MAX_JWKS_URI = 2048  # Istio's CRD: jwksUri maxLength
+MAX_RULES = 4096  # Istio's CRD: jwtRules maxItems; the API server refuses more
 
 
 # -- walking ---------------------------------------------------------------------------------
@@ -78,16 +79,27 @@ class RuleRef:
 
 
 def iter_request_authentications(data: Any) -> Iterator[CommentedMap]:
-    """Every RequestAuthentication in a document tree, looking inside lists of items."""
-    if not isinstance(data, CommentedMap):
-        return
-    kind = data.get("kind")
-    # `kind: List` from kubectl, `RequestAuthenticationList` from API clients
-    if isinstance(kind, str) and kind.endswith("List") and isinstance(data.get("items"), list):
-        for item in data["items"]:
-            yield from iter_request_authentications(item)
-    elif kind == "RequestAuthentication" and data.get("apiVersion") in API_VERSIONS:
-        yield data
+    """Every RequestAuthentication in a document tree, looking inside lists of items.
+
+    Each node is visited once, by identity, and without recursion: the items of a
+    ``kind: List`` may alias each other (10 levels of 10 aliases stand for 10**10 items in
+    under 1 KB), and aliased lists may nest as deep as the loader's depth bound allows."""
+    seen: set[int] = set()
+    pending: list[Any] = [data]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, CommentedMap) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        kind = node.get("kind")
+        items = node.get("items")
+        # `kind: List` from kubectl, `RequestAuthenticationList` from API clients
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
+            if id(items) not in seen:
+                seen.add(id(items))
+                pending.extend(reversed(items))  # popped in file order
+        elif kind == "RequestAuthentication" and node.get("apiVersion") in API_VERSIONS:
+            yield node
 
 
 def namespace_of(resource: CommentedMap) -> str | None:
@@ -97,16 +109,27 @@ def namespace_of(resource: CommentedMap) -> str | None:
 
 
 def iter_rules(stream: ManifestStream) -> Iterator[RuleRef]:
-    """Visit each jwtRules entry of each RequestAuthentication in ``stream``, in file order."""
+    """Visit each jwtRules entry of each RequestAuthentication in ``stream``, in file order.
+
+    A rule aliased into several places is visited once, where it first appears. More than
+    :data:`MAX_RULES` rules in one resource is a :class:`ManifestError` naming the cap."""
+    seen: set[int] = set()
     for document in stream.documents:
         for resource in iter_request_authentications(document.data):
             spec = resource.get("spec")
             rules = spec.get("jwtRules") if isinstance(spec, dict) else None
             if not isinstance(rules, list):
                 continue
+            if len(rules) > MAX_RULES:
+                line = int(resource.lc.line) + 1 + document.line
+                raise ManifestError(
+                    f"{stream.source}:{line}: more than {MAX_RULES} jwtRules in one "
+                    "RequestAuthentication (max_rules, as Istio's CRD)"
+                )
             namespace = namespace_of(resource)
             for index, rule in enumerate(rules):
-                if isinstance(rule, CommentedMap):
+                if isinstance(rule, CommentedMap) and id(rule) not in seen:
+                    seen.add(id(rule))
                     yield RuleRef(document, resource, rule, index, namespace, stream.source)
 
 

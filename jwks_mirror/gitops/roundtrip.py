@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import ScalarString
 from ruamel.yaml.tokens import CommentToken
 
+from jwks_mirror import yamlsafe
 from jwks_mirror.errors import ManifestError
 
 # Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
@@ -112,7 +116,9 @@ class Document:
     ``render()`` is ``prefix + body`` unless ``changed`` is set, in which case the body is
     dumped from ``data`` with ``layout``, the indentation that reproduces the original body:
     editors call :meth:`fix_layout` before they change ``data``. ``line`` is the 0-based line
-    of ``body`` in its file.
+    of ``body`` in its file. A body that is JSON (``json_indent`` is not None) is dumped as
+    JSON with its indentation (0: all on one line): kubectl reads a file that starts with
+    ``{`` as JSON, so YAML written there would no longer apply.
     """
 
     prefix: str
@@ -122,12 +128,15 @@ class Document:
     changed: bool = False
     layout: tuple[int, int, int] | None = None
     normalised: bool = False
+    json_indent: int | None = None
 
     def render(self) -> str:
         if not self.changed:
             return self.prefix + self.body
-        layout = self.layout or self.search_layout()
-        text = dump_yaml(self.data, layout)
+        if self.json_indent is not None:
+            text = dump_json(self.data, self.json_indent)
+        else:
+            text = dump_yaml(self.data, self.layout or self.search_layout())
         if not self.body.endswith("\n"):
             text = text.removesuffix("\n")
         return self.prefix + (text.replace("\n", "\r\n") if _is_crlf(self.body) else text)
@@ -139,6 +148,9 @@ class Document:
         The layout guessed from the text is tried first; ``normalised`` tells if none fits.
         """
         if self.layout is not None or self.changed:
+            return
+        if self.json_indent is not None:
+            self.normalised = dump_json(self.data, self.json_indent) != _with_newline(self.body)
             return
         body = self.body.replace("\r\n", "\n")
         wanted = body if body.endswith("\n") else body + "\n"
@@ -157,6 +169,43 @@ class Document:
         layout = next((lay for lay in _LAYOUTS if dump_yaml(fresh, lay) == wanted), None)
         self.normalised = layout is None
         return layout or guess_layout(self.body)
+
+
+def _with_newline(body: str) -> str:
+    body = body.replace("\r\n", "\n")
+    return body if body.endswith("\n") else body + "\n"
+
+
+def _json_indent(body: str) -> int | None:
+    """The indentation of a body that is one JSON value (0 when it is on one line), or None
+    when it is not JSON. Called only on measured text, so ``json.loads`` cannot nest deep."""
+    if body.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        json.loads(body)
+    except ValueError:
+        return None
+    for line in body.strip().splitlines()[1:]:
+        if line.strip():
+            return len(line) - len(line.lstrip(" "))
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, YamlNull):
+        return None
+    if isinstance(value, ScalarBoolean):  # an int subclass: json would write 0 or 1
+        return bool(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def dump_json(data: Any, indent: int) -> str:
+    """``data`` as JSON with ``indent`` (0: one line, as ``json.dumps`` writes it)."""
+    return json.dumps(_plain(data), indent=indent or None, ensure_ascii=False) + "\n"
 
 
 def _is_crlf(text: str) -> bool:
@@ -209,12 +258,20 @@ _MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)[ \t]*", re.MULTILINE)
 _NO_CONTENT = re.compile(r"(?:[ \t]*(?:[#%][^\n]*)?(?:\n|$))*")
 
 
-def parse_stream(text: str, *, source: str) -> ManifestStream:
+def parse_stream(
+    text: str, *, source: str, bounds: yamlsafe.Bounds = yamlsafe.MANIFEST
+) -> ManifestStream:
     """Split ``text`` into documents and load each one; YAML errors become ``file:line:col``.
 
-    Text that holds no content (markers, comments, directives, blank lines) is kept verbatim
-    in the prefix of the next document or in the trailer.
+    The whole text is measured against ``bounds`` first (:func:`jwks_mirror.yamlsafe.measure`:
+    size, depth, documents, aliases, merge keys), so the recursive round-trip composer only
+    ever sees what fits. Text that holds no content (markers, comments, directives, blank
+    lines) is kept verbatim in the prefix of the next document or in the trailer.
     """
+    try:
+        yamlsafe.measure(text, bounds, source=source, error=ManifestError)
+    except YAMLError as exc:
+        raise yaml_error(exc, source) from exc
     stream = ManifestStream(source=source, text=text)
     prefix_from = body_from = 0
     line = counted_to = 0
@@ -225,11 +282,19 @@ def parse_stream(text: str, *, source: str) -> ManifestStream:
             line += text.count("\n", counted_to, body_from)
             counted_to = body_from
             try:
-                data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
+                with warnings.catch_warnings():
+                    # YAML lets a later anchor reuse a name; ruamel's warning would print
+                    # manifest text, unescaped, on stderr
+                    warnings.simplefilter("ignore", ReusedAnchorWarning)
+                    data = _yaml().load(body.replace("\r\n", "\n") if _is_crlf(body) else body)
             except YAMLError as exc:
                 column = body_from - (text.rfind("\n", 0, body_from) + 1)
                 raise yaml_error(exc, source, line, column) from exc
-            stream.documents.append(Document(text[prefix_from:body_from], body, line, data))
+            stream.documents.append(
+                Document(
+                    text[prefix_from:body_from], body, line, data, json_indent=_json_indent(body)
+                )
+            )
             prefix_from = body_to
         if match is None:
             break
