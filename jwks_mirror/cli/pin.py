@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jwks_mirror.cli.admin_client import AdminClient
+from jwks_mirror.cli.admin_client import (
+    DEADLINE_S,
+    REFRESH_DEADLINE_S,
+    AdminClient,
+    deadline_after,
+)
 from jwks_mirror.cli.rewrite import mirror_url_option, read_manifests
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.files import emit, outputs_for
@@ -33,9 +38,14 @@ def _stderr(line: str) -> None:
     sys.stderr.write(f"jwks-mirror: {line}\n")
 
 
-def _clients(args: argparse.Namespace, *, token: str | None, default: str) -> list[AdminClient]:
-    """One client per distinct ``--admin`` (each a replica), or for ``default``."""
-    return [AdminClient(url, token=token) for url in dict.fromkeys(args.admin or [default])]
+def _clients(
+    args: argparse.Namespace, *, token: str | None, default: str, deadline_s: float = DEADLINE_S
+) -> list[AdminClient]:
+    """One client per distinct ``--admin`` (each a replica), or for ``default``; they share
+    the command's one deadline."""
+    deadline = deadline_after(deadline_s)
+    urls = dict.fromkeys(args.admin or [default])
+    return [AdminClient(url, token=token, deadline=deadline) for url in urls]
 
 
 def _read_status_file(path: str) -> Any:
@@ -141,7 +151,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
         raise UsageError("rotate pins files in place: give file or directory paths, not stdin")
     mirror_url = _mirror_url(args.mirror_url)
     inputs, streams = read_manifests(args.paths, in_place=True) if args.paths else ([], [])
-    clients = _clients(args, token=token, default=default_admin)
+    clients = _clients(args, token=token, default=default_admin, deadline_s=REFRESH_DEADLINE_S)
     several = len(clients) > 1
     failed = False
     for client in clients:
