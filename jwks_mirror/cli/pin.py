@@ -32,10 +32,11 @@ from jwks_mirror.gitops.pinning import (
     plan_pins,
     versions_from_statuses,
 )
+from jwks_mirror.text import inert
 
 
 def _stderr(line: str) -> None:
-    sys.stderr.write(f"jwks-mirror: {line}\n")
+    sys.stderr.write(f"jwks-mirror: {inert(line)}\n")
 
 
 def _clients(
@@ -103,7 +104,7 @@ def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) 
     if args.check:
         late = behind(pins)
         for pin in late:
-            print(describe(pin))
+            print(inert(describe(pin)))
         _stderr(f"{len(late)} mirror jwksUris behind the mirror, {len(pins) - len(late)} current")
         return EXIT_FAILED if late else EXIT_OK
     if _unpinnable(pins):
@@ -159,7 +160,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
             for line in _report(
                 result, replica=client.base_url if several else None, purge=args.purge_retained
             ):
-                print(line)
+                print(inert(line))
             failed = failed or result.get("outcome") not in ("changed", "unchanged")
     if failed:
         _stderr(f"error: refreshing {args.name} failed: nothing pinned")
@@ -170,7 +171,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
     if version is None:
         _stderr(f"error: {problem}")
         return EXIT_FAILED
-    print(f"version: {version}")
+    print(f"version: {inert(version)}")
     if not args.paths:
         return EXIT_OK
     pins = plan_pins(streams, versions, mirror_url=mirror_url)

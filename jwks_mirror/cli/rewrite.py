@@ -26,6 +26,7 @@ from jwks_mirror.gitops.rewrite import (
     restores,
 )
 from jwks_mirror.gitops.roundtrip import ManifestStream
+from jwks_mirror.text import inert
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,8 +101,8 @@ def render_restorable(stream: ManifestStream) -> str:
     rendered = stream.render()
     if not restores(stream, rendered):
         sys.stderr.write(
-            f"jwks-mirror: warning: {stream.source}: --restore will not give this file back "
-            "byte for byte (formatting ruamel.yaml cannot keep)\n"
+            f"jwks-mirror: warning: {inert(stream.source)}: --restore will not give this file "
+            "back byte for byte (formatting ruamel.yaml cannot keep)\n"
         )
     return rendered
 
@@ -114,7 +115,7 @@ def _check(plan: Plan) -> int:
             what = f"jwksUri {ref.rule.get('jwksUri')}"
         else:
             what = f"issuer {ref.rule.get('issuer')} (OIDC discovery)"
-        print(f"{ref.where}: {what} is not mirrored")
+        print(inert(f"{ref.where}: {what} is not mirrored"))
     mirrored = len(plan.targets) - len(pending)
     summary = f"{len(pending)} in-mesh rules not mirrored, {mirrored} mirrored"
     sys.stderr.write(f"jwks-mirror: {summary}\n")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jwks_mirror.errors import ManifestError
 from jwks_mirror.gitops.roundtrip import ManifestStream, parse_stream
+from jwks_mirror.text import inert
 
 __all__ = [
     "STDIN", "Input", "Output", "emit", "outputs_for", "read_inputs", "read_streams",
@@ -110,7 +111,7 @@ def emit(
             sys.stdout.writelines(
                 difflib.unified_diff(
                     out.before.splitlines(keepends=True), out.after.splitlines(keepends=True),
-                    f"a/{out.name.lstrip('/')}", f"b/{out.name.lstrip('/')}",
+                    f"a/{inert(out.name.lstrip('/'))}", f"b/{inert(out.name.lstrip('/'))}",
                 )
             )
         return
