@@ -14,10 +14,11 @@ from pathlib import Path
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams
-from jwks_mirror.gitops.mesh import MeshPolicy, http_url
+from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, MeshPolicy, http_url
 from jwks_mirror.gitops.rewrite import (
     Plan,
     apply_rewrite,
+    check_restored,
     known_names,
     merge_config,
     plan_rewrite,
@@ -46,18 +47,26 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--match: invalid regular expression: {exc}") from exc
     inputs, streams = read_manifests(args.paths, in_place=args.in_place)
     config_out = Path(args.config_out) if args.config_out else None
+    policy = MeshPolicy(cluster_domain=args.cluster_domain, match=match)
 
     if args.restore:
+        rendered = []
         for stream in streams:
-            restore(stream)
-        outputs = outputs_for(inputs, [s.render() for s in streams])
+            restored = restore(stream)
+            text = stream.render()
+            if restored:
+                check_restored(stream, text, restored)
+            rendered.append(text)
+        outputs = outputs_for(inputs, rendered)
         emit(outputs, in_place=args.in_place, diff=args.diff, config_out=config_out)
         return EXIT_OK
 
     config = read_config(config_out) if config_out else None
-    policy = MeshPolicy(cluster_domain=args.cluster_domain, match=match)
+    # --check without --mirror-url compares with the Service deploy/ installs: a rule counts
+    # as mirrored only if its jwksUri is the mirror's, never because of its annotation.
     plan = plan_rewrite(
-        streams, policy, mirror_url=mirror_url, known=known_names(config) if config else None
+        streams, policy, mirror_url=mirror_url or DEFAULT_MIRROR_URL,
+        known=known_names(config) if config else None,
     )
     if args.check:
         return _check(plan)
