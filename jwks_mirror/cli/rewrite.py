@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
-from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams
+from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams, recover
 from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, MeshPolicy, http_url
 from jwks_mirror.gitops.rewrite import (
     Plan,
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         emit(outputs, in_place=args.in_place, diff=args.diff, config_out=config_out)
         return EXIT_OK
 
+    if config_out is not None:
+        finish_interrupted([str(config_out)])
     config = read_config(config_out) if config_out else None
     # --check without --mirror-url compares with the Service deploy/ installs: a rule counts
     # as mirrored only if its jwksUri is the mirror's, never because of its annotation.
@@ -96,7 +98,15 @@ def read_manifests(
     is written; shared by ``rewrite``, ``pin`` and ``rotate``."""
     if in_place and "-" in (paths or ["-"]):
         raise UsageError("--in-place needs file or directory paths, not stdin")
+    finish_interrupted(paths)
     return read_streams(paths)
+
+
+def finish_interrupted(paths: list[str]) -> None:
+    """Roll forward or clean up what a killed ``--in-place`` run left under ``paths``
+    (:func:`jwks_mirror.gitops.files.recover`), saying so on stderr."""
+    for note in recover(paths):
+        sys.stderr.write(f"jwks-mirror: {inert(note)}\n")
 
 
 def render_restorable(stream: ManifestStream) -> str:
