@@ -72,7 +72,7 @@ def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool], wha
     """SIGKILL ``process`` as soon as ``condition`` holds (polled, no fixed sleep)."""
     while not condition():
         if process.poll() is not None:
-            out, err = process.communicate()
+            _, err = process.communicate()
             pytest.fail(f"the run ended (exit {process.returncode}) before {what}: {err[-500:]}")
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
@@ -96,7 +96,7 @@ def test_killed_in_place_run_is_all_or_nothing(tmp_path: Path, moment: str) -> N
 
     # The next run, even a read-only one, first finishes (or discards) the interrupted one.
     check = rewrite(tmp_path, "--check")
-    out, err = check.communicate()
+    _, err = check.communicate()
     assert check.returncode in (0, 1), err
     assert dot_files(tmp_path) == []
     after = states(paths)
