@@ -3,7 +3,13 @@
 * ``fuzz_keysets.py``: the validation policy never raises anything but its own rejections and
   never publishes private or symmetric material;
 * ``fuzz_http1.py``: no exception escapes the public port's protocol, answers come only at
-  request boundaries, never more answers than requests (see its docstring).
+  request boundaries, never more answers than requests (see its docstring);
+* ``fuzz_restore.py``: ``rewrite --restore`` refuses (UsageError) or writes text that parses
+  again with every original back and no annotation left;
+* ``fuzz_explain_token.py``: ``explain``'s token decoder and verdict raise nothing but
+  UsageError and print no control character;
+* ``fuzz_admin_answers.py``: the admin client's JSON reader and answer checks raise nothing
+  but AdminError, and what they accept renders and explains without another exception.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("target", "min_runs"),
-    [("fuzz_keysets.py", 1000), ("fuzz_http1.py", 200)],
+    [
+        ("fuzz_keysets.py", 1000),
+        ("fuzz_http1.py", 200),
+        ("fuzz_restore.py", 50),
+        ("fuzz_explain_token.py", 500),
+        ("fuzz_admin_answers.py", 500),
+    ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):
     result = subprocess.run(
