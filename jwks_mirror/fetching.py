@@ -109,7 +109,7 @@ class Admission:
         self._free += 1
 
 
-class ForbiddenAddress(OSError):
+class _ForbiddenAddress(OSError):
     """A host resolved to an address :func:`forbidden_address` refuses."""
 
 
@@ -129,7 +129,7 @@ class GuardedResolver(AbstractResolver):
         for result in results:
             why = forbidden_address(result["host"])
             if why is not None:
-                raise ForbiddenAddress(f"{host} resolves to {result['host']}: {why}")
+                raise _ForbiddenAddress(f"{host} resolves to {result['host']}: {why}")
         return results
 
     async def close(self) -> None:
@@ -329,7 +329,7 @@ class Fetcher:
                 "timeout", f"{url}: no complete answer in {limits.timeout_s:g}s"
             ) from exc
         except aiohttp.ClientConnectorDNSError as exc:
-            if isinstance(exc.os_error, ForbiddenAddress):
+            if isinstance(exc.os_error, _ForbiddenAddress):
                 raise UpstreamError("address", f"{url}: refused: {exc.os_error}") from exc
             raise UpstreamError(
                 "connect", f"{url}: cannot connect: {_oneline(exc.os_error)}"
