@@ -135,3 +135,53 @@ def test_write_all_keeps_modes_and_cleans_up(tmp_path: Path) -> None:
     assert target.stat().st_mode & 0o777 == 0o640
     assert config.stat().st_mtime >= start - 1
     assert dot_files(tmp_path) == []
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one precise point: nothing after it runs."""
+
+
+def test_recover_rolls_a_committed_run_forward_from_any_rename(tmp_path: Path, monkeypatch) -> None:
+    """Deterministic counterpart of the kill test: the run dies after its commit and its first
+    rename (os.replace: the commit, then one file, then the kill)."""
+    from jwks_mirror.gitops import files
+
+    targets = [tmp_path / d / f"{n}.yaml" for d in ("a", "b") for n in range(3)]
+    for path in targets:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("old\n")
+    calls = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    with pytest.raises(Killed):
+        write_all([Output(p, p.name, "old\n", "new\n") for p in targets])
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    assert sorted(p.read_text() for p in targets) == ["new\n"] + ["old\n"] * 5  # half-applied
+    notes = files.recover([str(tmp_path / "b")])  # any of the run's paths finds the journal
+    assert len(notes) == 1 and "5 of 6 files were still staged" in notes[0]
+    assert [p.read_text() for p in targets] == ["new\n"] * 6
+    assert dot_files(tmp_path) == []
+
+
+def test_recover_deletes_what_an_uncommitted_run_staged(tmp_path: Path) -> None:
+    from jwks_mirror.gitops import files
+
+    target = tmp_path / "ra.yaml"
+    target.write_text("old\n")
+    staged = tmp_path / ".ra.yaml.jwks-mirror-staged-1a2b"
+    staged.write_text("new\n")
+    partial = tmp_path / ".jwks-mirror-commit-1a2b.partial"
+    partial.write_text("{")
+    notes = files.recover([str(target)])
+    assert len(notes) == 1 and "interrupted" in notes[0]
+    assert not staged.exists()
+    files.recover([str(tmp_path)])
+    assert dot_files(tmp_path) == []
+    assert target.read_text() == "old\n"

@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,9 +256,14 @@ def recover(paths: list[str]) -> list[str]:
             continue
         path = Path(os.path.abspath(raw))
         if path.is_dir():
-            candidates: Iterator[Path] = path.rglob(".jwks-mirror-*")
-            staged += path.rglob(".*.jwks-mirror-staged-*")
-            journals += [p for p in candidates if _JOURNAL.fullmatch(p.name)]
+            for directory, subdirectories, names in os.walk(path):
+                # Hidden directories (.git) hold no manifests, so nothing was staged there.
+                subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+                for name in names:
+                    if _STAGED.fullmatch(name):
+                        staged.append(Path(directory, name))
+                    elif _JOURNAL.fullmatch(name):
+                        journals.append(Path(directory, name))
         elif path.parent.is_dir():
             staged += path.parent.glob(f".{glob.escape(path.name)}.jwks-mirror-staged-*")
     done: set[Path] = set()
