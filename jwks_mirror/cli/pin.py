@@ -10,19 +10,18 @@ replicas that disagree) or ``--check`` found URIs behind; 2 bad input or options
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from jwks_mirror.cli.admin_client import (
     DEADLINE_S,
+    MAX_ANSWER_BYTES,
     REFRESH_DEADLINE_S,
     AdminClient,
     deadline_after,
 )
 from jwks_mirror.cli.rewrite import mirror_url_option, read_manifests
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, KeySetRejected, UsageError
 from jwks_mirror.gitops.files import emit, outputs_for
 from jwks_mirror.gitops.pinning import (
     Pin,
@@ -32,6 +31,7 @@ from jwks_mirror.gitops.pinning import (
     plan_pins,
     versions_from_statuses,
 )
+from jwks_mirror.strictjson import parse_json
 from jwks_mirror.text import inert
 
 
@@ -50,15 +50,19 @@ def _clients(
 
 
 def _read_status_file(path: str) -> Any:
+    """A saved ``status --json``, read as strictly as the admin port's own answer."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ANSWER_BYTES + 1)
     except FileNotFoundError:
         raise UsageError(f"--from-status: no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--from-status: cannot read {path}: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"--from-status: cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_ANSWER_BYTES:
+        raise UsageError(f"--from-status: {path}: larger than {MAX_ANSWER_BYTES} bytes")
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return parse_json(data)
+    except KeySetRejected as exc:
         raise UsageError(f"--from-status: {path}: not JSON: {exc}") from exc
 
 
