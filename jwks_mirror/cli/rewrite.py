@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         known=known_names(config) if config else None,
     )
     if args.check:
-        return _check(plan)
+        return _check(plan, mirror_url=mirror_url or DEFAULT_MIRROR_URL)
     assert mirror_url is not None
     apply_rewrite(plan, mirror_url=mirror_url)
     outputs = outputs_for(inputs, [render_restorable(stream) for stream in streams])
@@ -126,7 +126,7 @@ def render_restorable(stream: ManifestStream) -> str:
     return rendered
 
 
-def _check(plan: Plan) -> int:
+def _check(plan: Plan, *, mirror_url: str) -> int:
     pending = plan.pending()
     for target in pending:
         ref = target.ref
@@ -134,7 +134,10 @@ def _check(plan: Plan) -> int:
             what = f"jwksUri {ref.rule.get('jwksUri')}"
         else:
             what = f"issuer {ref.rule.get('issuer')} (OIDC discovery)"
-        print(inert(f"{ref.where}: {what} is not mirrored"))
+        why = ""
+        if target.annotated:
+            why = f" (annotated, but not a URL of the mirror {mirror_url})"
+        print(inert(f"{ref.where}: {what} is not mirrored{why}"))
     mirrored = len(plan.targets) - len(pending)
     summary = f"{len(pending)} in-mesh rules not mirrored, {mirrored} mirrored"
     sys.stderr.write(f"jwks-mirror: {summary}\n")

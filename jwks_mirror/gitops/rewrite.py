@@ -68,6 +68,8 @@ class Target:
     ref: RuleRef
     upstream: Upstream
     mirrored: bool
+    # Not mirrored although the annotation names this rule: its jwksUri is not the mirror's.
+    annotated: bool = False
 
 
 @dataclass
@@ -230,7 +232,10 @@ def _classify(
         return Target(ref, upstream, mirrored=True)
     # Not the mirror's URL, whatever the annotation says: judged by the URL itself.
     upstream = policy.upstream(str(uri), kind="jwks", namespace=ref.namespace)
-    return Target(ref, upstream, mirrored=False) if upstream else None
+    if upstream is None:
+        return None
+    annotated = index in read_originals(ref.resource, source=ref.source)
+    return Target(ref, upstream, mirrored=False, annotated=annotated)
 
 
 def apply_rewrite(plan: Plan, *, mirror_url: str) -> int:
