@@ -66,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
     config = read_config(config_out) if config_out else None
     # --check without --mirror-url compares with the Service deploy/ installs: a rule counts
     # as mirrored only if its jwksUri is the mirror's, never because of its annotation.
+    mirror = mirror_url or DEFAULT_MIRROR_URL
     plan = plan_rewrite(
-        streams, policy, mirror_url=mirror_url or DEFAULT_MIRROR_URL,
-        known=known_names(config) if config else None,
+        streams, policy, mirror_url=mirror, known=known_names(config) if config else None
     )
     if args.check:
-        return _check(plan, mirror_url=mirror_url or DEFAULT_MIRROR_URL)
+        return _check(plan, mirror_url=mirror)
     assert mirror_url is not None
     apply_rewrite(plan, mirror_url=mirror_url)
     outputs = outputs_for(inputs, [render_restorable(stream) for stream in streams])

@@ -5,8 +5,13 @@ PURE-ish: round-trip trees in, edited trees out, no aiohttp; the only file read 
 config :func:`read_config` is given. :class:`~jwks_mirror.gitops.mesh.MeshPolicy` says which
 URLs are in-mesh; :func:`plan_rewrite` finds the rules and names their upstreams,
 :func:`apply_rewrite` edits them (the originals go into the
-:data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation), :func:`restore` puts them back,
-:func:`merge_config` adds the matching ``issuers:`` entries to a mirror config.
+:data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation), :func:`restore` puts them back
+and :func:`check_restored` proves the result reads back, :func:`merge_config` adds the
+matching ``issuers:`` entries to a mirror config.
+
+The manifests are pull-request content: the annotation is as forgeable as the rest, so it
+never makes a rule mirrored (only a ``jwksUri`` under the mirror's URL does), and an original
+taken from it is checked (:func:`original_upstream`) before it is used.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ __all__ = [
 
 # How a null jwksUri may have been spelled; anything else in {"null": ...} is not ours.
 _NULL_SPELLINGS = frozenset({"", "~", "null", "Null", "NULL"})
+# Every http(s) URL with a host: what restore() asks of an original (see there).
+_ANY_URL = MeshPolicy(match=re.compile(""))
 
 
 @dataclass(frozen=True)
@@ -359,31 +366,33 @@ def check_restored(stream: ManifestStream, rendered: str, restored: list[Restore
             "refused, nothing written"
         ) from None
     for entry in restored:
-        rule = None
-        if entry.document < len(again.documents):
-            resources = list(iter_request_authentications(again.documents[entry.document].data))
-            if entry.resource < len(resources):
-                spec = resources[entry.resource].get("spec")
-                rules = spec.get("jwtRules") if isinstance(spec, dict) else None
-                if isinstance(rules, list) and entry.rule < len(rules):
-                    rule = rules[entry.rule]
-        if not isinstance(rule, dict):
-            found: object = "nothing"
-        elif entry.value is None:
-            found = rule.get("jwksUri") if "jwksUri" in rule else None
+        rule = _rule_at(again, entry)
+        found = rule.get("jwksUri", _ABSENT) if isinstance(rule, dict) else _ABSENT
+        if entry.value is None:
+            ok = isinstance(rule, dict) and found is _ABSENT
+        elif isinstance(entry.value, YamlNull):
+            ok = isinstance(found, YamlNull)
         else:
-            found = rule.get("jwksUri")
-            if isinstance(entry.value, YamlNull) and isinstance(found, YamlNull):
-                continue
-            found = str(found) if isinstance(found, str) else found
-        if found == entry.value and not isinstance(entry.value, YamlNull):
-            continue
-        if entry.value is None and rule is not None and found is None:
-            continue
-        raise ManifestError(
-            f"{entry.where}: spec.jwtRules[{entry.rule}]: --restore would not read back as "
-            f"the original jwksUri {entry.value!r}: refused, nothing written"
-        )
+            ok = isinstance(found, str) and str(found) == entry.value
+        if not ok:
+            raise ManifestError(
+                f"{entry.where}: spec.jwtRules[{entry.rule}]: --restore would not read back "
+                f"as the original jwksUri {entry.value!r}: refused, nothing written"
+            )
+
+
+_ABSENT = object()
+
+
+def _rule_at(stream: ManifestStream, entry: Restored) -> Any:
+    if entry.document >= len(stream.documents):
+        return None
+    resources = list(iter_request_authentications(stream.documents[entry.document].data))
+    if entry.resource >= len(resources):
+        return None
+    spec = resources[entry.resource].get("spec")
+    rules = spec.get("jwtRules") if isinstance(spec, dict) else None
+    return rules[entry.rule] if isinstance(rules, list) and entry.rule < len(rules) else None
 
 
 def restores(stream: ManifestStream, rendered: str) -> bool:
@@ -401,10 +410,6 @@ def restores(stream: ManifestStream, rendered: str) -> bool:
     except ManifestError:
         return False
     return again.render() == stream.text
-
-
-# Every http(s) URL with a host: what restore() asks of an original (see there).
-_ANY_URL = MeshPolicy(match=re.compile(""))
 
 
 # -- the mirror config -----------------------------------------------------------------------
