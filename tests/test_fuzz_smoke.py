@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fuzz_keysets.py", 1000),
         ("fuzz_http1.py", 200),
         ("fuzz_restore.py", 50),
-        ("fuzz_explain_token.py", 500),
-        ("fuzz_admin_answers.py", 500),
+        ("fuzz_explain_token.py", 200),
+        ("fuzz_admin_answers.py", 200),
     ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):

@@ -218,7 +218,7 @@ _HISTORY: dict[str, Check] = {
     "retained_until": _optional(_is_number),
 }
 _RESULT: dict[str, Check] = {
-    "outcome": lambda value: value in OUTCOMES,
+    "outcome": lambda value: isinstance(value, str) and value in OUTCOMES,
     "kids": _is_kids,
     "added": _is_kids,
     "removed": _is_kids,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
 
 from jwks_mirror.cli.admin_client import human_duration
 from jwks_mirror.errors import KeySetRejected, UsageError
@@ -156,6 +157,9 @@ def explain(
             signed.verify(key, alg=alg)
         except jws.InvalidJWSSignature:
             failures.append(f"signature does not verify with key {candidate.get('kid')!r}")
+            continue
+        except JWException as exc:  # the token asks for something jwcrypto will not do
+            failures.append(f"the signature check with key {candidate.get('kid')!r} failed: {exc}")
             continue
         lines.append(_describe_key(candidate, entry, now))
         return _check_times(claims, now, lines)
