@@ -117,13 +117,14 @@ async def test_one_deadline_bounds_a_slow_drip(fake_issuer, capsys, monkeypatch)
         (["refresh"], b'{"results": [1]}'),
         (["refresh"], b'{"results": [{"name": "idp", "outcome": "changed", "kids": 3}]}'),
         (["refresh"], b'{"results": [{"name": "idp", "outcome": "fine"}]}'),
+        (["refresh"], b'{"results": [{"name": "idp", "outcome": ["k1"]}]}'),
         (["refresh"], b"{" * 50_000),
         (["explain", "TOKEN"], b"[" * 100_000 + b"]" * 100_000),
         (["explain", "TOKEN"], b'{"issuers": [{"name": "idp", "issuer": ["https://idp.test"]}]}'),
     ],
     ids=[
         "deep", "issuers-str", "issuers-ints", "name-list", "error-int", "nan",
-        "results-int", "kids-int", "odd-outcome", "deep-refresh", "explain-deep",
+        "results-int", "kids-int", "odd-outcome", "outcome-list", "deep-refresh", "explain-deep",
         "explain-issuer-list",
     ],
 )
