@@ -8,6 +8,7 @@ that issuer names and the GitOps tooling's generated names share. Every problem 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -42,6 +43,55 @@ _RESERVED_HEADERS = frozenset(
         "keep-alive",
     }
 )
+
+
+# -- upstream addresses ------------------------------------------------------------------------
+#
+# An upstream URL names what the mirror fetches with its own mesh identity, and a manifest's
+# author can reach the config (rewrite --config-out). Link-local and cloud metadata addresses
+# are refused, as istiod refuses them for a jwksUri; loopback and private ranges stay allowed
+# (tests, the demo and in-mesh upstreams use them). The list, and why each is on it:
+#   169.254.0.0/16   IPv4 link-local: AWS, GCP, Azure, OpenStack, Oracle and DigitalOcean
+#                    instance metadata (169.254.169.254), ECS/EKS task and pod identity
+#                    endpoints (169.254.170.2, 169.254.170.23), link-local DNS caches
+#   fe80::/10        IPv6 link-local
+#   fd00:ec2::254    AWS instance metadata over IPv6 (fd00:ec2::23: EKS pod identity)
+#   100.100.100.200  Alibaba Cloud instance metadata
+#   168.63.129.16    Azure's platform address (WireServer, the IMDS sibling)
+#   192.0.0.192      Oracle Cloud's legacy metadata address
+#   metadata.google.internal, metadata.goog, instance-data.ec2.internal
+#                    the metadata services' host names, refused by name as well
+# An IPv4 address written as IPv4-mapped IPv6 (::ffff:169.254.169.254) is judged as IPv4.
+# The fetcher applies the same rule to what a host name resolves to (fetching.py).
+
+_FORBIDDEN_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "fd00:ec2::23/128",
+        "100.100.100.200/32", "168.63.129.16/32", "192.0.0.192/32",
+    )
+)
+_FORBIDDEN_NAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "instance-data.ec2.internal"}
+)
+
+
+def forbidden_address(host: str) -> str | None:
+    """Why the mirror must not fetch from ``host`` (a name or an IP address, brackets and a
+    trailing dot allowed), or None when it may."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name in _FORBIDDEN_NAMES:
+        return f"{name} is a cloud metadata service"
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for network in _FORBIDDEN_NETWORKS:
+        if address in network:
+            return f"{address} is a link-local or cloud metadata address"
+    return None
 
 
 def is_dns_label(text: str) -> bool:
@@ -163,7 +213,11 @@ class FieldReader:
             raise ConfigError(f"cannot read: {exc.strerror}", field=where) from exc
         return path
 
-    def url(self, value: object, where: str, schemes: set[str]) -> str:
+    def url(
+        self, value: object, where: str, schemes: set[str], *, upstream: bool = False
+    ) -> str:
+        """A URL with one of ``schemes``; ``upstream`` (something the mirror fetches) also
+        refuses a link-local or cloud metadata host (:func:`forbidden_address`)."""
         text = self.string(value, where)
         try:
             parts = urlsplit(text)
@@ -179,6 +233,9 @@ class FieldReader:
             raise ConfigError("URL must not have a fragment", field=where)
         if any(c.isspace() for c in text):
             raise ConfigError("URL must not contain whitespace", field=where)
+        why = forbidden_address(parts.hostname) if upstream else None
+        if why is not None:
+            raise ConfigError(f"refused: {why} (the mirror never fetches from one)", field=where)
         return text
 
     def headers(

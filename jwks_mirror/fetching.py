@@ -13,6 +13,8 @@ This module is the only place aiohttp client and ssl errors are seen; each leave
     too_large   the body (after decompression) exceeds max_response_bytes
     encoding    a Content-Encoding we did not ask for, or a corrupt compressed body
     discovery   the OpenID discovery document is unusable (discovery.py checks it)
+    address     the host is, or resolves to, a link-local or cloud metadata address
+                (configfields.forbidden_address): never connected to
 
 Bodies are read in chunks and decompressed here, never by aiohttp, so the size cap applies to
 the decompressed bytes and a compression bomb stops at ``max_response_bytes``.
@@ -30,16 +32,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from jwks_mirror import __version__
+from jwks_mirror.configfields import forbidden_address
 from jwks_mirror.discovery import DiscoveryCache, discovery_key, jwks_uri_from, max_age_s
 from jwks_mirror.errors import ConfigError, UpstreamError
 from jwks_mirror.settings import IssuerSettings
@@ -103,6 +109,33 @@ class Admission:
         self._free += 1
 
 
+class _ForbiddenAddress(OSError):
+    """A host resolved to an address :func:`forbidden_address` refuses."""
+
+
+class GuardedResolver(AbstractResolver):
+    """The connector's resolver, refusing a name that resolves to a link-local or cloud
+    metadata address: the one place the address rule meets DNS, at fetch time (a name that
+    was harmless when ``check-config`` ran can point elsewhere later). Literal addresses never
+    reach a resolver; :meth:`Fetcher._get` checks those."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner if inner is not None else aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            why = forbidden_address(result["host"])
+            if why is not None:
+                raise _ForbiddenAddress(f"{host} resolves to {result['host']}: {why}")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 @dataclass(frozen=True)
 class FetchResult:
     """A 200 (``body`` set) or a 304 to our conditional request (``body`` None)."""
@@ -132,8 +165,12 @@ class Fetcher:
         *,
         admission: Admission | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resolver: Callable[[], AbstractResolver] | None = None,
     ) -> None:
         self._admission = admission or Admission()
+        # Each session's resolver, wrapped in GuardedResolver; tests give one that maps a
+        # name to a metadata address, which no real resolver here would.
+        self._resolver = resolver
         self._discovery = DiscoveryCache(clock=clock)
         self._sessions: dict[tuple[object, ...], aiohttp.ClientSession] = {}
         self._retired: dict[aiohttp.ClientSession, asyncio.TimerHandle] = {}
@@ -159,7 +196,10 @@ class Fetcher:
                 context = build_ssl_context(tls)
             except ConfigError as exc:
                 raise UpstreamError("tls", f"cannot load TLS files: {exc}") from exc
-            connector = aiohttp.TCPConnector(ssl=context, limit=0, ttl_dns_cache=30)
+            inner = self._resolver() if self._resolver is not None else None
+            connector = aiohttp.TCPConnector(
+                ssl=context, limit=0, ttl_dns_cache=30, resolver=GuardedResolver(inner)
+            )
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
@@ -249,6 +289,9 @@ class Fetcher:
         limits = issuer.limits
         timeout = aiohttp.ClientTimeout(total=limits.timeout_s, sock_connect=limits.timeout_s)
         server_name = issuer.tls.server_name if issuer.tls else None
+        why = _url_refused(url)
+        if why is not None:  # a literal address (a discovered jwks_uri, say): never asked
+            raise UpstreamError("address", f"{url}: refused: {why}")
         try:
             async with session.get(
                 url,
@@ -290,6 +333,12 @@ class Fetcher:
         except TimeoutError as exc:
             raise UpstreamError(
                 "timeout", f"{url}: no complete answer in {limits.timeout_s:g}s"
+            ) from exc
+        except aiohttp.ClientConnectorDNSError as exc:
+            if isinstance(exc.os_error, _ForbiddenAddress):
+                raise UpstreamError("address", f"{url}: refused: {exc.os_error}") from exc
+            raise UpstreamError(
+                "connect", f"{url}: cannot connect: {_oneline(exc.os_error)}"
             ) from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise UpstreamError(
@@ -380,6 +429,14 @@ async def _excerpt(response: aiohttp.ClientResponse) -> str:
     text = "".join(c if c.isprintable() else " " for c in raw.decode("utf-8", "replace"))
     text = " ".join(text.split())
     return f": {text[:_EXCERPT_BYTES]!r}" if text else ""
+
+
+def _url_refused(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None  # aiohttp refuses it as an invalid URL
+    return forbidden_address(host) if host else None
 
 
 def _read_token(path: Path) -> str:

@@ -447,11 +447,13 @@ class _Loader(FieldReader):
             issuer = self.string(m["issuer"], f"{where}.issuer")
         jwks_uri = None
         if m.get("jwks_uri") is not None:
-            jwks_uri = self.url(m["jwks_uri"], f"{where}.jwks_uri", {"http", "https"})
+            jwks_uri = self.url(
+                m["jwks_uri"], f"{where}.jwks_uri", {"http", "https"}, upstream=True
+            )
         if discovery:
             if issuer is None:
                 raise ConfigError("required when discovery is true", field=f"{where}.issuer")
-            self.url(issuer, f"{where}.issuer", {"http", "https"})
+            self.url(issuer, f"{where}.issuer", {"http", "https"}, upstream=True)
             if jwks_uri is not None:
                 raise ConfigError(
                     "set either jwks_uri or discovery: true, not both", field=f"{where}.jwks_uri"
@@ -463,7 +465,7 @@ class _Loader(FieldReader):
             if not discovery:
                 raise ConfigError("only with discovery: true", field=f"{where}.discovery_url")
             discovery_url = self.url(
-                m["discovery_url"], f"{where}.discovery_url", {"http", "https"}
+                m["discovery_url"], f"{where}.discovery_url", {"http", "https"}, upstream=True
             )
         proxy = None
         if m.get("proxy") is not None:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from jwks_mirror.cli import main
-from jwks_mirror.gitops.findings import CODES, Finding, escape
+from jwks_mirror.gitops.findings import CODES, Finding
+from jwks_mirror.text import inert
 
 DATA = Path(__file__).parent / "data" / "analyze"
 CASES = DATA / "cases"
@@ -322,10 +323,10 @@ def test_strings_from_input_are_printed_escaped(tmp_path: Path, capsys: pytest.C
     assert len(out.splitlines()) == 3
 
 
-def test_escape() -> None:
-    assert escape("plain text, ünïcode") == "plain text, ünïcode"
-    assert escape("a\tb\x00c\x7f\x85\\.") == "a\\x09b\\x00c\\x7f\\x85\\."
-    assert escape("\u200b\U000e0001") == "\\u200b\\U000e0001"
+def test_findings_print_through_inert() -> None:
+    assert inert("plain text, ünïcode") == "plain text, ünïcode"
+    assert inert("a\tb\x00c\x7f\x85\\.") == "a\\tb\\x00c\\x7f\\x85\\\\."
+    assert inert("\u200b\u202e\U000e0001") == "\\u200b\\u202e\\U000e0001"
 
 
 def test_docs_document_every_code_and_the_json_fields() -> None:

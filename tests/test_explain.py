@@ -152,3 +152,54 @@ async def test_es256_token_on_a_p384_key_is_an_algorithm_mismatch(p384_mirror, c
     code, out = await run_explain(running, es_token(key, "ES384"), capsys)
     assert code == 0, out
     assert out.startswith("ACCEPTED"), out
+
+
+# -- hostile tokens: one line and exit 2 (or a verdict), never a traceback --------------------
+
+
+def raw_token(header: bytes, claims: bytes, signature: str = "c2ln") -> str:
+    return f"{_b64(header)}.{_b64(claims)}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "jwt_text",
+    [
+        raw_token(b'{"alg":' + b"[" * 2000 + b"]" * 2000 + b"}", b'{"iss":"x"}'),
+        raw_token(b'{"alg":"RS256"}', b'{"iss":' + b"[" * 2000 + b"]" * 2000 + b"}"),
+        raw_token(b'{"alg":"RS256", "alg":"none"}', b'{"iss":"x"}'),
+        raw_token(b'{"alg":"RS256"}', b'{"iss":NaN}'),
+    ],
+    ids=["deep-header", "deep-claims", "duplicate-member", "nan"],
+)
+def test_hostile_token_json_is_one_line_and_exit_2(capsys, jwt_text):
+    # Refused before any admin request: the port named here is never contacted.
+    assert main(["explain", jwt_text, "--admin", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jwks-mirror: error: not a JWT") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+@pytest.mark.parametrize("value", [1e20, -1e20, 10**30])
+async def test_times_out_of_range_are_a_verdict_not_a_traceback(mirror, capsys, claim, value):
+    key = signing_key("k1")
+    claims = {"iss": ISSUER, "sub": "alice", claim: value}
+    signed = jwt.JWT(header={"alg": "RS256", "kid": "k1"}, claims=claims)
+    signed.make_signed_token(key)
+    code, out = await run_explain(mirror, signed.serialize(), capsys)
+    assert "Traceback" not in out
+    assert code in (0, 1), out
+    assert out.startswith(("ACCEPTED", "REJECTED")), out
+
+
+async def test_token_claims_are_printed_inert(fake_issuer, mirror_factory, capsys):
+    """The token's iss is the caller's input: a newline in it must not start a new line in
+    the output (a CI log would read '::error ...' as an annotation), nor ESC reach the terminal."""
+    issuer = await fake_issuer(document=jwks("k1"))
+    evil = "https://x.test\n::error file=a.yaml::forged\x1b]0;title\x07"
+    running = await mirror_factory(config_text(f"  - name: idp\n    jwks_uri: {issuer.url}\n    issuer: {ISSUER}\n"))
+    await running.mirror.refresh(["idp"])  # so the kid hint names the token's iss
+    code, out = await run_explain(running, token("k1", iss=evil), capsys)
+    assert "is published by idp" in out
+    assert code == 1
+    assert not any(line.startswith("::error") for line in out.splitlines()), out
+    assert "\x1b" not in out and "\x07" not in out

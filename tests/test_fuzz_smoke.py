@@ -15,6 +15,12 @@
 * ``fuzz_config.py``: the bounded config loader returns settings or a one-line ConfigError;
 * ``fuzz_manifests.py``: the bounded manifest reader and walker give a one-line ManifestError
   or a stream that renders back byte for byte, each rule visited once.
+* ``fuzz_restore.py``: ``rewrite --restore`` refuses (UsageError) or writes text that parses
+  again with every original back and no annotation left;
+* ``fuzz_explain_token.py``: ``explain``'s token decoder and verdict raise nothing but
+  UsageError and print no control character;
+* ``fuzz_admin_answers.py``: the admin client's JSON reader and answer checks raise nothing
+  but AdminError, and what they accept renders and explains without another exception.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fuzz_cachecontrol.py", 1000),
         ("fuzz_config.py", 200),
         ("fuzz_manifests.py", 200),
+        ("fuzz_restore.py", 50),
+        ("fuzz_explain_token.py", 200),
+        ("fuzz_admin_answers.py", 200),
     ],
 )
 def test_fuzzer_runs_without_a_crash(tmp_path: Path, target: str, min_runs: int):

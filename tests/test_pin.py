@@ -95,8 +95,12 @@ def test_golden_pin_changes_only_mirror_uris_and_restores(
     source.write_text(out)
     assert run(capsys, str(source), "--from-status", str(status)) == (0, out, err)  # idempotent
     assert run(capsys, str(source), "--from-status", str(status), "--check")[0] == 0
-    # Pinned manifests are still mirrored for rewrite, and restore still gives the input back.
-    assert main(["rewrite", str(source), "--check"]) == 0
+    # Pinned manifests are still mirrored for rewrite (given the first run's --match or
+    # --cluster-domain: an original is trusted only if it is in-mesh), and restore still gives
+    # the input back.
+    args = DATA / case / "args"
+    first_run = args.read_text().split() if args.exists() else []
+    assert main(["rewrite", str(source), "--check", *first_run]) == 0
     assert main(["rewrite", str(source), "--restore"]) == 0
     restored = DATA / case / "restored.yaml"
     out = capsys.readouterr().out
@@ -490,3 +494,21 @@ def test_versions_merge_rules() -> None:
     assert merged.lookup("b") == (None, "issuer b is not configured on r1")
     odd: dict[str, Any] = {"issuers": [{"name": "a", "version": "x&v=evil"}]}
     assert versions_from_statuses([("r1", odd)]).lookup("a")[0] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"issuers": [1, {"name": 5}], "x": NaN}', b'{"issuers": "x"}'],
+    ids=["deep", "nan", "typed"],
+)
+def test_a_hostile_saved_status_is_one_line_and_exit_2(tmp_path: Path, capsys, body: bytes) -> None:
+    """A saved ``status --json`` is an admin answer at one remove: read as strictly."""
+    status = tmp_path / "status.json"
+    status.write_bytes(body)
+    source = tmp_path / "ra.yaml"
+    shutil.copy(DATA / "basic" / "expected.yaml", source)
+    code = main(["pin", str(source), "--from-status", str(status)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("jwks-mirror: error: --from-status") or "not a jwks-mirror status" in err
+    assert err.count("\n") == 1

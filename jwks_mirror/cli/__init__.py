@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MirrorError, UsageError
 from jwks_mirror.settings import CONFIG_ENV, load_settings
+from jwks_mirror.text import inert
 
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
 DEFAULT_CONFIG = "/etc/jwks-mirror/config.yaml"
@@ -23,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line with exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {inert(message)}\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"jwks-mirror: error: {message}\n")
+    sys.stderr.write(f"jwks-mirror: error: {inert(message)}\n")
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -168,7 +169,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(_config_path(args), offline=args.offline)
     names = ", ".join(i.name for i in settings.issuers) or "none"
     checked = " (offline: files not checked)" if args.offline else ""
-    print(f"{_config_path(args)}: ok{checked} ({len(settings.issuers)} issuers: {names})")
+    print(inert(f"{_config_path(args)}: ok{checked} ({len(settings.issuers)} issuers: {names})"))
     return EXIT_OK
 
 
@@ -186,18 +187,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from jwks_mirror.cli.admin_client import AdminClient
+    from jwks_mirror.cli.admin_client import REFRESH_DEADLINE_S, AdminClient, deadline_after
 
-    client = AdminClient(args.admin, token=_admin_token(args))
+    client = AdminClient(
+        args.admin, token=_admin_token(args), deadline=deadline_after(REFRESH_DEADLINE_S)
+    )
     results = client.refresh(args.names, purge_retained=args.purge_retained)
     ok = True
     for item in results:
-        outcome = item.get("outcome", "failed")
-        kids = ", ".join(item.get("kids") or []) or "-"
+        outcome = item["outcome"]
+        kids = ", ".join(str(k) for k in item.get("kids") or []) or "-"
         line = f"{item.get('name')}: {outcome} (kids: {kids})"
         if item.get("error"):
             line += f": {item['error']}"
-        print(line)
+        print(inert(line))
         ok = ok and outcome != "failed"
     return EXIT_OK if ok else EXIT_FAILED
 

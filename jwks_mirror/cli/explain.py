@@ -14,16 +14,18 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
 
 from jwks_mirror.cli.admin_client import human_duration
-from jwks_mirror.errors import UsageError
+from jwks_mirror.errors import KeySetRejected, UsageError
 from jwks_mirror.keysets import never_allowed, verifies
+from jwks_mirror.strictjson import parse_json
+from jwks_mirror.text import inert
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
 
@@ -37,18 +39,24 @@ class Verdict:
     lines: list[str] = field(default_factory=list)
 
     def render(self) -> str:
+        """The verdict and its findings, each line inert: claims and admin answers are input."""
         head = "ACCEPTED" if self.accepted else f"REJECTED ({self.reason})"
-        return "\n".join([head, *(f"  {line}" for line in self.lines)])
+        return "\n".join([head, *(f"  {inert(line)}" for line in self.lines)])
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a compact JWS, without any verification. UsageError if not one."""
+    """Header and claims of a compact JWS, without any verification. UsageError if not one.
+
+    The JSON is read strictly (:func:`~jwks_mirror.strictjson.parse_json`: bounded nesting, no
+    duplicate members, no NaN): the token is whatever was pasted, and the fuzz target
+    ``fuzz/fuzz_explain_token.py`` feeds this function.
+    """
     parts = token.strip().split(".")
     if len(parts) != 3:
         raise UsageError("not a JWT: expected three dot-separated parts")
     try:
-        header, claims = (json.loads(_b64decode(p)) for p in parts[:2])
-    except (ValueError, binascii.Error) as exc:
+        header, claims = (parse_json(_b64decode(p)) for p in parts[:2])
+    except (ValueError, binascii.Error, KeySetRejected) as exc:
         raise UsageError(f"not a JWT: {exc}") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise UsageError("not a JWT: header and payload must be JSON objects")
@@ -62,7 +70,10 @@ def _b64decode(part: str) -> bytes:
 def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "at an unknown time"
-    stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # a claim of 1e20: past any calendar
+        return f"at {ts:.6g}, outside the calendar"
     span = human_duration(abs(now - ts))
     return f"{stamp} ({span} ago)" if now >= ts else f"{stamp} (in {span})"
 
@@ -125,10 +136,17 @@ def explain(
         return Verdict(False, "unknown kid", lines)
 
     signed = jws.JWS()
-    signed.deserialize(token.strip())
+    try:
+        signed.deserialize(token.strip())
+    except (jws.InvalidJWSObject, ValueError) as exc:
+        raise UsageError(f"not a JWT: {' '.join(str(exc).split())[:160]}") from exc
     failures: list[str] = []
     for candidate in candidates:
-        key = jwk.JWK(**candidate)
+        try:
+            key = jwk.JWK(**candidate)
+        except Exception:  # jwcrypto raises many types for a bad key
+            failures.append(f"the mirror published key {candidate.get('kid')!r} unreadably")
+            continue
         entry = history.get((candidate.get("kid"), key.thumbprint()))
         if not verifies(candidate, alg):  # the policy's alg table, the one validate() uses
             failures.append(
@@ -139,6 +157,9 @@ def explain(
             signed.verify(key, alg=alg)
         except jws.InvalidJWSSignature:
             failures.append(f"signature does not verify with key {candidate.get('kid')!r}")
+            continue
+        except JWException as exc:  # the token asks for something jwcrypto will not do
+            failures.append(f"the signature check with key {candidate.get('kid')!r} failed: {exc}")
             continue
         lines.append(_describe_key(candidate, entry, now))
         return _check_times(claims, now, lines)

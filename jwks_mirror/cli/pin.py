@@ -10,14 +10,18 @@ replicas that disagree) or ``--check`` found URIs behind; 2 bad input or options
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from jwks_mirror.cli.admin_client import AdminClient
+from jwks_mirror.cli.admin_client import (
+    DEADLINE_S,
+    MAX_ANSWER_BYTES,
+    REFRESH_DEADLINE_S,
+    AdminClient,
+    deadline_after,
+)
 from jwks_mirror.cli.rewrite import mirror_url_option, read_manifests
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
+from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, KeySetRejected, UsageError
 from jwks_mirror.gitops.files import emit, outputs_for
 from jwks_mirror.gitops.pinning import (
     Pin,
@@ -27,27 +31,38 @@ from jwks_mirror.gitops.pinning import (
     plan_pins,
     versions_from_statuses,
 )
+from jwks_mirror.strictjson import parse_json
+from jwks_mirror.text import inert
 
 
 def _stderr(line: str) -> None:
-    sys.stderr.write(f"jwks-mirror: {line}\n")
+    sys.stderr.write(f"jwks-mirror: {inert(line)}\n")
 
 
-def _clients(args: argparse.Namespace, *, token: str | None, default: str) -> list[AdminClient]:
-    """One client per distinct ``--admin`` (each a replica), or for ``default``."""
-    return [AdminClient(url, token=token) for url in dict.fromkeys(args.admin or [default])]
+def _clients(
+    args: argparse.Namespace, *, token: str | None, default: str, deadline_s: float = DEADLINE_S
+) -> list[AdminClient]:
+    """One client per distinct ``--admin`` (each a replica), or for ``default``; they share
+    the command's one deadline."""
+    deadline = deadline_after(deadline_s)
+    urls = dict.fromkeys(args.admin or [default])
+    return [AdminClient(url, token=token, deadline=deadline) for url in urls]
 
 
 def _read_status_file(path: str) -> Any:
+    """A saved ``status --json``, read as strictly as the admin port's own answer."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ANSWER_BYTES + 1)
     except FileNotFoundError:
         raise UsageError(f"--from-status: no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--from-status: cannot read {path}: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"--from-status: cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_ANSWER_BYTES:
+        raise UsageError(f"--from-status: {path}: larger than {MAX_ANSWER_BYTES} bytes")
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return parse_json(data)
+    except KeySetRejected as exc:
         raise UsageError(f"--from-status: {path}: not JSON: {exc}") from exc
 
 
@@ -93,7 +108,7 @@ def run_pin(args: argparse.Namespace, *, token: str | None, default_admin: str) 
     if args.check:
         late = behind(pins)
         for pin in late:
-            print(describe(pin))
+            print(inert(describe(pin)))
         _stderr(f"{len(late)} mirror jwksUris behind the mirror, {len(pins) - len(late)} current")
         return EXIT_FAILED if late else EXIT_OK
     if _unpinnable(pins):
@@ -141,7 +156,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
         raise UsageError("rotate pins files in place: give file or directory paths, not stdin")
     mirror_url = _mirror_url(args.mirror_url)
     inputs, streams = read_manifests(args.paths, in_place=True) if args.paths else ([], [])
-    clients = _clients(args, token=token, default=default_admin)
+    clients = _clients(args, token=token, default=default_admin, deadline_s=REFRESH_DEADLINE_S)
     several = len(clients) > 1
     failed = False
     for client in clients:
@@ -149,7 +164,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
             for line in _report(
                 result, replica=client.base_url if several else None, purge=args.purge_retained
             ):
-                print(line)
+                print(inert(line))
             failed = failed or result.get("outcome") not in ("changed", "unchanged")
     if failed:
         _stderr(f"error: refreshing {args.name} failed: nothing pinned")
@@ -160,7 +175,7 @@ def run_rotate(args: argparse.Namespace, *, token: str | None, default_admin: st
     if version is None:
         _stderr(f"error: {problem}")
         return EXIT_FAILED
-    print(f"version: {version}")
+    print(f"version: {inert(version)}")
     if not args.paths:
         return EXIT_OK
     pins = plan_pins(streams, versions, mirror_url=mirror_url)

@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
-from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams
-from jwks_mirror.gitops.mesh import MeshPolicy, http_url
+from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams, recover
+from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, MeshPolicy, http_url
 from jwks_mirror.gitops.rewrite import (
     Plan,
     apply_rewrite,
+    check_restored,
     known_names,
     merge_config,
     plan_rewrite,
@@ -26,6 +27,7 @@ from jwks_mirror.gitops.rewrite import (
     restores,
 )
 from jwks_mirror.gitops.roundtrip import ManifestStream
+from jwks_mirror.text import inert
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,21 +47,31 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--match: invalid regular expression: {exc}") from exc
     inputs, streams = read_manifests(args.paths, in_place=args.in_place)
     config_out = Path(args.config_out) if args.config_out else None
+    policy = MeshPolicy(cluster_domain=args.cluster_domain, match=match)
 
     if args.restore:
+        rendered = []
         for stream in streams:
-            restore(stream)
-        outputs = outputs_for(inputs, [s.render() for s in streams])
+            restored = restore(stream)
+            text = stream.render()
+            if restored:
+                check_restored(stream, text, restored)
+            rendered.append(text)
+        outputs = outputs_for(inputs, rendered)
         emit(outputs, in_place=args.in_place, diff=args.diff, config_out=config_out)
         return EXIT_OK
 
+    if config_out is not None:
+        finish_interrupted([str(config_out)])
     config = read_config(config_out) if config_out else None
-    policy = MeshPolicy(cluster_domain=args.cluster_domain, match=match)
+    # --check without --mirror-url compares with the Service deploy/ installs: a rule counts
+    # as mirrored only if its jwksUri is the mirror's, never because of its annotation.
+    mirror = mirror_url or DEFAULT_MIRROR_URL
     plan = plan_rewrite(
-        streams, policy, mirror_url=mirror_url, known=known_names(config) if config else None
+        streams, policy, mirror_url=mirror, known=known_names(config) if config else None
     )
     if args.check:
-        return _check(plan)
+        return _check(plan, mirror_url=mirror)
     assert mirror_url is not None
     apply_rewrite(plan, mirror_url=mirror_url)
     outputs = outputs_for(inputs, [render_restorable(stream) for stream in streams])
@@ -86,7 +98,15 @@ def read_manifests(
     is written; shared by ``rewrite``, ``pin`` and ``rotate``."""
     if in_place and "-" in (paths or ["-"]):
         raise UsageError("--in-place needs file or directory paths, not stdin")
+    finish_interrupted(paths)
     return read_streams(paths)
+
+
+def finish_interrupted(paths: list[str]) -> None:
+    """Roll forward or clean up what a killed ``--in-place`` run left under ``paths``
+    (:func:`jwks_mirror.gitops.files.recover`), saying so on stderr."""
+    for note in recover(paths):
+        sys.stderr.write(f"jwks-mirror: {inert(note)}\n")
 
 
 def render_restorable(stream: ManifestStream) -> str:
@@ -100,13 +120,13 @@ def render_restorable(stream: ManifestStream) -> str:
     rendered = stream.render()
     if not restores(stream, rendered):
         sys.stderr.write(
-            f"jwks-mirror: warning: {stream.source}: --restore will not give this file back "
-            "byte for byte (formatting ruamel.yaml cannot keep)\n"
+            f"jwks-mirror: warning: {inert(stream.source)}: --restore will not give this file "
+            "back byte for byte (formatting ruamel.yaml cannot keep)\n"
         )
     return rendered
 
 
-def _check(plan: Plan) -> int:
+def _check(plan: Plan, *, mirror_url: str) -> int:
     pending = plan.pending()
     for target in pending:
         ref = target.ref
@@ -114,7 +134,10 @@ def _check(plan: Plan) -> int:
             what = f"jwksUri {ref.rule.get('jwksUri')}"
         else:
             what = f"issuer {ref.rule.get('issuer')} (OIDC discovery)"
-        print(f"{ref.where}: {what} is not mirrored")
+        why = ""
+        if target.annotated:
+            why = f" (annotated, but not a URL of the mirror {mirror_url})"
+        print(inert(f"{ref.where}: {what} is not mirrored{why}"))
     mirrored = len(plan.targets) - len(pending)
     summary = f"{len(pending)} in-mesh rules not mirrored, {mirrored} mirrored"
     sys.stderr.write(f"jwks-mirror: {summary}\n")

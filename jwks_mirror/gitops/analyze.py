@@ -143,7 +143,7 @@ def _check_in_mesh_uri(run: Context, ref: RuleRef, uri: str) -> None:
     )
     # rewrite's own policy does not take <service>.<namespace>: --match makes it
     match = "" if run.policy.upstream(uri, kind="jwks", namespace=ref.namespace) else (
-        f" --match '//{service}\\.{namespace}[:/]'"
+        f" --match '//{service}[.]{namespace}[:/]'"
     )
     fix = (
         f"mirror it: `jwks-mirror rewrite --mirror-url <mirror URL> --config-out <config>{match}`"

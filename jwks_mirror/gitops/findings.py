@@ -2,7 +2,7 @@
 
 PURE: no I/O. :data:`CODES` is the list of stable codes (documented in ``docs/analyze.md``); a
 :class:`Finding` is one of them on one object, with file, line, message and fix, and prints
-as two lines with every string from the input escaped (:func:`escape`). :class:`Mirror` is
+as two lines with every string from the input escaped (:func:`jwks_mirror.text.inert`). :class:`Mirror` is
 where the mirror is, as far as the input tells; :class:`Context` carries the input, the policy
 and the findings through the checks of :mod:`~jwks_mirror.gitops.analyze` and
 :mod:`~jwks_mirror.gitops.mirrorchecks`.
@@ -10,7 +10,6 @@ and the findings through the checks of :mod:`~jwks_mirror.gitops.analyze` and
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +17,10 @@ from jwks_mirror.gitops.inventory import MIRROR_LABEL, Inventory, Obj, mapping, 
 from jwks_mirror.gitops.manifests import RuleRef
 from jwks_mirror.gitops.mesh import MeshPolicy, http_url, under_mirror
 from jwks_mirror.settings import Settings
+from jwks_mirror.text import inert
 
 __all__ = [
-    "CODES", "NO_MIRROR", "SEVERITIES", "AtMirror", "Context", "Finding", "Mirror", "escape",
+    "CODES", "NO_MIRROR", "SEVERITIES", "AtMirror", "Context", "Finding", "Mirror",
 ]
 
 SEVERITIES = ("error", "warning")
@@ -36,26 +36,6 @@ CODES: dict[str, tuple[str, str]] = {
     "JM402": ("error", "an AuthorizationPolicy refuses istiod on the mirror's public port"),
     "JM501": ("warning", "RequestAuthentication selector in an ambient namespace"),
 }
-_SKIP_DISPLAY = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
-
-
-def escape(value: object) -> str:
-    """``value`` as one printable line: control, format and separator characters escaped as
-    ``\\xNN``/``\\uNNNN``, so input cannot forge lines of the report or reorder them on a
-    terminal. A backslash stays as it is: a regular expression in a fix must copy as it
-    reads."""
-    out: list[str] = []
-    for char in str(value):
-        code = ord(char)
-        if char == " " or unicodedata.category(char) not in _SKIP_DISPLAY:
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -90,10 +70,10 @@ class Finding:
         }
 
     def render(self) -> str:
-        where = escape(self.file or "-") + (f":{self.line}" if self.line else "")
+        where = inert(self.file or "-") + (f":{self.line}" if self.line else "")
         return (
-            f"{where}: {self.severity} {self.code} {escape(self.object)}: {escape(self.message)}"
-            f"\n    fix: {escape(self.fix)}"
+            f"{where}: {self.severity} {self.code} {inert(self.object)}: {inert(self.message)}"
+            f"\n    fix: {inert(self.fix)}"
         )
 
 

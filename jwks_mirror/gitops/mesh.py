@@ -17,11 +17,15 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 from jwks_mirror.configfields import DNS_LABEL as _LABEL
 
 __all__ = [
-    "MeshPolicy", "Upstream", "dns_label", "http_url", "mirror_jwks_uri", "mirror_name",
-    "under_mirror",
+    "DEFAULT_MIRROR_URL", "MeshPolicy", "Upstream", "dns_label", "http_url", "mirror_jwks_uri",
+    "mirror_name", "under_mirror",
 ]
 
 _NOT_LABEL = re.compile(r"[^a-z0-9]+")
+
+# The Service deploy/ installs: the mirror ``rewrite --check`` and ``pin`` compare against
+# when no --mirror-url is given (a rule counts as mirrored only if its jwksUri is the mirror's).
+DEFAULT_MIRROR_URL = "http://jwks-mirror.jwks-mirror.svc.cluster.local:8080"
 
 
 def http_url(value: object) -> SplitResult | None:

@@ -8,11 +8,12 @@ minutes, and Envoy never refetches on an unknown ``kid``. The mirror ignores que
 a ``jwksUri`` of ``<mirror>/<name>/jwks.json?v=<version>`` serves the same keys while a new
 ``version`` is, to istiod, a URI it has never seen: it fetches it at the next push.
 
-* **Which URIs** — a rule's ``jwksUri`` is the mirror's when ``rewrite`` left the original in
-  the :data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation for that rule index, or it is
-  under an explicit ``mirror_url``, spelled any way that names the same Service
-  (:func:`~jwks_mirror.gitops.mesh.under_mirror`); either way its path must be
-  ``.../<name>/jwks.json``.
+* **Which URIs** — a rule's ``jwksUri`` is the mirror's when it is under ``mirror_url``,
+  spelled any way that names the same Service (:func:`~jwks_mirror.gitops.mesh.under_mirror`);
+  without one, when ``rewrite`` left the original in the
+  :data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation for that rule index *and* it is
+  under :data:`~jwks_mirror.gitops.mesh.DEFAULT_MIRROR_URL`. The annotation alone never makes
+  a URI the mirror's. Either way its path must be ``.../<name>/jwks.json``.
 * **Which version** — the ``version`` of ``<name>`` in the mirror's ``/status``: the first 16
   hex digits of the SHA-256 of the published canonical bytes, so every replica holding the
   same keys reports the same one. Several replicas' statuses must agree.
@@ -31,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from jwks_mirror.errors import ManifestError, UsageError
 from jwks_mirror.gitops.manifests import MAX_JWKS_URI, RuleRef, iter_rules, read_originals
-from jwks_mirror.gitops.mesh import mirror_name, under_mirror
+from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, mirror_name, under_mirror
 from jwks_mirror.gitops.roundtrip import ManifestStream
 
 __all__ = [
@@ -134,18 +135,27 @@ class Pin:
         return self.version is not None and self.uri == self.wanted
 
 
-def _mirror_rule(ref: RuleRef, mirror_url: str | None) -> tuple[str, str] | None:
-    """``(uri, name)`` when the rule's ``jwksUri`` is a mirror URL, else None."""
+def _mirror_rule(ref: RuleRef, mirror_url: str | None) -> tuple[str, str, str | None] | None:
+    """``(uri, name, problem)`` when the rule's ``jwksUri`` is (or claims to be) a mirror URL.
+
+    Only the URL decides: it must be under ``mirror_url``, or without one under
+    :data:`~jwks_mirror.gitops.mesh.DEFAULT_MIRROR_URL`. The annotation is the manifest
+    author's to write, so a rule that has one but points elsewhere is not pinned: it comes
+    back with a ``problem`` (``pin`` fails, ``--check`` lists it) rather than passing quietly.
+    """
     uri = ref.rule.get("jwksUri")
     if not isinstance(uri, str):  # absent, null (YamlNull) or not a string
         return None
     name = mirror_name(uri)
     if name is None:
         return None
-    if str(ref.index) in read_originals(ref.resource, source=ref.source):
-        return str(uri), name
-    if mirror_url is not None and under_mirror(str(uri), mirror_url, namespace=ref.namespace):
-        return str(uri), name
+    mirror = mirror_url or DEFAULT_MIRROR_URL
+    annotated = str(ref.index) in read_originals(ref.resource, source=ref.source)
+    if under_mirror(str(uri), mirror, namespace=ref.namespace):
+        return (str(uri), name, None) if mirror_url is not None or annotated else None
+    if annotated:
+        hint = "" if mirror_url is not None else " (give --mirror-url if the mirror is elsewhere)"
+        return str(uri), name, f"annotated as rewritten, but not a URL of the mirror {mirror}{hint}"
     return None
 
 
@@ -159,7 +169,10 @@ def plan_pins(
             found = _mirror_rule(ref, mirror_url)
             if found is None:
                 continue
-            uri, name = found
+            uri, name, refused = found
+            if refused is not None:
+                pins.append(Pin(ref, name, uri, None, refused))
+                continue
             version, problem = versions.lookup(name)
             pins.append(Pin(ref, name, uri, version, problem))
     return pins

@@ -5,12 +5,18 @@ PURE-ish: round-trip trees in, edited trees out, no aiohttp; the only file read 
 config :func:`read_config` is given. :class:`~jwks_mirror.gitops.mesh.MeshPolicy` says which
 URLs are in-mesh; :func:`plan_rewrite` finds the rules and names their upstreams,
 :func:`apply_rewrite` edits them (the originals go into the
-:data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation), :func:`restore` puts them back,
-:func:`merge_config` adds the matching ``issuers:`` entries to a mirror config.
+:data:`~jwks_mirror.gitops.manifests.ANNOTATION` annotation), :func:`restore` puts them back
+and :func:`check_restored` proves the result reads back, :func:`merge_config` adds the
+matching ``issuers:`` entries to a mirror config.
+
+The manifests are pull-request content: the annotation is as forgeable as the rest, so it
+never makes a rule mirrored (only a ``jwksUri`` under the mirror's URL does), and an original
+taken from it is checked (:func:`original_upstream`) before it is used.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ from jwks_mirror.gitops.manifests import (
     drop_originals,
     iter_request_authentications,
     iter_rules,
+    namespace_of,
     read_originals,
     write_originals,
 )
@@ -51,9 +58,14 @@ from jwks_mirror.gitops.roundtrip import (
 from jwks_mirror.settings import parse_settings, well_known_url
 
 __all__ = [
-    "Plan", "Target", "apply_rewrite", "known_names", "merge_config", "plan_rewrite",
-    "read_config", "restore", "restores",
+    "Plan", "Restored", "Target", "apply_rewrite", "check_restored", "known_names",
+    "merge_config", "original_upstream", "plan_rewrite", "read_config", "restore", "restores",
 ]
+
+# How a null jwksUri may have been spelled; anything else in {"null": ...} is not ours.
+_NULL_SPELLINGS = frozenset({"", "~", "null", "Null", "NULL"})
+# Every http(s) URL with a host: what restore() asks of an original (see there).
+_ANY_URL = MeshPolicy(match=re.compile(""))
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class Target:
     ref: RuleRef
     upstream: Upstream
     mirrored: bool
+    # Not mirrored although the annotation names this rule: its jwksUri is not the mirror's.
+    annotated: bool = False
 
 
 @dataclass
@@ -104,24 +118,39 @@ def plan_rewrite(
     streams: list[ManifestStream],
     policy: MeshPolicy,
     *,
-    mirror_url: str | None,
+    mirror_url: str,
     known: dict[tuple[str, str], str] | None = None,
 ) -> Plan:
     """Find the in-mesh rules and name their upstreams.
 
-    A rule counts as mirrored when the annotation holds its original, or its ``jwksUri`` is
-    under ``mirror_url`` (any query string: ``pin`` adds ``?v=``). Names come from ``known``
-    (an existing mirror config) and from already mirrored rules first, so the same upstream
-    keeps its name; new upstreams are named in sorted order and get a hash suffix only when
-    their ``<service>-<namespace>`` already belongs to another upstream.
+    A rule counts as mirrored only when its ``jwksUri`` is under ``mirror_url`` (any spelling
+    of the mirror's Service, any query string: ``pin`` adds ``?v=``) and the annotation holds
+    its original, which must itself be an in-mesh http(s) URL (:func:`original_upstream`):
+    the annotation is the manifest author's to write, so it never makes a rule mirrored on its
+    own. Names come from ``known`` (an existing mirror config) and from already mirrored rules
+    first, so the same upstream keeps its name; new upstreams are named in sorted order and
+    get a hash suffix only when their ``<service>-<namespace>`` already belongs to another
+    upstream. A rule shared by several resources (a YAML anchor) is planned once, or refused
+    when the resources would need different upstreams for it.
     """
     names = dict(known or {})
     targets: list[Target] = []
+    seen: dict[int, Target] = {}
     for stream in streams:
         for ref in iter_rules(stream):
             target = _classify(ref, policy, mirror_url, names)
-            if target is not None:
-                targets.append(target)
+            if target is None:
+                continue
+            first = seen.setdefault(id(ref.rule), target)
+            if first is not target:
+                if first.upstream.key != target.upstream.key:
+                    raise ManifestError(
+                        f"{ref.where}: this rule is shared (a YAML anchor) with "
+                        f"{first.ref.where}, and the two resources need different upstreams "
+                        "for it: write the rule out in each resource"
+                    )
+                continue
+            targets.append(target)
     owners = {name: key for key, name in names.items()}
     fresh = {t.upstream.key: t.upstream for t in targets if t.upstream.key not in names}
     for key in sorted(fresh):
@@ -131,8 +160,55 @@ def plan_rewrite(
     return Plan(targets, names)
 
 
+def original_upstream(
+    original: Any,
+    *,
+    rule: CommentedMap,
+    policy: MeshPolicy,
+    namespace: str | None,
+    where: str,
+    mirror_url: str | None = None,
+) -> Upstream | None:
+    """The upstream an annotation's ``original`` names, or a :class:`ManifestError`.
+
+    The annotation is as forgeable as the rest of the manifest. A string original must be an
+    in-mesh http(s) URL (printable, at most :data:`MAX_JWKS_URI` characters, not the mirror
+    itself), or it would be copied into the mirror's config (``--config-out``) and fetched
+    with the mirror's identity; ``null`` and ``{"null": spelling}`` (the rule had no
+    ``jwksUri``, or a null one) need a null spelling YAML has. Returns None for a null
+    original whose issuer is not an in-mesh URL (nothing for the mirror to fetch).
+    """
+    if isinstance(original, str):
+        parts = http_url(original)
+        upstream = None
+        if parts is not None and original.isprintable() and len(original) <= MAX_JWKS_URI:
+            upstream = policy.upstream(original, kind="jwks", namespace=namespace)
+        if upstream is None:
+            raise ManifestError(
+                f"{where}: {ANNOTATION} holds {original!r} as the original jwksUri, which is "
+                "not an in-mesh http(s) URL: refused (if the first run used --match, give the "
+                "same --match)"
+            )
+        if mirror_url is not None and under_mirror(original, mirror_url, namespace=namespace):
+            raise ManifestError(
+                f"{where}: {ANNOTATION} holds the mirror's own URL {original!r} as the "
+                "original jwksUri: refused"
+            )
+        return upstream
+    if original is None or (
+        isinstance(original, dict)
+        and set(original) == {"null"}
+        and original["null"] in _NULL_SPELLINGS
+    ):
+        issuer = rule.get("issuer")
+        if not isinstance(issuer, str) or http_url(issuer) is None:
+            return None
+        return policy.upstream(issuer, kind="discovery", namespace=namespace)
+    raise ManifestError(f"{where}: {ANNOTATION} holds {original!r}, which is no original jwksUri")
+
+
 def _classify(
-    ref: RuleRef, policy: MeshPolicy, mirror_url: str | None, names: dict[tuple[str, str], str]
+    ref: RuleRef, policy: MeshPolicy, mirror_url: str, names: dict[tuple[str, str], str]
 ) -> Target | None:
     rule, index = ref.rule, str(ref.index)
     if rule.get("jwks"):
@@ -146,21 +222,27 @@ def _classify(
         return Target(ref, upstream, mirrored=False) if upstream else None
     if http_url(uri) is None:
         raise ManifestError(f"{ref.where}.jwksUri: not an http(s) URL: {str(uri)!r}")
-    originals = read_originals(ref.resource, source=ref.source)
-    if index in originals:
-        original = originals[index]
-        if isinstance(original, str):
-            upstream = policy.upstream(original, kind="jwks", namespace=ref.namespace)
-        else:
-            upstream = policy.upstream(str(issuer), kind="discovery", namespace=ref.namespace)
-        if upstream is None:  # edited by hand since; --match may differ from the first run
-            upstream = Upstream("jwks", str(original or issuer), "upstream", "unknown")
+    if under_mirror(str(uri), mirror_url, namespace=ref.namespace):
+        originals = read_originals(ref.resource, source=ref.source)
+        if index not in originals:
+            return None  # the mirror's own URL, written by hand: nothing to do
+        upstream = original_upstream(
+            originals[index], rule=rule, policy=policy, namespace=ref.namespace,
+            where=ref.where, mirror_url=mirror_url,
+        )
+        if upstream is None:
+            raise ManifestError(
+                f"{ref.where}: {ANNOTATION} says the rule had no jwksUri, but its issuer "
+                f"{str(issuer)!r} is not an in-mesh http(s) URL: refused"
+            )
         names.setdefault(upstream.key, mirror_name(str(uri)) or upstream.base_name)
         return Target(ref, upstream, mirrored=True)
-    if mirror_url is not None and under_mirror(str(uri), mirror_url, namespace=ref.namespace):
-        return None  # the mirror's own URL, written by hand: nothing to do
+    # Not the mirror's URL, whatever the annotation says: judged by the URL itself.
     upstream = policy.upstream(str(uri), kind="jwks", namespace=ref.namespace)
-    return Target(ref, upstream, mirrored=False) if upstream else None
+    if upstream is None:
+        return None
+    annotated = index in read_originals(ref.resource, source=ref.source)
+    return Target(ref, upstream, mirrored=False, annotated=annotated)
 
 
 def apply_rewrite(plan: Plan, *, mirror_url: str) -> int:
@@ -187,50 +269,146 @@ def apply_rewrite(plan: Plan, *, mirror_url: str) -> int:
     return len(plan.pending())
 
 
-def restore(stream: ManifestStream) -> int:
-    """Put back every value the annotation holds and remove it; returns resources restored."""
-    count = 0
-    for document in stream.documents:
-        for resource in iter_request_authentications(document.data):
+@dataclass(frozen=True)
+class Restored:
+    """One value :func:`restore` put back: where (document, RequestAuthentication ordinal in
+    it, rule index) and what (a string, None for no ``jwksUri``, or a :class:`YamlNull`)."""
+
+    document: int
+    resource: int
+    rule: int
+    value: str | YamlNull | None
+    where: str
+
+
+def restore(stream: ManifestStream, policy: MeshPolicy | None = None) -> list[Restored]:
+    """Put back every value the annotation holds and remove it; returns what was put back.
+
+    Each original is checked first (:func:`original_upstream`, with ``policy``): by default
+    any printable http(s) URL, since restoring writes into the manifest only what its author
+    could have written there anyway (``--check`` and ``--config-out``, which act on it, want
+    an in-mesh one). A rule shared by
+    several resources (a YAML anchor) is restored once when their annotations agree on it,
+    and refused when they do not. :func:`check_restored` then proves the rendered text reads
+    back as these values before anything is written.
+    """
+    policy = policy or _ANY_URL
+    done: list[Restored] = []
+    shared: dict[int, Restored] = {}
+    for number, document in enumerate(stream.documents):
+        for ordinal, resource in enumerate(iter_request_authentications(document.data)):
             originals = read_originals(resource, source=stream.source)
             if not originals:
                 continue
             document.fix_layout()
             spec = resource.get("spec")
             rules = spec.get("jwtRules") if isinstance(spec, dict) else None
+            where = f"{stream.source}:{document.line + 1}"
             for key, original in originals.items():
                 if not key.isdigit():
                     continue
                 if not isinstance(rules, list) or int(key) >= len(rules):
                     raise ManifestError(
-                        f"{stream.source}:{document.line + 1}: {ANNOTATION} names rule {key}, "
-                        "which does not exist"
+                        f"{where}: {ANNOTATION} names rule {key}, which does not exist"
                     )
                 rule = rules[int(key)]
+                if not isinstance(rule, CommentedMap):
+                    raise ManifestError(f"{where}: {ANNOTATION} names rule {key}, not a mapping")
+                original_upstream(
+                    original, rule=rule, policy=policy, namespace=namespace_of(resource),
+                    where=f"{where}: spec.jwtRules[{key}]",
+                )
+                value: str | YamlNull | None
                 if original is None:
+                    value = None
+                elif isinstance(original, dict):
+                    value = YamlNull(str(original["null"]))
+                else:
+                    value = str(original)
+                entry = Restored(number, ordinal, int(key), value, where)
+                earlier = shared.get(id(rule))
+                if earlier is not None:
+                    if _same(earlier.value, value):
+                        continue
+                    raise ManifestError(
+                        f"{where}: spec.jwtRules[{key}] is shared (a YAML anchor) with the "
+                        f"resource at {earlier.where}, and their {ANNOTATION} annotations "
+                        "disagree on its original: restore it by hand"
+                    )
+                shared[id(rule)] = entry
+                if value is None:
                     if "jwksUri" in rule:
                         pop_key([(rule, "jwksUri")])
-                elif isinstance(original, dict):
-                    replace_value(rule, "jwksUri", YamlNull(str(original.get("null", ""))))
                 else:
-                    replace_value(rule, "jwksUri", str(original))
+                    replace_value(rule, "jwksUri", value)
+                done.append(entry)
             drop_originals(resource, originals)
             document.changed = True
-            count += 1
-    return count
+    return done
+
+
+def _same(a: str | YamlNull | None, b: str | YamlNull | None) -> bool:
+    if isinstance(a, YamlNull) or isinstance(b, YamlNull):
+        return isinstance(a, YamlNull) and isinstance(b, YamlNull) and a.text == b.text
+    return a == b
+
+
+def check_restored(stream: ManifestStream, rendered: str, restored: list[Restored]) -> None:
+    """Parse ``rendered`` again and find every restored value in it, and no annotation; a
+    :class:`ManifestError` otherwise, before anything is written. An original the YAML
+    writer cannot write so that it reads back (a control character in a block scalar, say)
+    is refused here, whatever let it through before."""
+    try:
+        again = parse_stream(rendered, source=stream.source)
+    except ManifestError as exc:
+        raise ManifestError(
+            f"{stream.source}: --restore would write YAML that does not parse ({exc}): "
+            "refused, nothing written"
+        ) from None
+    for entry in restored:
+        rule = _rule_at(again, entry)
+        found = rule.get("jwksUri", _ABSENT) if isinstance(rule, dict) else _ABSENT
+        if entry.value is None:
+            ok = isinstance(rule, dict) and found is _ABSENT
+        elif isinstance(entry.value, YamlNull):
+            ok = isinstance(found, YamlNull)
+        else:
+            ok = isinstance(found, str) and str(found) == entry.value
+        if not ok:
+            raise ManifestError(
+                f"{entry.where}: spec.jwtRules[{entry.rule}]: --restore would not read back "
+                f"as the original jwksUri {entry.value!r}: refused, nothing written"
+            )
+
+
+_ABSENT = object()
+
+
+def _rule_at(stream: ManifestStream, entry: Restored) -> Any:
+    if entry.document >= len(stream.documents):
+        return None
+    resources = list(iter_request_authentications(stream.documents[entry.document].data))
+    if entry.resource >= len(resources):
+        return None
+    spec = resources[entry.resource].get("spec")
+    rules = spec.get("jwtRules") if isinstance(spec, dict) else None
+    return rules[entry.rule] if isinstance(rules, list) and entry.rule < len(rules) else None
 
 
 def restores(stream: ManifestStream, rendered: str) -> bool:
     """Whether restoring ``rendered`` (``stream`` rewritten) gives ``stream``'s text back byte
     for byte; ruamel.yaml cannot keep every spelling (``True`` becomes ``true``, say)."""
-    again = parse_stream(rendered, source=stream.source)
-    for document in again.documents:  # a guess suffices: the comparison below checks it
-        document.layout = guess_layout(document.body)
-    restore(again)
-    if again.render() == stream.text:
-        return True
-    again = parse_stream(rendered, source=stream.source)
-    restore(again)
+    try:
+        again = parse_stream(rendered, source=stream.source)
+        for document in again.documents:  # a guess suffices: the comparison below checks it
+            document.layout = guess_layout(document.body)
+        restore(again)
+        if again.render() == stream.text:
+            return True
+        again = parse_stream(rendered, source=stream.source)
+        restore(again)
+    except ManifestError:
+        return False
     return again.render() == stream.text
 
 

@@ -152,7 +152,10 @@ def test_pinned_rotation_reaches_the_verifier_without_waiting_for_istiod(
     manifest = tmp_path / "api-jwt.yaml"
     manifest.write_text(MANIFEST.format(issuer=idp.issuer_url))
     _cli(mirror, "rewrite", str(manifest), "--mirror-url", mirror.public_url, "--in-place")
-    _cli(mirror, "pin", str(manifest), "--admin", mirror.admin_url, "--in-place")
+    # The mirror is not the Service deploy/ installs: pin and rotate are told where it is
+    # (the rewrite annotation alone never makes a URI the mirror's).
+    at = ("--mirror-url", mirror.public_url)
+    _cli(mirror, "pin", str(manifest), "--admin", mirror.admin_url, *at, "--in-place")
     first = istiod.apply(manifest)
     assert first == mirror.jwks_url(NAME, f"v={mirror.status(NAME)['version']}")
     before_rotation = idp.token(subject="signed-before-rotation")
@@ -162,7 +165,7 @@ def test_pinned_rotation_reaches_the_verifier_without_waiting_for_istiod(
     # The issuer rotates: the new key signs at once, the old one is no longer published.
     old, new = idp.rotate()
     after_rotation = idp.token(subject="signed-after-rotation")
-    out = _cli(mirror, "rotate", NAME, str(manifest), "--admin", mirror.admin_url)
+    out = _cli(mirror, "rotate", NAME, str(manifest), "--admin", mirror.admin_url, *at)
     assert f"  added:     {new.kid}" in out.splitlines(), out
     assert f"  retained:  {old.kid}" in out.splitlines(), out
     assert f"  removed:   {old.kid}" in out.splitlines(), out
@@ -187,10 +190,10 @@ def test_pinned_rotation_reaches_the_verifier_without_waiting_for_istiod(
     wait_until(lambda: verifier.accepts("idp", after_rotation), timeout=5,
                what="the verifier to accept a token signed with the new key")
     assert verifier.accepts("idp", before_rotation), "the retained key's token was rejected"
-    _cli(mirror, "pin", str(manifest), "--admin", mirror.admin_url, "--check")
+    _cli(mirror, "pin", str(manifest), "--admin", mirror.admin_url, *at, "--check")
 
     # Emergency path: revoke the retained key at once, pin, apply.
-    out = _cli(mirror, "rotate", NAME, str(manifest), "--admin", mirror.admin_url,
+    out = _cli(mirror, "rotate", NAME, str(manifest), "--admin", mirror.admin_url, *at,
                "--purge-retained")
     assert f"  purged:    {old.kid}" in out.splitlines(), out
     revoked = istiod.apply(manifest)
