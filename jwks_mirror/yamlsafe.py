@@ -101,6 +101,7 @@ def measure(text: str, bounds: Bounds, *, source: str, error: type[UsageError]) 
     """Refuse ``text`` with ``error("source[:line:col]: ... (max_xxx N)")`` when it passes a
     bound. A text the event parser cannot read raises the parser's :class:`YAMLError` (the
     pure parser's, whose messages are the precise ones), for the caller to report."""
+    text = str(text)  # libyaml reads only an exact str: a YAML scalar from a manifest is a subclass
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > bounds.max_bytes:
         raise error(f"{source}: larger than {bounds.max_bytes} bytes (max_bytes)")
@@ -203,6 +204,7 @@ def load_safe(text: str, bounds: Bounds, *, source: str, error: type[UsageError]
     when it is installed (a 10,000-issuer config in 0.4 s instead of 2.2 s); a text it
     refuses is loaded again by the pure parser, whose messages are the ones reported. YAML
     errors propagate for the caller to place."""
+    text = str(text)
     measure(text, bounds, source=source, error=error)
     try:
         return YAML(typ="safe").load(text)

@@ -318,7 +318,7 @@ def test_strings_from_input_are_printed_escaped(tmp_path: Path, capsys: pytest.C
     assert main(["analyze", str(hostile)]) == 1
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
-    assert "x\\x1b[2J\\x0d\\x0aforged: line" in out and "app\\u202e" in out
+    assert "x\\x1b[2J\\r\\nforged: line" in out and "app\\u202e" in out
     assert "local/\\x1b[31mred" in out
     assert len(out.splitlines()) == 3
 
