@@ -2,7 +2,7 @@
 
 PURE: no I/O. :data:`CODES` is the list of stable codes (documented in ``docs/analyze.md``); a
 :class:`Finding` is one of them on one object, with file, line, message and fix, and prints
-as two lines with every string from the input escaped (:func:`jwks_mirror.text.inert`). :class:`Mirror` is
+as two lines with every string from the input escaped (``text.inert``). :class:`Mirror` is
 where the mirror is, as far as the input tells; :class:`Context` carries the input, the policy
 and the findings through the checks of :mod:`~jwks_mirror.gitops.analyze` and
 :mod:`~jwks_mirror.gitops.mirrorchecks`.

@@ -111,9 +111,12 @@ def namespace_of(resource: CommentedMap) -> str | None:
 def iter_rules(stream: ManifestStream) -> Iterator[RuleRef]:
     """Visit each jwtRules entry of each RequestAuthentication in ``stream``, in file order.
 
-    A rule aliased into several places is visited once, where it first appears. More than
-    :data:`MAX_RULES` rules in one resource is a :class:`ManifestError` naming the cap."""
-    seen: set[int] = set()
+    Each resource is visited once however often it is aliased, and in it a rule aliased into
+    several places once, where it first appears; a rule shared by two resources is visited in
+    each, since their namespaces may resolve it differently (the loader's bound on the nodes
+    aliases stand for keeps those pairs few). More than :data:`MAX_RULES` rules in one
+    resource is a :class:`ManifestError` naming the cap."""
+    seen: set[tuple[int, int]] = set()
     for document in stream.documents:
         for resource in iter_request_authentications(document.data):
             spec = resource.get("spec")
@@ -128,8 +131,8 @@ def iter_rules(stream: ManifestStream) -> Iterator[RuleRef]:
                 )
             namespace = namespace_of(resource)
             for index, rule in enumerate(rules):
-                if isinstance(rule, CommentedMap) and id(rule) not in seen:
-                    seen.add(id(rule))
+                if isinstance(rule, CommentedMap) and (id(resource), id(rule)) not in seen:
+                    seen.add((id(resource), id(rule)))
                     yield RuleRef(document, resource, rule, index, namespace, stream.source)
 
 
