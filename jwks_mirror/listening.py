@@ -1,25 +1,54 @@
 """Accepting connections, for both ports: a cap on open connections, bounded socket buffers,
-and accept errors (out of descriptors) logged at most once a second.
+and accept errors (out of descriptors) counted and logged at most once a second.
 
-The ports do not use ``loop.create_server``'s accept loop. asyncio's
-(``BaseSelectorEventLoop._accept_connection``) tries up to ``backlog`` accepts per wake-up
-and, on EMFILE, ENFILE, ENOBUFS or ENOMEM, hands each failure to the loop's exception handler
-(a traceback in the log) and schedules a retry a second later without leaving the loop: with
-the public port's backlog of 1024, about a thousand tracebacks a second, megabytes of log,
-while nothing is served. Here:
+Two accept loops, one per case:
 
-* Each wake-up accepts at most ``ACCEPT_BATCH`` connections. A connection accepted while the
-  port already holds ``max_connections`` (answered or still in the TLS handshake) is closed
-  at once and counted (``jwks_mirror_connections_rejected_total{port}``).
+* **The plain public port** (no ``public.tls``; the port istiod reaches, a new connection per
+  fetch) uses the event loop's own accept loop: ``loop.create_server`` on the listening
+  sockets bound here (:class:`NativeListener`). On uvloop that accept loop is libuv's, in C,
+  and a new connection costs about a third less CPU than through a loop written in Python.
+  The cap is enforced where the protocol's ``connection_made`` runs (:meth:`NativeListener.
+  admit`): without TLS that follows its accept with no other accept on the port in between
+  that could be counted first, so the count is exact.
+* **The TLS public port and the admin port** use this module's accept loop
+  (:class:`Listener`): a connection must count from its accept (a TLS handshake in progress
+  holds a descriptor and memory), and aiohttp's request handler has no place to refuse one.
+
+Either way:
+
+* A connection accepted while the port already holds ``max_connections`` (answered or, with
+  :class:`Listener`, still in the TLS handshake) is closed at once and counted
+  (``jwks_mirror_connections_rejected_total{port}``).
 * Accepted sockets have bounded kernel buffers (``SEND_BUFFER_BYTES``,
-  ``RECEIVE_BUFFER_BYTES``, set on the listening socket, which they inherit; Linux doubles
-  each for its bookkeeping), so a client that pipelines requests and never reads pins at
-  most that much kernel memory until the idle sweep aborts it, instead of what TCP
-  autotuning would grow (megabytes a socket).
-* When accept fails (for want of descriptors, say), the port stops accepting for
-  ``RETRY_S`` (the kernel keeps queueing connections in the backlog) and tries again. Every
-  failure is counted (``jwks_mirror_accept_errors_total{port}``) and logged at most once a
-  second per port, as one ``accept_failed`` line with the number of failures it stands for.
+  ``RECEIVE_BUFFER_BYTES``, set on the listening socket before ``listen``, which they
+  inherit; Linux doubles each for its bookkeeping), so a client that pipelines requests and
+  never reads pins at most that much kernel memory until the idle sweep aborts it, instead of
+  what TCP autotuning would grow (megabytes a socket).
+* Accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) are counted
+  (``jwks_mirror_accept_errors_total{port}``) and logged at most once a second per port, as
+  one ``accept_failed`` line with the number of failures it stands for (:class:`AcceptErrors`).
+
+How each loop meets an accept error, and what is done about it:
+
+* asyncio's accept loop (``BaseSelectorEventLoop._accept_connection``) tries up to
+  ``backlog`` accepts per wake-up and, on EMFILE, ENFILE, ENOBUFS or ENOMEM, hands each
+  failure to the loop's exception handler (by default a traceback in the log: with a backlog
+  of 1024, about a thousand a second) and retries a second later. :class:`NativeListener`
+  puts a handler on the loop that takes those reports for its own sockets (counted, logged
+  at most once a second) and passes every other report to the handler that was there.
+* uvloop's (libuv's ``uv__server_io``) reports nothing to Python: on EMFILE or ENFILE it
+  closes a spare descriptor it keeps, accepts and closes every pending connection (the
+  clients see their connection closed at once), and opens the spare again; other errors are
+  retried on the next wake-up. So that running out of descriptors is seen on both loops,
+  :meth:`NativeListener.admit` also refuses a connection that got one of the last
+  ``DESCRIPTOR_RESERVE`` descriptors the process may open (Linux gives the lowest free
+  number, so a number that high means fewer are free), closes it at once and reports it as
+  an accept failure (EMFILE): the reserve stays for the admin port's probes, the upstream
+  fetches and state writes. What still fails inside libuv (descriptors taken by the rest of
+  the process while the public port holds fewer) is shed there, uncounted.
+* :class:`Listener` accepts itself: at most ``ACCEPT_BATCH`` a wake-up; on an error the
+  socket stops accepting for ``RETRY_S`` (the kernel keeps queueing connections in the
+  backlog) and tries again.
 
 The protocol factory is the port's own: ``http1.Connection`` on the public port, aiohttp's
 request handler (``web.Server``) on the admin port; a TLS handshake, when the port has one, is
@@ -29,10 +58,14 @@ the loop's (``connect_accepted_socket``), limited to ``ssl_handshake_timeout``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import resource
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -43,12 +76,191 @@ SEND_BUFFER_BYTES = 32768  # a JWKS answer is a few KB; the kernel reserves twic
 RECEIVE_BUFFER_BYTES = 32768  # a request head is ~200 bytes, at most 16 KiB
 RETRY_S = 0.1  # out of descriptors: stop accepting this long, then try again
 LOG_EVERY_S = 1.0  # at most one accept_failed line a second per port
+# The plain public port leaves this many descriptors to the rest of the process.
+DESCRIPTOR_RESERVE = 32
+_OUT_OF_RESOURCES = "socket.accept() out of system resource"  # asyncio's report
+_Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 
 def bound_buffers(sock: socket.socket) -> None:
     """Fix the socket's kernel buffers (it then no longer grows them by autotuning)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
+
+async def bind(host: str, port: int, *, backlog: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to (as ``create_server`` binds),
+    with bounded buffers. Raises OSError when an address cannot be bound."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    seen: set[tuple[int, object]] = set()
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Before listen: the window offered in the SYN-ACK, and every accepted socket
+            # inherits both sizes (no system call per connection).
+            bound_buffers(sock)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class AcceptErrors:
+    """One port's accept errors: each counted, logged at most once a second with a count."""
+
+    def __init__(self, name: str, errors: Counter) -> None:
+        self.name = name
+        self._errors = errors.labels(name)
+        self._loop = asyncio.get_running_loop()
+        self._unlogged = 0
+        self._last_error = ""
+        self._next_log = 0.0
+        self._flush: asyncio.TimerHandle | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        self._errors.inc()
+        self._unlogged += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._loop.time() >= self._next_log:
+            self.log()
+        elif self._flush is None:
+            self._flush = self._loop.call_at(self._next_log, self.log)
+
+    def log(self) -> None:
+        """Log what is not logged yet (``close`` calls it at once)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if not self._unlogged:
+            return
+        count, self._unlogged = self._unlogged, 0
+        self._next_log = self._loop.time() + LOG_EVERY_S
+        event(
+            "accept_failed", port=self.name, error=self._last_error, count=count,
+            level=logging.ERROR,
+        )
+
+
+class NativeListener:
+    """The plain public port's listening sockets, served by the loop's own accept loop; the
+    port's protocol calls :meth:`admit` first thing in ``connection_made``."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        open_connections: Callable[[], int],
+        max_connections: int,
+        rejected: Counter,
+        errors: Counter,
+    ) -> None:
+        self.name = name
+        self.max_connections = max_connections
+        self._factory = factory
+        self._connected = open_connections
+        self._rejected = rejected.labels(name)
+        self._errors = AcceptErrors(name, errors)
+        self._loop = asyncio.get_running_loop()
+        self._servers: list[asyncio.AbstractServer] = []
+        self.sockets: list[socket.socket] = []
+        self._fds: set[int] = set()
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        limit = soft if soft != resource.RLIM_INFINITY else 1 << 30
+        self._last_fd = limit - DESCRIPTOR_RESERVE  # a descriptor numbered this or above: refused
+        self._previous_handler: _Handler | None = None
+        self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        return self._connected()
+
+    async def start(self, host: str, port: int, *, backlog: int) -> None:
+        """Bind (see :func:`bind`), then serve through ``loop.create_server``."""
+        self.sockets = await bind(host, port, backlog=backlog)
+        self._fds = {sock.fileno() for sock in self.sockets}
+        self._previous_handler = self._loop.get_exception_handler()
+        self._loop.set_exception_handler(self._exception)
+        try:
+            for sock in self.sockets:
+                self._servers.append(
+                    await self._loop.create_server(self._factory, sock=sock, backlog=backlog)
+                )
+        except OSError:
+            self.close()
+            raise
+
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether a connection just made may stay; if not, it is closed (it has sent
+        nothing that will be read) and counted. Called before the port counts it."""
+        if self._connected() >= self.max_connections:
+            transport.close()
+            self._rejected.inc()
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.fileno() >= self._last_fd:
+            transport.close()
+            self._errors.failed(
+                OSError(
+                    errno.EMFILE,
+                    f"{os.strerror(errno.EMFILE)} (fewer than {DESCRIPTOR_RESERVE} descriptors "
+                    "left: they are kept for the rest of the process)",
+                )
+            )
+            return False
+        return True
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock in self.sockets]
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets; the connections are the port's."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        for sock in self.sockets:
+            sock.close()  # the loop's server closed it already, unless it never served
+        if self._loop.get_exception_handler() == self._exception:
+            self._loop.set_exception_handler(self._previous_handler)
+        self._errors.log()
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: no connection is the listener's (the port drains its own)."""
+
+    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's accept loop reports each failed accept here (see the module docstring);
+        those on this port's sockets are counted, everything else goes on."""
+        sock = context.get("socket")
+        exc = context.get("exception")
+        if (
+            not self._closed
+            and context.get("message") == _OUT_OF_RESOURCES
+            and sock is not None
+            and sock.fileno() in self._fds
+            and isinstance(exc, OSError)
+        ):
+            self._errors.failed(exc)
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
 
 class Listener:
@@ -72,7 +284,6 @@ class Listener:
         self._factory = factory
         self._connected = open_connections  # connections the port's protocol holds
         self._rejected = rejected.labels(name)
-        self._errors = errors.labels(name)
         self._ssl = ssl_context
         self._handshake_timeout = ssl_handshake_timeout
         self._loop = asyncio.get_running_loop()
@@ -85,10 +296,7 @@ class Listener:
         self._unmade: set[asyncio.BaseProtocol] = set()
         self._tells_made = tells_made
         self._retry: dict[int, asyncio.TimerHandle] = {}
-        self._unlogged = 0
-        self._last_error = ""
-        self._next_log = 0.0
-        self._flush: asyncio.TimerHandle | None = None
+        self._errors = AcceptErrors(name, errors)
         self._closed = False
 
     @property
@@ -105,31 +313,8 @@ class Listener:
         self._unmade.discard(protocol)
 
     async def start(self, host: str, port: int, *, backlog: int) -> None:
-        """Bind every address ``host`` resolves to (as ``create_server`` does), then accept.
-        Raises OSError when an address cannot be bound."""
-        infos = await self._loop.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        seen: set[tuple[int, object]] = set()
-        try:
-            for family, kind, proto, _, address in infos:
-                if (family, address) in seen:
-                    continue
-                seen.add((family, address))
-                sock = socket.socket(family, kind, proto)
-                self.sockets.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                # Before listen: the window offered in the SYN-ACK, and every accepted socket
-                # inherits both sizes (no system call per connection).
-                bound_buffers(sock)
-                sock.bind(address)
-                sock.listen(backlog)
-                sock.setblocking(False)
-        except OSError:
-            self.close()
-            raise
+        """Bind (see :func:`bind`), then accept."""
+        self.sockets = await bind(host, port, backlog=backlog)
         for sock in self.sockets:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
@@ -150,10 +335,7 @@ class Listener:
         for handle in self._retry.values():
             handle.cancel()
         self._retry.clear()
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        self._log_errors()
+        self._errors.log()
 
     async def wait_closed(self) -> None:
         """Wait until the connections dropped by ``close`` are gone."""
@@ -218,31 +400,13 @@ class Listener:
         """Count and (at most once a second) log an accept error, and stop accepting on
         ``sock`` for ``RETRY_S``: out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
         ENOMEM), the listening socket stays readable and every retry would fail at once."""
-        self._errors.inc()
-        self._unlogged += 1
-        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._errors.failed(exc)
         if not self._closed:  # the readiness would be reported again at once: pause
             fd = sock.fileno()
             self._loop.remove_reader(fd)
             self._retry[fd] = self._loop.call_later(RETRY_S, self._resume, sock)
-        now = self._loop.time()
-        if now >= self._next_log:
-            self._log_errors()
-        elif self._flush is None:
-            self._flush = self._loop.call_at(self._next_log, self._log_errors)
 
     def _resume(self, sock: socket.socket) -> None:
         self._retry.pop(sock.fileno(), None)
         if not self._closed:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
-
-    def _log_errors(self) -> None:
-        self._flush = None
-        if not self._unlogged:
-            return
-        count, self._unlogged = self._unlogged, 0
-        self._next_log = self._loop.time() + LOG_EVERY_S
-        event(
-            "accept_failed", port=self.name, error=self._last_error, count=count,
-            level=logging.ERROR,
-        )
