@@ -1,18 +1,22 @@
 """Accepting connections, for both ports: a cap on open connections, bounded socket buffers,
-and accept errors (out of descriptors) counted and logged at most once a second.
+accept errors (out of descriptors) counted and logged at most once a second, and descriptors
+kept for the rest of the process.
 
-Two accept loops, one per case:
+One accept loop per case:
 
-* **The plain public port** (no ``public.tls``; the port istiod reaches, a new connection per
-  fetch) uses the event loop's own accept loop: ``loop.create_server`` on the listening
-  sockets bound here (:class:`NativeListener`). On uvloop that accept loop is libuv's, in C,
-  and a new connection costs about a third less CPU than through a loop written in Python.
-  The cap is enforced where the protocol's ``connection_made`` runs (:meth:`NativeListener.
-  admit`): without TLS that follows its accept with no other accept on the port in between
-  that could be counted first, so the count is exact.
-* **The TLS public port and the admin port** use this module's accept loop
-  (:class:`Listener`): a connection must count from its accept (a TLS handshake in progress
-  holds a descriptor and memory), and aiohttp's request handler has no place to refuse one.
+* **The plain public port on uvloop** (no ``public.tls``; the port istiod reaches, a new
+  connection per fetch) uses the loop's own accept loop, libuv's, in C:
+  ``loop.create_server`` on the listening sockets bound here (:class:`NativeListener`). A
+  new connection costs about a third less CPU than through an accept loop in Python. The cap
+  is enforced where the protocol's ``connection_made`` runs (:meth:`NativeListener.admit`):
+  without TLS that comes right after the accept, and the count (the connections admitted
+  so far) is exact because each is admitted or refused in turn.
+* **Every other case** uses this module's accept loop (:class:`Listener`): the TLS public
+  port (a connection must count from its accept: a handshake in progress holds a descriptor
+  and memory), the admin port (aiohttp's request handler has no place to refuse one), and
+  the plain public port on asyncio, where ``create_server`` would save nothing (its accept
+  loop is Python too, with a task per connection) and handles running out of descriptors
+  badly (below).
 
 Either way:
 
@@ -27,28 +31,30 @@ Either way:
 * Accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) are counted
   (``jwks_mirror_accept_errors_total{port}``) and logged at most once a second per port, as
   one ``accept_failed`` line with the number of failures it stands for (:class:`AcceptErrors`).
+* The public port leaves the last ``DESCRIPTOR_RESERVE`` descriptors the process may open
+  to the rest of it (the admin port's probes, upstream fetches, state writes): a connection
+  accepted into one of them is closed at once and reported as an accept failure (EMFILE).
+  Linux hands out the lowest free number, so a descriptor numbered that high means that
+  fewer are free.
 
-How each loop meets an accept error, and what is done about it:
+What each accept loop does when accept fails:
 
-* asyncio's accept loop (``BaseSelectorEventLoop._accept_connection``) tries up to
-  ``backlog`` accepts per wake-up and, on EMFILE, ENFILE, ENOBUFS or ENOMEM, hands each
-  failure to the loop's exception handler (by default a traceback in the log: with a backlog
-  of 1024, about a thousand a second) and retries a second later. :class:`NativeListener`
-  puts a handler on the loop that takes those reports for its own sockets (counted, logged
-  at most once a second) and passes every other report to the handler that was there.
+* :class:`Listener` (and the reserve on the public port) stops accepting on that socket for
+  ``RETRY_S``: the kernel keeps queueing connections in the backlog, and the next try
+  accepts again once descriptors are free.
 * uvloop's (libuv's ``uv__server_io``) reports nothing to Python: on EMFILE or ENFILE it
-  closes a spare descriptor it keeps, accepts and closes every pending connection (the
-  clients see their connection closed at once), and opens the spare again; other errors are
-  retried on the next wake-up. So that running out of descriptors is seen on both loops,
-  :meth:`NativeListener.admit` also refuses a connection that got one of the last
-  ``DESCRIPTOR_RESERVE`` descriptors the process may open (Linux gives the lowest free
-  number, so a number that high means fewer are free), closes it at once and reports it as
-  an accept failure (EMFILE): the reserve stays for the admin port's probes, the upstream
-  fetches and state writes. What still fails inside libuv (descriptors taken by the rest of
-  the process while the public port holds fewer) is shed there, uncounted.
-* :class:`Listener` accepts itself: at most ``ACCEPT_BATCH`` a wake-up; on an error the
-  socket stops accepting for ``RETRY_S`` (the kernel keeps queueing connections in the
-  backlog) and tries again.
+  closes a spare descriptor it keeps, accepts and closes every pending connection (their
+  clients see the connection closed at once) and opens the spare again; other errors are
+  tried again at the next wake-up. Nothing can count those, which is why the reserve
+  exists: on the plain public port, running out is seen at the reserve, before libuv's
+  accept fails. Only when the rest of the process takes the reserve too does libuv shed
+  connections, uncounted.
+* asyncio's (``BaseSelectorEventLoop._accept_connection``, not used here) tries up to
+  ``backlog`` accepts per wake-up and hands each failure to the loop's exception handler (by
+  default a traceback in the log: about a thousand a second with a backlog of 1024), each
+  with its own retry a second later, so the failures keep coming thousands a second. Should
+  :class:`NativeListener` run on such a loop (tests), it counts those reports for its
+  sockets through a handler it puts on the loop, and passes every other report on.
 
 The protocol factory is the port's own: ``http1.Connection`` on the public port, aiohttp's
 request handler (``web.Server``) on the admin port; a TLS handshake, when the port has one, is
@@ -80,6 +86,26 @@ LOG_EVERY_S = 1.0  # at most one accept_failed line a second per port
 DESCRIPTOR_RESERVE = 32
 _OUT_OF_RESOURCES = "socket.accept() out of system resource"  # asyncio's report
 _Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
+
+def native_accept(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the plain public port uses the loop's own accept loop: on uvloop."""
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
+def descriptor_ceiling(reserve: int) -> int:
+    """The lowest descriptor number that leaves fewer than ``reserve`` free."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (soft if soft != resource.RLIM_INFINITY else 1 << 30) - reserve
+
+
+def out_of_descriptors() -> OSError:
+    """The accept failure a connection in the reserve is reported as."""
+    return OSError(
+        errno.EMFILE,
+        f"{os.strerror(errno.EMFILE)} (fewer than {DESCRIPTOR_RESERVE} descriptors left, "
+        "kept for the rest of the process)",
+    )
 
 
 def bound_buffers(sock: socket.socket) -> None:
@@ -178,9 +204,7 @@ class NativeListener:
         self._servers: list[asyncio.AbstractServer] = []
         self.sockets: list[socket.socket] = []
         self._fds: set[int] = set()
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        limit = soft if soft != resource.RLIM_INFINITY else 1 << 30
-        self._last_fd = limit - DESCRIPTOR_RESERVE  # a descriptor numbered this or above: refused
+        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE)
         self._previous_handler: _Handler | None = None
         self._closed = False
 
@@ -211,15 +235,9 @@ class NativeListener:
             self._rejected.inc()
             return False
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.fileno() >= self._last_fd:
+        if sock is not None and sock.fileno() >= self._ceiling:
             transport.close()
-            self._errors.failed(
-                OSError(
-                    errno.EMFILE,
-                    f"{os.strerror(errno.EMFILE)} (fewer than {DESCRIPTOR_RESERVE} descriptors "
-                    "left: they are kept for the rest of the process)",
-                )
-            )
+            self._errors.failed(out_of_descriptors())
             return False
         return True
 
@@ -278,6 +296,7 @@ class Listener:
         ssl_context: ssl.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
         tells_made: bool = False,
+        reserve: bool = False,
     ) -> None:
         self.name = name
         self.max_connections = max_connections
@@ -297,6 +316,8 @@ class Listener:
         self._tells_made = tells_made
         self._retry: dict[int, asyncio.TimerHandle] = {}
         self._errors = AcceptErrors(name, errors)
+        # with ``reserve`` (the public port), a descriptor numbered this or above is refused
+        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE) if reserve else 1 << 62
         self._closed = False
 
     @property
@@ -352,6 +373,10 @@ class Listener:
                 return
             except OSError as exc:
                 self._failed(sock, exc)
+                return
+            if conn.fileno() >= self._ceiling:
+                conn.close()
+                self._failed(sock, out_of_descriptors())
                 return
             if self.open_connections >= self.max_connections:
                 conn.close()

@@ -29,7 +29,7 @@ import math
 from ssl import SSLContext
 
 from jwks_mirror.http1 import Connection
-from jwks_mirror.listening import Listener, NativeListener
+from jwks_mirror.listening import Listener, NativeListener, native_accept
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.responses import (
     REASONS,
@@ -69,16 +69,22 @@ class PublicServer:
         self._aborts = mirror.metrics.public_aborts_total
 
     async def start(
-        self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        backlog: int = 1024,
+        ssl: SSLContext | None = None,
+        native: bool | None = None,
     ) -> None:
         """Listen; with ``ssl`` the port speaks TLS only (a plain request fails the handshake
         and gets no answer). A handshake gets the idle/header timeout too, and counts against
-        ``max_connections``. Without TLS the loop's own accept loop serves the port, with TLS
-        this package's (see :mod:`jwks_mirror.listening`)."""
+        ``max_connections``. Without TLS on uvloop the loop's own accept loop serves the port,
+        else this package's (see :mod:`jwks_mirror.listening`); ``native`` (tests) chooses."""
         loop = asyncio.get_running_loop()
         metrics = self.mirror.metrics
         listener: Listener | NativeListener
-        if ssl is None:
+        if ssl is None and (native_accept(loop) if native is None else native):
             listener = NativeListener(
                 "public",
                 lambda: Connection(self),
@@ -98,6 +104,7 @@ class PublicServer:
                 ssl_context=ssl,
                 ssl_handshake_timeout=self.keepalive_s,
                 tells_made=True,  # join()
+                reserve=True,
             )
         await listener.start(host, port, backlog=backlog)
         self._listener = listener
