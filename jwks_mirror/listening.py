@@ -7,14 +7,15 @@ One accept loop per case:
 * **The plain public port on uvloop** (no ``public.tls``; the port istiod reaches, a new
   connection per fetch) uses the loop's own accept loop, libuv's, in C:
   ``loop.create_server`` on the listening sockets bound here (:class:`NativeListener`). A
-  new connection costs about a third less CPU than through an accept loop in Python. The cap
-  is enforced where the protocol's ``connection_made`` runs (:meth:`NativeListener.admit`):
-  without TLS that comes right after the accept, and the count (the connections admitted
-  so far) is exact because each is admitted or refused in turn.
+  new connection costs about a quarter less CPU than through an accept loop in Python (a
+  socket object, a task and a future per connection). The cap is enforced where the
+  protocol's ``connection_made`` runs (:meth:`NativeListener.admit`): without TLS that
+  comes right after the accept, and the count (the connections admitted) is exact because
+  each connection is admitted or refused in turn, in one place.
 * **Every other case** uses this module's accept loop (:class:`Listener`): the TLS public
   port (a connection must count from its accept: a handshake in progress holds a descriptor
   and memory), the admin port (aiohttp's request handler has no place to refuse one), and
-  the plain public port on asyncio, where ``create_server`` would save nothing (its accept
+  the plain public port on asyncio, where ``create_server`` would save little (its accept
   loop is Python too, with a task per connection) and handles running out of descriptors
   badly (below).
 
@@ -39,9 +40,10 @@ Either way:
 
 What each accept loop does when accept fails:
 
-* :class:`Listener` (and the reserve on the public port) stops accepting on that socket for
-  ``RETRY_S``: the kernel keeps queueing connections in the backlog, and the next try
-  accepts again once descriptors are free.
+* :class:`Listener` stops accepting on that socket for ``RETRY_S`` (also when a public
+  connection lands in the reserve): the kernel keeps queueing connections in the backlog,
+  and the next try accepts again once descriptors are free. :class:`NativeListener` closes
+  each connection that lands in the reserve as it comes.
 * uvloop's (libuv's ``uv__server_io``) reports nothing to Python: on EMFILE or ENFILE it
   closes a spare descriptor it keeps, accepts and closes every pending connection (their
   clients see the connection closed at once) and opens the spare again; other errors are
@@ -49,12 +51,11 @@ What each accept loop does when accept fails:
   exists: on the plain public port, running out is seen at the reserve, before libuv's
   accept fails. Only when the rest of the process takes the reserve too does libuv shed
   connections, uncounted.
-* asyncio's (``BaseSelectorEventLoop._accept_connection``, not used here) tries up to
-  ``backlog`` accepts per wake-up and hands each failure to the loop's exception handler (by
-  default a traceback in the log: about a thousand a second with a backlog of 1024), each
-  with its own retry a second later, so the failures keep coming thousands a second. Should
-  :class:`NativeListener` run on such a loop (tests), it counts those reports for its
-  sockets through a handler it puts on the loop, and passes every other report on.
+* asyncio's (``BaseSelectorEventLoop._accept_connection``), which is why it is not used:
+  it tries up to ``backlog`` accepts per wake-up and hands each failure to the loop's
+  exception handler (by default a traceback in the log: about a thousand a second with a
+  backlog of 1024), each with its own retry a second later, so the failed accepts keep
+  coming thousands a second for as long as descriptors are short.
 
 The protocol factory is the port's own: ``http1.Connection`` on the public port, aiohttp's
 request handler (``web.Server``) on the admin port; a TLS handshake, when the port has one, is
@@ -71,7 +72,6 @@ import resource
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -84,8 +84,6 @@ RETRY_S = 0.1  # out of descriptors: stop accepting this long, then try again
 LOG_EVERY_S = 1.0  # at most one accept_failed line a second per port
 # The plain public port leaves this many descriptors to the rest of the process.
 DESCRIPTOR_RESERVE = 32
-_OUT_OF_RESOURCES = "socket.accept() out of system resource"  # asyncio's report
-_Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 
 def native_accept(loop: asyncio.AbstractEventLoop) -> bool:
@@ -203,9 +201,7 @@ class NativeListener:
         self._loop = asyncio.get_running_loop()
         self._servers: list[asyncio.AbstractServer] = []
         self.sockets: list[socket.socket] = []
-        self._fds: set[int] = set()
         self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE)
-        self._previous_handler: _Handler | None = None
         self._closed = False
 
     @property
@@ -215,9 +211,6 @@ class NativeListener:
     async def start(self, host: str, port: int, *, backlog: int) -> None:
         """Bind (see :func:`bind`), then serve through ``loop.create_server``."""
         self.sockets = await bind(host, port, backlog=backlog)
-        self._fds = {sock.fileno() for sock in self.sockets}
-        self._previous_handler = self._loop.get_exception_handler()
-        self._loop.set_exception_handler(self._exception)
         try:
             for sock in self.sockets:
                 self._servers.append(
@@ -254,31 +247,10 @@ class NativeListener:
             server.close()
         for sock in self.sockets:
             sock.close()  # the loop's server closed it already, unless it never served
-        if self._loop.get_exception_handler() == self._exception:
-            self._loop.set_exception_handler(self._previous_handler)
         self._errors.log()
 
     async def wait_closed(self) -> None:
         """Nothing to wait for: no connection is the listener's (the port drains its own)."""
-
-    def _exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """asyncio's accept loop reports each failed accept here (see the module docstring);
-        those on this port's sockets are counted, everything else goes on."""
-        sock = context.get("socket")
-        exc = context.get("exception")
-        if (
-            not self._closed
-            and context.get("message") == _OUT_OF_RESOURCES
-            and sock is not None
-            and sock.fileno() in self._fds
-            and isinstance(exc, OSError)
-        ):
-            self._errors.failed(exc)
-            return
-        if self._previous_handler is not None:
-            self._previous_handler(loop, context)
-        else:
-            loop.default_exception_handler(context)
 
 
 class Listener:

@@ -69,22 +69,16 @@ class PublicServer:
         self._aborts = mirror.metrics.public_aborts_total
 
     async def start(
-        self,
-        host: str,
-        port: int,
-        *,
-        backlog: int = 1024,
-        ssl: SSLContext | None = None,
-        native: bool | None = None,
+        self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
     ) -> None:
         """Listen; with ``ssl`` the port speaks TLS only (a plain request fails the handshake
         and gets no answer). A handshake gets the idle/header timeout too, and counts against
         ``max_connections``. Without TLS on uvloop the loop's own accept loop serves the port,
-        else this package's (see :mod:`jwks_mirror.listening`); ``native`` (tests) chooses."""
+        else this package's (see :mod:`jwks_mirror.listening`)."""
         loop = asyncio.get_running_loop()
         metrics = self.mirror.metrics
         listener: Listener | NativeListener
-        if ssl is None and (native_accept(loop) if native is None else native):
+        if ssl is None and native_accept(loop):
             listener = NativeListener(
                 "public",
                 lambda: Connection(self),
