@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import resource
 import socket
 import struct
 import termios
@@ -228,6 +229,7 @@ async def test_past_the_cap_a_new_connection_is_closed_at_once_and_counted(fake_
         await running.stop()
 
 
+@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)
 async def test_tls_handshakes_count_against_the_cap(fake_issuer, tmp_path):
     """On an HTTPS public port a connection counts from its accept, not from the end of its
     handshake: clients that connect and never say hello cannot hold more than the cap."""
@@ -333,5 +335,51 @@ async def test_a_burst_past_the_cap_is_counted_exactly(fake_issuer, port):
             end.cancel()
     finally:
         for _, writer in opened:
+            writer.close()
+        await running.stop()
+
+
+async def _answer_or_end(url: str, writer_reader) -> bytes:
+    """The status line of the answer to one request, or b"" when the server closed first."""
+    reader, writer = writer_reader
+    with contextlib.suppress(ConnectionError):
+        writer.write(b"GET /a/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        return await asyncio.wait_for(reader.readline(), 30)
+    except ConnectionError:
+        return b""
+
+
+@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)
+async def test_the_public_port_leaves_the_last_descriptors_to_the_rest(fake_issuer, monkeypatch):
+    """The reserve moved down to 30 descriptors above those open now: thirty public clients
+    connect; those whose server socket gets a descriptor in the reserve are closed at once
+    (before an answer) and counted as accept errors, not as cap rejections; the others are
+    answered, and the admin port (no reserve) still answers."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    with socket.socket() as probe:
+        ceiling = probe.fileno() + 30
+    monkeypatch.setattr(listening, "DESCRIPTOR_RESERVE", soft - ceiling)
+    running = await _serve(fake_issuer, 30.0)
+    clients = []
+    try:
+        for _ in range(30):
+            clients.append(await asyncio.open_connection(*_address(running.public_url)))
+        firsts = await asyncio.gather(*(_answer_or_end(running.public_url, c) for c in clients))
+        answered = sum(first.startswith(b"HTTP/1.1 200") for first in firsts)
+        refused = firsts.count(b"")
+        assert answered >= 1 and refused >= 1 and answered + refused == 30, firsts
+        assert _sample(running, "jwks_mirror_accept_errors_total", "public") == refused
+        assert _sample(running, "jwks_mirror_connections_rejected_total", "public") == 0
+        assert _sample(running, "jwks_mirror_open_connections", "public") == answered
+        for connection in running._public.connections:
+            assert connection._transport.get_extra_info("socket").fileno() < ceiling
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{running.admin_url}/healthz") as response,
+        ):
+            assert response.status == 200
+    finally:
+        for _, writer in clients:
             writer.close()
         await running.stop()
