@@ -70,7 +70,7 @@ class Responder(Protocol):
         method: bytes = b"GET",
     ) -> bytes: ...
 
-    def join(self, connection: Connection) -> None: ...
+    def join(self, connection: Connection, transport: asyncio.BaseTransport) -> bool: ...
 
     def forget(self, connection: Connection) -> None: ...
 
@@ -160,7 +160,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence a cast, not a check
         self._transport = cast(asyncio.Transport, transport)
-        self._server.join(self)
+        if not self._server.join(self, transport):  # past the cap: closed already
+            self._closing = True
+            return
         if self._server.draining:
             self.close()
 

@@ -29,7 +29,7 @@ import math
 from ssl import SSLContext
 
 from jwks_mirror.http1 import Connection
-from jwks_mirror.listening import Listener
+from jwks_mirror.listening import Listener, NativeListener, native_accept
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.responses import (
     REASONS,
@@ -63,7 +63,7 @@ class PublicServer:
         self.cache: dict[str, Responses] = {}
         self.connections: set[Connection] = set()
         self.draining = False
-        self._listener: Listener | None = None
+        self._listener: Listener | NativeListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
         self._aborts = mirror.metrics.public_aborts_total
@@ -73,20 +73,33 @@ class PublicServer:
     ) -> None:
         """Listen; with ``ssl`` the port speaks TLS only (a plain request fails the handshake
         and gets no answer). A handshake gets the idle/header timeout too, and counts against
-        ``max_connections`` (see :mod:`jwks_mirror.listening`)."""
+        ``max_connections``. Without TLS on uvloop the loop's own accept loop serves the port,
+        else this package's (see :mod:`jwks_mirror.listening`)."""
         loop = asyncio.get_running_loop()
         metrics = self.mirror.metrics
-        listener = Listener(
-            "public",
-            lambda: Connection(self),
-            open_connections=self.connections.__len__,
-            max_connections=self.max_connections,
-            rejected=metrics.connections_rejected_total,
-            errors=metrics.accept_errors_total,
-            ssl_context=ssl,
-            ssl_handshake_timeout=self.keepalive_s,
-            tells_made=True,  # join()
-        )
+        listener: Listener | NativeListener
+        if ssl is None and native_accept(loop):
+            listener = NativeListener(
+                "public",
+                lambda: Connection(self),
+                open_connections=self.connections.__len__,
+                max_connections=self.max_connections,
+                rejected=metrics.connections_rejected_total,
+                errors=metrics.accept_errors_total,
+            )
+        else:
+            listener = Listener(
+                "public",
+                lambda: Connection(self),
+                open_connections=self.connections.__len__,
+                max_connections=self.max_connections,
+                rejected=metrics.connections_rejected_total,
+                errors=metrics.accept_errors_total,
+                ssl_context=ssl,
+                ssl_handshake_timeout=self.keepalive_s,
+                tells_made=True,  # join()
+                reserve=True,
+            )
         await listener.start(host, port, backlog=backlog)
         self._listener = listener
         metrics.open_connections.labels("public").set_function(lambda: listener.open_connections)
@@ -119,11 +132,17 @@ class PublicServer:
         if self._listener is not None:
             await self._listener.wait_closed()
 
-    def join(self, connection: Connection) -> None:
-        """A connection is made (over TLS: its handshake is over)."""
+    def join(self, connection: Connection, transport: asyncio.BaseTransport) -> bool:
+        """A connection is made (over TLS: its handshake is over). Without TLS the cap is
+        enforced here: False when the connection was refused (and closed)."""
+        listener = self._listener
+        if isinstance(listener, NativeListener):
+            if not listener.admit(transport):
+                return False
+        elif listener is not None:
+            listener.made(connection)
         self.connections.add(connection)
-        if self._listener is not None:
-            self._listener.made(connection)
+        return True
 
     def forget(self, connection: Connection) -> None:
         self.connections.discard(connection)

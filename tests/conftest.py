@@ -358,3 +358,31 @@ async def connect():
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+def _loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """A test marked ``@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)`` runs on each loop
+    (``serve`` uses uvloop when it is installed, and the public port accepts differently on
+    it: jwks_mirror/listening.py); uvloop's run is skipped where it is not installed. Every
+    other test runs on asyncio's loop, as before (pytest-asyncio asks for every test)."""
+    marker = item.get_closest_marker("asyncio")
+    if marker is None or "loop_factories" not in marker.kwargs:
+        return {"asyncio": asyncio.new_event_loop}
+    return _loop_factories()
+
+
+BOTH_LOOPS = ["asyncio", "uvloop"]

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from jwks_mirror.listening import DESCRIPTOR_RESERVE
+
 from .e2e.harness import http
 from .e2e.harness.issuer import PlainIssuer
 from .e2e.harness.mirror import Mirror
@@ -177,6 +179,46 @@ def test_out_of_descriptors_the_log_stays_small_and_the_ports_come_back(
                    timeout=10, what="/healthz to answer again")
         assert time.monotonic() - closed_at < 10
         assert http.get(mirror.jwks_url(NAME)).status == 200
+        mirror.proc.check_alive()
+    finally:
+        for client in clients:
+            client.close()
+        mirror.stop()
+
+
+def test_the_public_port_leaves_descriptors_for_the_probes(
+    tmp_path: Path, issuer: PlainIssuer
+) -> None:
+    """``ulimit -n 128`` and 150 idle public connections (the public cap, 256, is above the
+    limit): the public port stops ``DESCRIPTOR_RESERVE`` descriptors short of the limit, so
+    ``/healthz`` and ``/metrics`` answer while every public client is still connected; the
+    connections it closed for want of descriptors are counted and logged as accept failures.
+    On uvloop this is also what makes running out visible at all (libuv's own accept loop
+    sheds connections without telling Python)."""
+    limit = 128
+    mirror = _mirror(tmp_path, issuer, preexec_fn=lambda: _descriptor_limit(limit)).start()
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(150):
+            clients.append(socket.create_connection(("127.0.0.1", mirror.public_port), timeout=10))
+
+        def public_failures() -> list[dict[str, Any]]:
+            return [e for e in mirror.log_events()
+                    if e.get("event") == "accept_failed" and e["port"] == "public"]
+
+        failures = wait_until(public_failures, timeout=30, what="public accept failures logged",
+                              describe=lambda: f"{_open_descriptors(mirror)} open")
+        assert all("Too many open files" in e["error"] for e in failures)
+        assert http.get(f"{mirror.admin_url}/healthz", timeout=5).status == 200
+        assert (mirror.metric("jwks_mirror_accept_errors_total", port="public") or 0) >= 1
+        held = mirror.metric("jwks_mirror_open_connections", port="public")
+        assert held is not None and 0 < held <= limit - DESCRIPTOR_RESERVE
+        for client in clients:
+            client.close()
+        clients.clear()
+        wait_until(lambda: http.get(mirror.jwks_url(NAME), timeout=2).status == 200,
+                   timeout=10, what="the public port to serve again")
+        assert mirror.proc is not None
         mirror.proc.check_alive()
     finally:
         for client in clients:
