@@ -19,10 +19,8 @@ import hashlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -179,17 +177,21 @@ def run(settings: Settings, *, config_path: str | None = None) -> int:
     _tune_gc()
     # The loop is chosen first and run after, never inside the probe's ``except`` block:
     # there, every exception raised while serving would get the ImportError as its context.
-    runner = _loop_runner()
-    return runner(serve(settings, config_path=config_path))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(serve(settings, config_path=config_path))
 
 
-def _loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
-    """uvloop's ``run`` when uvloop is importable, else ``asyncio.run``."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The loop ``serve`` runs on, and so the image and every test suite: uvloop, a runtime
+    dependency chosen on the new-connection benchmark (docs/benchmarks.md); asyncio's own only
+    where uvloop does not install (Windows, PyPy). Chosen before the loop runs, so no except
+    block is ever around it (an exception's context would leak into every callback's)."""
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return,unused-ignore]
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def _tune_gc() -> None:

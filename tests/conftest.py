@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from jwcrypto import jwk
 
+from jwks_mirror import server
 from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
@@ -372,16 +373,29 @@ def _loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     return factories
 
 
+# The loop `jwks-mirror serve` runs on (server.new_event_loop: uvloop where it installs), so
+# the in-process suites run on the loop the image ships, as the subprocess suites do.
+def _image_loop() -> str:
+    loop = server.new_event_loop()
+    try:
+        return type(loop).__module__.split(".")[0]
+    finally:
+        loop.close()
+
+
+IMAGE_LOOP = _image_loop()
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """A test marked ``@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)`` runs on each loop
-    (``serve`` uses uvloop when it is installed, and the public port accepts differently on
-    it: jwks_mirror/listening.py); uvloop's run is skipped where it is not installed. Every
-    other test runs on asyncio's loop, as before (pytest-asyncio asks for every test)."""
+    """Every async test runs on the image's loop (:data:`IMAGE_LOOP`). One marked
+    ``@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)`` runs on each loop (the public port
+    accepts differently on uvloop: jwks_mirror/listening.py); uvloop's run is skipped where
+    it is not installed."""
     marker = item.get_closest_marker("asyncio")
     if marker is None or "loop_factories" not in marker.kwargs:
-        return {"asyncio": asyncio.new_event_loop}
+        return {IMAGE_LOOP: server.new_event_loop}
     return _loop_factories()
 
 
