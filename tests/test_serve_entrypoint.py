@@ -3,9 +3,9 @@
 The in-process suites call ``server.start()`` on pytest's loop; the image runs ``serve``, which
 chooses the event loop, sets the process up and runs everything under ``server.run``. A defect
 that lives there (an event loop run inside an ``except`` block turned every refusal raised in
-an llhttp callback into a 500) is invisible in process, so the conformance vectors, the
-``Proxy-Connection`` case and the descriptor-exhaustion case run here against the real
-process, started through the harness's ``cli_argv()``.
+an llhttp callback into a 500) is invisible in process, so the ``Proxy-Connection`` case and the descriptor-exhaustion
+cases run here against the real process, started through the harness's ``cli_argv()``; the
+conformance vectors run against it in tests/system/test_http1_conformance.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .e2e.harness.issuer import PlainIssuer
 from .e2e.harness.mirror import Mirror
 from .e2e.harness.procs import wait_until
 from .rawhttp import closed, read_response
-from .test_http1_conformance import HOST, VECTORS, Vector
+from .test_http1_conformance import HOST
 
 pytestmark = pytest.mark.slow
 
@@ -78,34 +78,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
-
-
-@pytest.mark.parametrize("vector", VECTORS, ids=[v.id for v in VECTORS])
-async def test_every_conformance_vector_under_serve(serve: Mirror, vector: Vector) -> None:
-    """The in-process conformance table, against the image's entrypoint: every refusal is the
-    400 or 431 the table expects (never a 500), and nothing is logged as an error."""
-    before = len(errors_logged(serve))
-    reader, writer = await _open(serve)
-    try:
-        writer.write(vector.payload)
-        statuses = []
-        for _ in vector.statuses:
-            status, headers, _ = await read_response(reader)
-            statuses.append(status)
-            if status >= 400 and status not in (404, 405):
-                assert headers["connection"] == "close", vector.why
-        assert tuple(statuses) == vector.statuses, vector.why
-        if vector.closes:
-            assert await closed(reader), f"{vector.id}: open after the answers ({vector.why})"
-        else:
-            writer.write(PROBE)
-            assert (await read_response(reader))[0] == 200, f"{vector.id}: out of step"
-    finally:
-        await _close(writer)
-    # A probe on a fresh connection is answered after anything the vector made the process
-    # log, so the log is complete up to here when it answers.
-    assert http.get(serve.jwks_url(NAME)).status == 200
-    assert errors_logged(serve)[before:] == []
 
 
 async def test_proxy_connection_close_closes_and_says_so(serve: Mirror) -> None:
