@@ -28,7 +28,7 @@ from jwks_mirror import public as public_port
 from jwks_mirror import publictls, yamlsafe
 from jwks_mirror.admin import create_admin_app
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.listening import Listener
+from jwks_mirror.listening import ADMIN_SEND_BUFFER_BYTES, Listener
 from jwks_mirror.logs import configure, event
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
@@ -118,7 +118,12 @@ async def start(
         )
         await admin.setup()
         admin_listener = _admin_listener(admin, mirror, settings.admin.max_connections)
-        await admin_listener.start(settings.admin.host, settings.admin.port, backlog=128)
+        await admin_listener.start(
+            settings.admin.host,
+            settings.admin.port,
+            backlog=128,
+            send_bytes=ADMIN_SEND_BUFFER_BYTES,
+        )
     except OSError:
         await public.close(timeout_s=0)
         if admin_listener is not None:
