@@ -1,6 +1,6 @@
 """``rewrite --in-place`` over many files is all or nothing, even when the process is killed.
 
-A real ``jwks-mirror rewrite --in-place`` subprocess over 1,500 files is SIGKILLed once its
+A real ``jwks-mirror rewrite --in-place`` subprocess over 500 files is SIGKILLed once its
 staging has started (the test watches the directories for the first staged file) or once it
 has committed. Whatever the moment: the files are never left half-applied once the next run
 has looked at them, and the next run leaves no temporary file behind.
@@ -21,7 +21,7 @@ import pytest
 from jwks_mirror.gitops.files import Output, write_all
 
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
-FILES = 1500
+FILES = 500
 ORIGINAL = 'jwksUri: "http://keys.myns.svc.cluster.local/jwks.json"'
 REWRITTEN = f'jwksUri: "{MIRROR}/keys-myns/jwks.json"'
 

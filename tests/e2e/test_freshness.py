@@ -175,7 +175,8 @@ def _rotate_at_switch(row: Row, mirror: Mirror, manifest: Path) -> None:
     """At the rotation: ``jwks-mirror rotate`` (refresh + pin), then apply the manifest."""
     threading.Event().wait(max(0.0, row.switch_at - time.time()))
     try:
-        _cli(mirror, "rotate", row.entry, str(manifest), "--admin", mirror.admin_url)
+        _cli(mirror, "rotate", row.entry, str(manifest), "--admin", mirror.admin_url,
+             "--mirror-url", mirror.public_url)
         row.istiod.apply_manifest(manifest)
         row.pinned_at = time.time()
     except Exception as exc:  # reported by the test, not lost in a thread
@@ -215,7 +216,8 @@ def test_rotation_window_per_idp_and_setting(
     paths = [str(m) for m in manifests.values()]
     _cli(mirror, "rewrite", *paths, "--mirror-url", mirror.public_url, "--in-place")
     mirror.start()
-    _cli(mirror, "pin", *paths, "--admin", mirror.admin_url, "--in-place")
+    _cli(mirror, "pin", *paths, "--admin", mirror.admin_url, "--mirror-url", mirror.public_url,
+         "--in-place")
     for row in rows:
         if row.setting.pin:
             row.istiod.apply_manifest(manifests[row.label])
