@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from jwks_mirror import yamlsafe
 from jwks_mirror.errors import ConfigError
+from jwks_mirror.text import one_line
 
 # RFC 1123 label, lower case: an issuer's name is a URL path segment and often a Service name.
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -114,21 +115,15 @@ def load_yaml(text: str, *, source: str) -> object:
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise ConfigError(f"{where}: {problem}") from exc
     except (YAMLError, RecursionError, ValueError) as exc:
-        raise ConfigError(f"{source}: invalid YAML: {oneline(exc)}") from exc
+        raise ConfigError(f"{source}: invalid YAML: {one_line(exc)}") from exc
     except Exception as exc:
         # ruamel's constructors fail on some malformed tagged scalars with internal errors
         # ("!!int" alone: IndexError, "!!bool maybe": KeyError); an operator's typo must still
         # be a one-line ConfigError, never a traceback from check-config or a reload.
         raise ConfigError(
-            f"{source}: invalid YAML ({type(exc).__name__}): {oneline(exc)}"
+            f"{source}: invalid YAML ({type(exc).__name__}): {one_line(exc)}"
         ) from exc
 
-
-
-def oneline(exc: BaseException) -> str:
-    """An exception's message on one line, at most 200 characters."""
-    text = " ".join(str(exc).split())
-    return text[:200] or type(exc).__name__
 
 
 def parse_duration(value: object, *, field: str) -> float:

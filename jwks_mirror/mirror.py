@@ -20,7 +20,8 @@ from jwks_mirror.errors import StateRefused, UnknownIssuer
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
-from jwks_mirror.peering import PeerFiller, PeerFinder
+from jwks_mirror.peerfinder import PeerFinder
+from jwks_mirror.peering import PeerFiller
 from jwks_mirror.persistence import StateStore, max_file_bytes
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.settings import IssuerSettings, Settings

@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from jwks_mirror import yamlsafe
-from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, oneline, parse_duration
+from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, parse_duration
 from jwks_mirror.errors import ConfigError
+from jwks_mirror.text import one_line
 from jwks_mirror.tls import (
     PeerTLSSettings,
     ServerTLSSettings,
@@ -174,7 +175,7 @@ def read_config_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read: {oneline(exc)}") from exc
+        raise ConfigError(f"{path}: cannot read: {one_line(exc)}") from exc
 
 
 def parse_settings(

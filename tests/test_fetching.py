@@ -15,7 +15,8 @@ from aiohttp import web
 
 from jwks_mirror.discovery import MAX_TTL_S, DiscoveryCache, max_age_s, rebase_origin
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.fetching import Admission, Fetcher
+from jwks_mirror.admission import Admission
+from jwks_mirror.fetching import Fetcher
 from jwks_mirror.settings import IssuerSettings, parse_settings
 
 from .conftest import (
