@@ -36,11 +36,11 @@ from aiohttp.abc import AbstractResolver
 from jwks_mirror import __version__
 from jwks_mirror.admission import SLOT_S, STARTING, Admission
 from jwks_mirror.configfields import forbidden_address
+from jwks_mirror.configmodel import IssuerSettings, TLSSettings
 from jwks_mirror.discovery import DiscoveryCache, discovery_key, jwks_uri_from, max_age_s
 from jwks_mirror.errors import UpstreamError
 from jwks_mirror.httpclient import Sessions, client_errors, file_stamps, read_body
-from jwks_mirror.settings import IssuerSettings
-from jwks_mirror.tls import TLSSettings, build_ssl_context
+from jwks_mirror.tls import build_ssl_context
 
 __all__ = ["SLOT_S", "STARTING", "Admission", "FetchResult", "Fetcher"]
 

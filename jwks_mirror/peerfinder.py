@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from jwks_mirror.settings import PeersSettings
+from jwks_mirror.configmodel import PeersSettings
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 

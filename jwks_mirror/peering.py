@@ -48,16 +48,16 @@ from typing import Any
 import aiohttp
 
 from jwks_mirror import __version__
+from jwks_mirror.configmodel import IssuerSettings, PeersSettings, PeerTLSSettings
 from jwks_mirror.errors import KeySetRejected, PeerError, UpstreamError
 from jwks_mirror.httpclient import Sessions, client_errors, file_stamps, read_body
 from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.peerfinder import PeerFinder
-from jwks_mirror.settings import IssuerSettings, PeersSettings
 from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json
-from jwks_mirror.tls import PeerTLSSettings, build_peer_ssl_context
+from jwks_mirror.tls import build_peer_ssl_context
 
 SHAREABLE_SOURCES = frozenset({"upstream", "state"})
 # The answer holds the current keys and the retained ones: at most twice the upstream cap,

@@ -11,44 +11,14 @@ Every failure is a :class:`ConfigError` whose ``field`` names the bad file (``ca
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from jwks_mirror.configmodel import PeerTLSSettings, ServerTLSSettings, TLSSettings
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.text import one_line
-
-
-@dataclass(frozen=True)
-class TLSSettings:
-    """Direct TLS to the upstream (no sidecar): private CA, client certificate, SNI name."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None
-
-
-@dataclass(frozen=True)
-class PeerTLSSettings:
-    """Direct TLS to the peers (no sidecar): the peer must present ``identity``, the mirror's
-    own, as a SPIFFE URI SAN (``spiffe://...``) or a DNS SAN; ``ca_file`` (else the system
-    CAs) verifies the chain; ``cert_file``/``key_file`` is this replica's client certificate."""
-
-    identity: str
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class ServerTLSSettings:
-    """HTTPS on the public port: a certificate chain and its key, re-read when they change."""
-
-    cert_file: Path
-    key_file: Path
 
 
 def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:

@@ -13,11 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jwks_mirror.admission import Admission
+from jwks_mirror.configmodel import IssuerSettings
 from jwks_mirror.discovery import MAX_TTL_S, DiscoveryCache, max_age_s, rebase_origin
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.admission import Admission
 from jwks_mirror.fetching import Fetcher
-from jwks_mirror.settings import IssuerSettings, parse_settings
+from jwks_mirror.settings import parse_settings
 
 from .conftest import (
     ISSUER_HOST,

@@ -23,12 +23,12 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from jwks_mirror.cli.admin_client import format_status
+from jwks_mirror.configmodel import PeersSettings, PeerTLSSettings
 from jwks_mirror.errors import ConfigError, PeerError
 from jwks_mirror.peerfinder import PeerFinder
 from jwks_mirror.peering import parse_offer, share
-from jwks_mirror.settings import PeersSettings, parse_settings
+from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState
-from jwks_mirror.tls import PeerTLSSettings
 
 from .conftest import Clock, answer, config_text, hang, jwks, signing_key
 
