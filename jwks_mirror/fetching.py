@@ -34,7 +34,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from jwks_mirror import __version__
-from jwks_mirror.admission import SLOT_S, STARTING, Admission
+from jwks_mirror.admission import Admission
 from jwks_mirror.configfields import forbidden_address
 from jwks_mirror.configmodel import IssuerSettings, TLSSettings
 from jwks_mirror.discovery import DiscoveryCache, discovery_key, jwks_uri_from, max_age_s
@@ -42,7 +42,7 @@ from jwks_mirror.errors import UpstreamError
 from jwks_mirror.httpclient import Sessions, client_errors, file_stamps, read_body
 from jwks_mirror.tls import build_ssl_context
 
-__all__ = ["SLOT_S", "STARTING", "Admission", "FetchResult", "Fetcher"]
+__all__ = ["FetchResult", "Fetcher"]
 
 USER_AGENT = f"jwks-mirror/{__version__}"
 _EXCERPT_BYTES = 200  # enough to recognise an error page; never log a whole upstream body
