@@ -26,10 +26,10 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
+    from jwks_mirror.configmodel import IssuerSettings, Limits
     from jwks_mirror.errors import PeerError
     from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
     from jwks_mirror.peering import parse_offer, share
-    from jwks_mirror.settings import IssuerSettings, Limits
     from jwks_mirror.state import IssuerState
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"

@@ -28,10 +28,10 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
+    from jwks_mirror.configmodel import IssuerSettings, Limits
     from jwks_mirror.errors import KeySetRejected, StateRefused
     from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
     from jwks_mirror.persistence import StateStore, parse_document
-    from jwks_mirror.settings import IssuerSettings, Limits
     from jwks_mirror.state import IssuerState
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"

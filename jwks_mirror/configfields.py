@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from jwks_mirror import yamlsafe
 from jwks_mirror.errors import ConfigError
+from jwks_mirror.text import one_line
 
 # RFC 1123 label, lower case: an issuer's name is a URL path segment and often a Service name.
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -76,6 +77,11 @@ _FORBIDDEN_NAMES = frozenset(
 )
 
 
+_LISTEN_HOST_RE = re.compile(r"[A-Za-z0-9.:_\[\]-]{1,253}")
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_SPIFFE_RE = re.compile(r"spiffe://[A-Za-z0-9._-]+(/[A-Za-z0-9._~%!$&'()*+,;=:@-]+)+")
+
+
 def forbidden_address(host: str) -> str | None:
     """Why the mirror must not fetch from ``host`` (a name or an IP address, brackets and a
     trailing dot allowed), or None when it may."""
@@ -114,21 +120,15 @@ def load_yaml(text: str, *, source: str) -> object:
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise ConfigError(f"{where}: {problem}") from exc
     except (YAMLError, RecursionError, ValueError) as exc:
-        raise ConfigError(f"{source}: invalid YAML: {oneline(exc)}") from exc
+        raise ConfigError(f"{source}: invalid YAML: {one_line(exc)}") from exc
     except Exception as exc:
         # ruamel's constructors fail on some malformed tagged scalars with internal errors
         # ("!!int" alone: IndexError, "!!bool maybe": KeyError); an operator's typo must still
         # be a one-line ConfigError, never a traceback from check-config or a reload.
         raise ConfigError(
-            f"{source}: invalid YAML ({type(exc).__name__}): {oneline(exc)}"
+            f"{source}: invalid YAML ({type(exc).__name__}): {one_line(exc)}"
         ) from exc
 
-
-
-def oneline(exc: BaseException) -> str:
-    """An exception's message on one line, at most 200 characters."""
-    text = " ".join(str(exc).split())
-    return text[:200] or type(exc).__name__
 
 
 def parse_duration(value: object, *, field: str) -> float:
@@ -173,7 +173,7 @@ class FieldReader:
         self.base_dir = base_dir
         self.offline = offline
 
-    def mapping(self, data: object, where: str, allowed: set[str]) -> dict[str, Any]:
+    def mapping(self, data: object, where: str, allowed: Set[str]) -> dict[str, Any]:
         if not isinstance(data, Mapping):
             raise ConfigError("expected a mapping", field=where or None)
         for key in data:
@@ -193,6 +193,65 @@ class FieldReader:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
             raise ConfigError("expected a port number (0-65535; 0 picks a free port)", field=where)
         return value
+
+    def boolean(self, value: object, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError("expected true or false", field=where)
+        return value
+
+    def integer(self, value: object, where: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("expected an integer", field=where)
+        if not low <= value <= high:
+            raise ConfigError(f"must be between {low} and {high}", field=where)
+        return value
+
+    def duration(
+        self, value: object, where: str, minimum: float, maximum: tuple[float, str] | None = None
+    ) -> float:
+        """Seconds (:func:`parse_duration`), at least ``minimum``; at most ``maximum``
+        (seconds, and how the error spells it) when given."""
+        seconds = parse_duration(value, field=where)
+        if seconds < minimum:
+            raise ConfigError(f"must be at least {minimum:g}s", field=where)
+        if maximum is not None and seconds > maximum[0]:
+            raise ConfigError(f"must be at most {maximum[1]}", field=where)
+        return seconds
+
+    def max_connections(self, value: object, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
+            raise ConfigError("expected an integer from 1 to 65536", field=where)
+        return value
+
+    def listen_host(self, value: object, where: str) -> str:
+        """A host name or address to bind (``0.0.0.0``, ``::``, ``[::1]``)."""
+        host = self.string(value, where)
+        if not _LISTEN_HOST_RE.fullmatch(host):
+            raise ConfigError(f"{host!r} is not a host name or address", field=where)
+        return host
+
+    def host_name(self, value: object, where: str) -> str:
+        """A DNS name (``peers.dns``, a peer identity)."""
+        name = self.string(value, where)
+        if not _HOST_NAME_RE.fullmatch(name):
+            raise ConfigError(f"{name!r} is not a host name", field=where)
+        return name
+
+    def server_name(self, value: object, where: str) -> str:
+        """A TLS server name (SNI) to send and verify."""
+        name = self.string(value, where)
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", name):
+            raise ConfigError(f"{name!r} is not a host name", field=where)
+        return name
+
+    def peer_identity(self, value: object, where: str) -> str:
+        """A spiffe:// URI with a path, or a DNS name: what a peer's certificate must name."""
+        identity = self.string(value, where)
+        if not (_SPIFFE_RE.fullmatch(identity) or _HOST_NAME_RE.fullmatch(identity)):
+            raise ConfigError(
+                f"{identity!r} is neither a spiffe:// URI with a path nor a DNS name", field=where
+            )
+        return identity
 
     def path(self, value: object, where: str) -> Path:
         path = Path(self.string(value, where))

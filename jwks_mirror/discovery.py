@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 from cachetools import TLRUCache
 
 from jwks_mirror.cachecontrol import freshness_lifetime_s
+from jwks_mirror.configmodel import IssuerSettings
 from jwks_mirror.errors import KeySetRejected, UpstreamError
-from jwks_mirror.settings import IssuerSettings
 from jwks_mirror.strictjson import parse_json
 
 MAX_TTL_S = 86_400.0

@@ -45,7 +45,8 @@ from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jwcrypto_jwk
 
 from jwks_mirror.errors import KeyDropped, KeySetRejected
-from jwks_mirror.strictjson import one_line, parse_json
+from jwks_mirror.strictjson import parse_json
+from jwks_mirror.text import one_line
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 EC_COORDINATE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66}

@@ -37,40 +37,36 @@ The asking side (:class:`PeerFiller`), and why each rule:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import math
-import os
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from jwks_mirror import __version__
-from jwks_mirror.errors import ConfigError, KeySetRejected, PeerError
+from jwks_mirror.configmodel import IssuerSettings, PeersSettings, PeerTLSSettings
+from jwks_mirror.errors import KeySetRejected, PeerError, UpstreamError
+from jwks_mirror.httpclient import Sessions, client_errors, file_stamps, read_body
 from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
-from jwks_mirror.settings import IssuerSettings, PeersSettings
+from jwks_mirror.peerfinder import PeerFinder
 from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json
-from jwks_mirror.tls import PeerTLSSettings, build_peer_ssl_context
+from jwks_mirror.tls import build_peer_ssl_context
 
 SHAREABLE_SOURCES = frozenset({"upstream", "state"})
 # The answer holds the current keys and the retained ones: at most twice the upstream cap,
 # plus room for the JSON around them.
 _ENVELOPE_BYTES = 65_536
-_CHUNK = 16_384
 # Reasons a peer gives for having nothing to share: benign, not counted as peer errors.
 _NOTHING_TO_SHARE = frozenset({"no_set", "expired", "filled_from_peer"})
-
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-
+# Reasons (httpclient.CLIENT_ERRORS) for a peer that gave no answer at all.
+_UNREACHABLE = frozenset({"timeout", "connect", "connection", "protocol"})
 
 # -- the peer side ----------------------------------------------------------------------------
 
@@ -196,65 +192,6 @@ def _short(value: object) -> str:
     return repr(value)[:80]
 
 
-# -- finding peers ----------------------------------------------------------------------------
-
-
-async def system_resolver(host: str, port: int) -> Sequence[str]:
-    """Every A/AAAA record of ``host`` (the resolver the pod has: kube-dns for a headless
-    Service returns one record per pod)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-def _normalise(address: str) -> str | None:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0].strip()).compressed
-    except ValueError:
-        return None
-
-
-def base_url(address: str, port: int, scheme: str = "http") -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{scheme}://{host}:{port}"
-
-
-class PeerFinder:
-    """Peer admin URLs: ``peers.urls`` as given, or every address of ``peers.dns`` except
-    this replica's own.
-
-    Own addresses come from ``POD_IP`` / ``POD_IPS`` (the downward API) when set, else from
-    resolving this host's name (a pod's hostname resolves to its IP through /etc/hosts).
-    """
-
-    def __init__(
-        self, *, resolver: Resolver = system_resolver, environ: Mapping[str, str] | None = None
-    ) -> None:
-        self._resolver = resolver
-        env = os.environ if environ is None else environ
-        declared = [part for name in ("POD_IP", "POD_IPS") for part in env.get(name, "").split(",")]
-        own = {a for a in (_normalise(p) for p in declared if p.strip()) if a is not None}
-        self._own: frozenset[str] | None = frozenset(own) if own else None
-
-    async def own_addresses(self) -> frozenset[str]:
-        if self._own is None:
-            try:
-                found = await self._resolver(socket.gethostname(), 0)
-            except OSError:
-                found = []
-            self._own = frozenset(a for a in (_normalise(x) for x in found) if a is not None)
-        return self._own
-
-    async def urls(self, peers: PeersSettings) -> list[str]:
-        """Raises OSError when the DNS name does not resolve."""
-        if peers.dns is None:
-            return list(peers.urls)
-        own = await self.own_addresses()
-        addresses = [_normalise(a) for a in await self._resolver(peers.dns, peers.port)]
-        unique = sorted({a for a in addresses if a is not None and a not in own})
-        scheme = "https" if peers.tls is not None else "http"
-        return [base_url(a, peers.port, scheme) for a in unique]
-
-
 # -- asking -----------------------------------------------------------------------------------
 
 
@@ -285,16 +222,18 @@ class PeerFiller:
         self._peers = peers
         self._clock = clock
         self._finder = finder or PeerFinder()
-        self._session: aiohttp.ClientSession | None = None
-        self._session_key: tuple[object, ...] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._sessions = Sessions(
+            headers={
+                "User-Agent": f"jwks-mirror/{__version__} (peer fill)",
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+            },
+            dns_cache=False,
+        )
         self._metrics = metrics
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._sessions.close()
 
     async def fill(self, state: IssuerState) -> None:
         """One peer-fill attempt for ``state``, bounded by its fetch timeout. Never raises
@@ -361,7 +300,7 @@ class PeerFiller:
         if not urls:
             return "no_peers"
         reasons = {r.result for r in results}
-        if reasons - _NOTHING_TO_SHARE - {"timeout", "connect"}:
+        if reasons - _NOTHING_TO_SHARE - _UNREACHABLE:
             return "rejected"
         if reasons & _NOTHING_TO_SHARE:
             return "no_set"
@@ -392,7 +331,7 @@ class PeerFiller:
             if status != 200:
                 return PeerResult(url, *_refusal(status, body))
             offer = parse_offer(body, issuer=issuer, peer=url, now=self._clock())
-        except PeerError as exc:
+        except (PeerError, UpstreamError) as exc:
             return PeerResult(url, exc.reason, str(exc))
         return PeerResult(url, "offered", None, offer)
 
@@ -400,75 +339,19 @@ class PeerFiller:
         self, client: aiohttp.ClientSession, url: str, issuer: IssuerSettings
     ) -> tuple[int, bytes]:
         limit = 2 * issuer.limits.max_response_bytes + _ENVELOPE_BYTES
-        timeout = aiohttp.ClientTimeout(
-            total=issuer.limits.timeout_s, sock_connect=issuer.limits.timeout_s
-        )
-        try:
+        timeout_s = issuer.limits.timeout_s
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
+        with client_errors(url, timeout_s=timeout_s):
             async with client.get(url, timeout=timeout, allow_redirects=False) as resp:
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise PeerError("too_large", f"answer of {resp.content_length} bytes")
-                parts: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise PeerError("too_large", f"answer exceeds {limit} bytes")
-                    parts.append(chunk)
-                return resp.status, b"".join(parts)
-        except TimeoutError as exc:
-            raise PeerError("timeout", "no complete answer in time") from exc
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise PeerError(
-                "tls", f"certificate not accepted: {_oneline(exc.certificate_error)}"
-            ) from exc
-        except aiohttp.ClientSSLError as exc:
-            raise PeerError("tls", f"TLS failed: {_oneline(exc)}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise PeerError("connect", f"cannot connect: {_oneline(exc.os_error)}") from exc
-        except aiohttp.ClientError as exc:
-            raise PeerError("connect", f"connection failed: {_oneline(exc)}") from exc
+                return resp.status, await read_body(resp, limit)
 
     def _client(self, tls: PeerTLSSettings | None) -> aiohttp.ClientSession:
         """The session for the configured TLS profile; a new one when the profile or its
-        files change (certificates rotate on disk), the old one closed in the background."""
-        key = _profile_key(tls)
-        if self._session is not None and key != self._session_key:
-            task = asyncio.get_running_loop().create_task(self._session.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-            self._session = None
-        if self._session is None:
-            context: ssl.SSLContext | bool = True
-            if tls is not None:
-                try:
-                    context = build_peer_ssl_context(tls)
-                except ConfigError as exc:
-                    raise PeerError("tls", f"cannot load peers.tls files: {exc}") from exc
-            self._session_key = key
-            self._session = aiohttp.ClientSession(
-                auto_decompress=False,
-                headers={
-                    "User-Agent": f"jwks-mirror/{__version__} (peer fill)",
-                    "Accept": "application/json",
-                    "Accept-Encoding": "identity",
-                },
-                cookie_jar=aiohttp.DummyCookieJar(),
-                connector=aiohttp.TCPConnector(ssl=context, limit=0, use_dns_cache=False),
-            )
-        return self._session
-
-
-def _profile_key(tls: PeerTLSSettings | None) -> tuple[object, ...]:
-    if tls is None:
-        return (None,)
-    stamps: list[object] = []
-    for path in (tls.ca_file, tls.cert_file, tls.key_file):
-        try:
-            info = path.stat() if path else None
-        except OSError:
-            info = None
-        stamps.append((info.st_mtime_ns, info.st_size) if info else None)
-    return (tls, *stamps)
+        files change (certificates rotate on disk)."""
+        if tls is None:
+            return self._sessions.get("peers", None, lambda: True)
+        version = (tls, *file_stamps((tls.ca_file, tls.cert_file, tls.key_file)))
+        return self._sessions.get("peers", version, lambda: build_peer_ssl_context(tls))
 
 
 def _refusal(status: int, body: bytes) -> tuple[str, str]:
@@ -484,6 +367,3 @@ def _refusal(status: int, body: bytes) -> tuple[str, str]:
         return str(reason), f"peer has nothing to share ({reason})"
     return "status", f"peer answered {status}"
 
-
-def _oneline(exc: object) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -27,6 +27,7 @@ from aiohttp import web
 from jwks_mirror import public as public_port
 from jwks_mirror import publictls, yamlsafe
 from jwks_mirror.admin import create_admin_app
+from jwks_mirror.configmodel import Settings
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.listening import ADMIN_SEND_BUFFER_BYTES, Listener
 from jwks_mirror.logs import configure, event
@@ -34,7 +35,7 @@ from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.public import PublicServer
 from jwks_mirror.publictls import ServingCertificate
-from jwks_mirror.settings import Settings, load_settings
+from jwks_mirror.settings import load_settings
 
 SHUTDOWN_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = SHUTDOWN_TIMEOUT_S  # in-flight public requests, after shutdown_delay

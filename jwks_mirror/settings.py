@@ -11,24 +11,28 @@ certificate files the configuration names.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from jwks_mirror import yamlsafe
-from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml, oneline, parse_duration
-from jwks_mirror.errors import ConfigError
-from jwks_mirror.tls import (
+from jwks_mirror.configfields import FieldReader, is_dns_label, load_yaml
+from jwks_mirror.configmodel import (
+    MIN_REFRESH_INTERVAL_S,
+    AdminSettings,
+    IssuerSettings,
+    Limits,
+    PeersSettings,
     PeerTLSSettings,
+    PublicSettings,
     ServerTLSSettings,
+    Settings,
     TLSSettings,
-    build_server_ssl_context,
-    build_ssl_context,
 )
+from jwks_mirror.errors import ConfigError
+from jwks_mirror.text import one_line
+from jwks_mirror.tls import build_server_ssl_context, build_ssl_context
 
 CONFIG_ENV = "JWKS_MIRROR_CONFIG"
-MIN_REFRESH_INTERVAL_S = 10.0
 
 # The per-issuer tunables: allowed under ``defaults:`` and in each issuer.
 LIMIT_KEYS = (
@@ -40,120 +44,21 @@ LIMIT_KEYS = (
     "max_stale",
     "retain_removed_keys",
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-issuer tunables; ``defaults:`` fills them and each issuer may override any."""
-
-    # A minute: measured cheap at 10,000 issuers (docs/benchmarks.md, "Freshness").
-    refresh_interval_s: float = 60.0
-    # The floor under a refresh the upstream's Cache-Control brings forward (refreshing.py);
-    # the default counts as refresh_interval where that is shorter, any other value longer
-    # than refresh_interval is refused at load.
-    min_refresh_interval_s: float = MIN_REFRESH_INTERVAL_S
-    timeout_s: float = 5.0
-    max_response_bytes: int = 262_144
-    max_keys: int = 100
-    max_stale_s: float = 72 * 3600.0
-    retain_removed_keys_s: float = 3600.0
-
-    @property
-    def refresh_floor_s(self) -> float:
-        """The soonest a refresh may come after a success (``min_refresh_interval``)."""
-        return min(self.min_refresh_interval_s, self.refresh_interval_s)
-
-
-@dataclass(frozen=True)
-class IssuerSettings:
-    """One mirrored upstream. ``jwks_uri`` is None only when ``discovery`` is on."""
-
-    name: str
-    jwks_uri: str | None
-    issuer: str | None = None
-    discovery: bool = False
-    # Where the discovery document is fetched when the issuer's own host does not resolve from
-    # the mirror's namespace (``http://auth:8080`` names itself by a bare Service name).
-    discovery_url: str | None = None
-    proxy: str | None = None
-    bearer_token_file: Path | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    tls: TLSSettings | None = None
-    limits: Limits = field(default_factory=Limits)
-
-    @property
-    def upstream(self) -> str:
-        """What this issuer fetches, for humans: the JWKS URI or the discovery document."""
-        if self.jwks_uri is not None:
-            return self.jwks_uri
-        return self.discovery_document_url
-
-    @property
-    def discovery_document_url(self) -> str:
-        """The OIDC discovery document to fetch: ``discovery_url``, or the issuer's own."""
-        if self.discovery_url is not None:
-            return self.discovery_url
-        assert self.issuer is not None
-        return well_known_url(self.issuer)
-
-
-@dataclass(frozen=True)
-class Listener:
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class PublicSettings(Listener):
-    """The JWKS port istiod reaches: plain HTTP, or HTTPS only when ``tls`` is set."""
-
-    tls: ServerTLSSettings | None = None
-    max_connections: int = 256  # sized for the 256 Mi pod: docs/configuration.md
-
-
-@dataclass(frozen=True)
-class PeersSettings:
-    """Where a replica finds the other replicas, to fill a missing set while an upstream is
-    down: every A record of a headless Service (``dns``) but this replica's own, on the admin
-    ``port``; or a static list of admin URLs. Neither set: no peer traffic at all."""
-
-    dns: str | None = None
-    port: int = 9090
-    urls: tuple[str, ...] = ()
-    # Direct TLS to the peers (no sidecar): https, and the peer must present ``tls.identity``.
-    tls: PeerTLSSettings | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.dns is not None or bool(self.urls)
-
-
-@dataclass(frozen=True)
-class AdminSettings:
-    host: str = "0.0.0.0"
-    port: int = 9090
-    token_file: Path | None = None
-    max_connections: int = 64  # probes, scrapes, peers, operators: docs/configuration.md
-
-
-@dataclass(frozen=True)
-class Settings:
-    public: PublicSettings = field(default_factory=lambda: PublicSettings("0.0.0.0", 8080))
-    admin: AdminSettings = field(default_factory=AdminSettings)
-    state_dir: Path | None = None
-    # After SIGTERM: readiness is 503 at once, both ports keep answering this long (so
-    # endpoints and load balancers drop the pod first), then in-flight requests drain.
-    shutdown_delay_s: float = 5.0
-    peers: PeersSettings = field(default_factory=PeersSettings)
-    issuers: tuple[IssuerSettings, ...] = ()
-
-    def issuer(self, name: str) -> IssuerSettings | None:
-        return next((i for i in self.issuers if i.name == name), None)
-
-
-def well_known_url(issuer: str) -> str:
-    """OpenID Connect discovery document of ``issuer`` (OIDC Discovery 1.0, section 4)."""
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+# An issuer's own keys, besides the LIMIT_KEYS.
+ISSUER_KEYS = frozenset(
+    {
+        "name",
+        "jwks_uri",
+        "issuer",
+        "discovery",
+        "discovery_url",
+        "proxy",
+        "bearer_token_file",
+        "headers",
+        "tls",
+    }
+)
+_5M = (300.0, "5m")
 
 
 def load_settings(path: str | os.PathLike[str], *, offline: bool = False) -> Settings:
@@ -174,7 +79,7 @@ def read_config_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read: {oneline(exc)}") from exc
+        raise ConfigError(f"{path}: cannot read: {one_line(exc)}") from exc
 
 
 def parse_settings(
@@ -206,11 +111,9 @@ class _Loader(FieldReader):
             state_dir = self.path(root["state_dir"], "state_dir")
             if not self.offline and not state_dir.is_dir():
                 raise ConfigError("no such directory", field="state_dir")
-        shutdown_delay_s = 5.0
+        shutdown_delay_s = Settings.shutdown_delay_s
         if root.get("shutdown_delay") is not None:
-            shutdown_delay_s = parse_duration(root["shutdown_delay"], field="shutdown_delay")
-            if shutdown_delay_s > 300:
-                raise ConfigError("must be at most 5m", field="shutdown_delay")
+            shutdown_delay_s = self.duration(root["shutdown_delay"], "shutdown_delay", 0.0, _5M)
         peers = self._peers(root.get("peers"))
         defaults = self._limits(root.get("defaults"), "defaults", Limits())
         issuers_raw = root.get("issuers")
@@ -240,23 +143,18 @@ class _Loader(FieldReader):
 
     # -- sections ---------------------------------------------------------------------------
 
-    def _listener(self, data: object, where: str, default: Listener) -> Listener:
-        if data is None:
-            return default
-        m = self.mapping(data, where, {"host", "port"})
-        host = self.string(m.get("host", default.host), f"{where}.host")
-        if not re.fullmatch(r"[A-Za-z0-9.:_\[\]-]{1,253}", host):
-            raise ConfigError(f"{host!r} is not a host name or address", field=f"{where}.host")
-        port = self.port(m.get("port", default.port), f"{where}.port")
-        return Listener(host, port)
+    def _listener(self, m: dict[str, object], where: str, host: str, port: int) -> tuple[str, int]:
+        """(host, port) of a port's section; ``host`` and ``port`` are the model's defaults."""
+        return (
+            self.listen_host(m.get("host", host), f"{where}.host"),
+            self.port(m.get("port", port), f"{where}.port"),
+        )
 
     def _public(self, data: object) -> PublicSettings:
         if data is None:
-            return PublicSettings("0.0.0.0", 8080)
+            return PublicSettings()
         m = self.mapping(data, "public", {"host", "port", "tls", "max_connections"})
-        listener = self._listener(
-            {k: m[k] for k in ("host", "port") if k in m}, "public", Listener("0.0.0.0", 8080)
-        )
+        host, port = self._listener(m, "public", PublicSettings.host, PublicSettings.port)
         tls = None
         if m.get("tls") is not None:
             t = self.mapping(m["tls"], "public.tls", {"cert_file", "key_file"})
@@ -272,10 +170,10 @@ class _Loader(FieldReader):
                     build_server_ssl_context(tls)
             except ConfigError as exc:
                 raise ConfigError(exc.detail, field=f"public.tls.{exc.field}") from exc
-        cap = m.get("max_connections", PublicSettings.max_connections)
-        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 65536:
-            raise ConfigError("expected an integer from 1 to 65536", field="public.max_connections")
-        return PublicSettings(listener.host, listener.port, tls, max_connections=cap)
+        cap = self.max_connections(
+            m.get("max_connections", PublicSettings.max_connections), "public.max_connections"
+        )
+        return PublicSettings(host, port, tls, max_connections=cap)
 
     def _peers(self, data: object) -> PeersSettings:
         if data is None:
@@ -283,10 +181,8 @@ class _Loader(FieldReader):
         m = self.mapping(data, "peers", {"dns", "port", "urls", "tls"})
         dns = None
         if m.get("dns") is not None:
-            dns = self.string(m["dns"], "peers.dns")
-            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", dns):
-                raise ConfigError(f"{dns!r} is not a host name", field="peers.dns")
-        port = self.port(m.get("port", 9090), "peers.port")
+            dns = self.host_name(m["dns"], "peers.dns")
+        port = self.port(m.get("port", PeersSettings.port), "peers.port")
         if port == 0:
             raise ConfigError("expected a port number (1-65535)", field="peers.port")
         urls_raw = m.get("urls")
@@ -325,15 +221,7 @@ class _Loader(FieldReader):
                 "required: the mirror's own identity, a spiffe:// URI or a DNS name",
                 field=f"{where}.identity",
             )
-        identity = self.string(m["identity"], f"{where}.identity")
-        if not (
-            re.fullmatch(r"spiffe://[A-Za-z0-9._-]+(/[A-Za-z0-9._~%!$&'()*+,;=:@-]+)+", identity)
-            or re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", identity)
-        ):
-            raise ConfigError(
-                f"{identity!r} is neither a spiffe:// URI with a path nor a DNS name",
-                field=f"{where}.identity",
-            )
+        identity = self.peer_identity(m["identity"], f"{where}.identity")
         base = self._tls({k: v for k, v in m.items() if k != "identity"}, where)
         return PeerTLSSettings(
             identity=identity,
@@ -346,24 +234,17 @@ class _Loader(FieldReader):
         if data is None:
             return AdminSettings()
         m = self.mapping(data, "admin", {"host", "port", "token_file", "max_connections"})
-        listener = self._listener(
-            {k: m[k] for k in ("host", "port") if k in m}, "admin", Listener("0.0.0.0", 9090)
-        )
+        host, port = self._listener(m, "admin", AdminSettings.host, AdminSettings.port)
         token_file = None
         if m.get("token_file") is not None:
             token_file = self.readable_file(m["token_file"], "admin.token_file")
             text = "" if self.offline else token_file.read_text(encoding="utf-8", errors="replace")
             if not self.offline and not text.strip():
                 raise ConfigError("token file is empty", field="admin.token_file")
-        cap = m.get("max_connections", AdminSettings.max_connections)
-        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 65536:
-            raise ConfigError("expected an integer from 1 to 65536", field="admin.max_connections")
-        return AdminSettings(
-            host=listener.host,
-            port=listener.port,
-            token_file=token_file,
-            max_connections=cap,
+        cap = self.max_connections(
+            m.get("max_connections", AdminSettings.max_connections), "admin.max_connections"
         )
+        return AdminSettings(host=host, port=port, token_file=token_file, max_connections=cap)
 
     def _limits(
         self, data: object, where: str, base: Limits, extra: set[str] | None = None
@@ -374,22 +255,10 @@ class _Loader(FieldReader):
         m = self.mapping(data, where, keys | (extra or set()))
 
         def dur(key: str, current: float, minimum: float) -> float:
-            if key not in m:
-                return current
-            value = parse_duration(m[key], field=f"{where}.{key}")
-            if value < minimum:
-                raise ConfigError(f"must be at least {minimum:g}s", field=f"{where}.{key}")
-            return value
+            return self.duration(m[key], f"{where}.{key}", minimum) if key in m else current
 
         def count(key: str, current: int, low: int, high: int) -> int:
-            if key not in m:
-                return current
-            value = m[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError("expected an integer", field=f"{where}.{key}")
-            if not low <= value <= high:
-                raise ConfigError(f"must be between {low} and {high}", field=f"{where}.{key}")
-            return value
+            return self.integer(m[key], f"{where}.{key}", low, high) if key in m else current
 
         limits = Limits(
             refresh_interval_s=dur("refresh_interval", base.refresh_interval_s, 1.0),
@@ -408,8 +277,8 @@ class _Loader(FieldReader):
                 f"({limits.refresh_interval_s:g}s)",
                 field=f"{where}.{own}",
             )
-        if limits.timeout_s > 300:
-            raise ConfigError("must be at most 5m", field=f"{where}.timeout")
+        if limits.timeout_s > _5M[0]:
+            raise ConfigError(f"must be at most {_5M[1]}", field=f"{where}.timeout")
         if limits.max_stale_s < limits.refresh_interval_s:
             field_name = "max_stale" if "max_stale" in m else "refresh_interval"
             raise ConfigError(
@@ -419,18 +288,7 @@ class _Loader(FieldReader):
         return limits
 
     def _issuer(self, data: object, where: str, defaults: Limits) -> IssuerSettings:
-        own = {
-            "name",
-            "jwks_uri",
-            "issuer",
-            "discovery",
-            "discovery_url",
-            "proxy",
-            "bearer_token_file",
-            "headers",
-            "tls",
-        }
-        m = self.mapping(data, where, own | set(LIMIT_KEYS))
+        m = self.mapping(data, where, ISSUER_KEYS | set(LIMIT_KEYS))
         if "name" not in m:
             raise ConfigError("required", field=f"{where}.name")
         name = self.string(m["name"], f"{where}.name")
@@ -439,34 +297,7 @@ class _Loader(FieldReader):
                 f"{name!r} is not a DNS label (lower-case letters, digits and '-', at most 63)",
                 field=f"{where}.name",
             )
-        discovery = m.get("discovery", False)
-        if not isinstance(discovery, bool):
-            raise ConfigError("expected true or false", field=f"{where}.discovery")
-        issuer = None
-        if m.get("issuer") is not None:
-            issuer = self.string(m["issuer"], f"{where}.issuer")
-        jwks_uri = None
-        if m.get("jwks_uri") is not None:
-            jwks_uri = self.url(
-                m["jwks_uri"], f"{where}.jwks_uri", {"http", "https"}, upstream=True
-            )
-        if discovery:
-            if issuer is None:
-                raise ConfigError("required when discovery is true", field=f"{where}.issuer")
-            self.url(issuer, f"{where}.issuer", {"http", "https"}, upstream=True)
-            if jwks_uri is not None:
-                raise ConfigError(
-                    "set either jwks_uri or discovery: true, not both", field=f"{where}.jwks_uri"
-                )
-        elif jwks_uri is None:
-            raise ConfigError("required (or set discovery: true)", field=f"{where}.jwks_uri")
-        discovery_url = None
-        if m.get("discovery_url") is not None:
-            if not discovery:
-                raise ConfigError("only with discovery: true", field=f"{where}.discovery_url")
-            discovery_url = self.url(
-                m["discovery_url"], f"{where}.discovery_url", {"http", "https"}, upstream=True
-            )
+        jwks_uri, issuer, discovery, discovery_url = self._upstream(m, where)
         proxy = None
         if m.get("proxy") is not None:
             proxy = self.url(m["proxy"], f"{where}.proxy", {"http"})
@@ -497,6 +328,39 @@ class _Loader(FieldReader):
             limits=limits,
         )
 
+    def _upstream(
+        self, m: dict[str, object], where: str
+    ) -> tuple[str | None, str | None, bool, str | None]:
+        """(jwks_uri, issuer, discovery, discovery_url): a JWKS URI, or discovery from the
+        issuer's document (at ``discovery_url`` when set)."""
+        discovery = self.boolean(m.get("discovery", IssuerSettings.discovery), f"{where}.discovery")
+        issuer = None
+        if m.get("issuer") is not None:
+            issuer = self.string(m["issuer"], f"{where}.issuer")
+        jwks_uri = None
+        if m.get("jwks_uri") is not None:
+            jwks_uri = self.url(
+                m["jwks_uri"], f"{where}.jwks_uri", {"http", "https"}, upstream=True
+            )
+        if discovery:
+            if issuer is None:
+                raise ConfigError("required when discovery is true", field=f"{where}.issuer")
+            self.url(issuer, f"{where}.issuer", {"http", "https"}, upstream=True)
+            if jwks_uri is not None:
+                raise ConfigError(
+                    "set either jwks_uri or discovery: true, not both", field=f"{where}.jwks_uri"
+                )
+        elif jwks_uri is None:
+            raise ConfigError("required (or set discovery: true)", field=f"{where}.jwks_uri")
+        discovery_url = None
+        if m.get("discovery_url") is not None:
+            if not discovery:
+                raise ConfigError("only with discovery: true", field=f"{where}.discovery_url")
+            discovery_url = self.url(
+                m["discovery_url"], f"{where}.discovery_url", {"http", "https"}, upstream=True
+            )
+        return jwks_uri, issuer, discovery, discovery_url
+
     def _tls(self, data: object, where: str) -> TLSSettings:
         m = self.mapping(data, where, {"ca_file", "cert_file", "key_file", "server_name"})
         files = {
@@ -509,11 +373,7 @@ class _Loader(FieldReader):
             raise ConfigError("required with cert_file/key_file", field=f"{where}.{missing}")
         server_name = None
         if m.get("server_name") is not None:
-            server_name = self.string(m["server_name"], f"{where}.server_name")
-            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", server_name):
-                raise ConfigError(
-                    f"{server_name!r} is not a host name", field=f"{where}.server_name"
-                )
+            server_name = self.server_name(m["server_name"], f"{where}.server_name")
         tls = TLSSettings(
             ca_file=files.get("ca_file"),
             cert_file=files.get("cert_file"),

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jwks_mirror.configmodel import IssuerSettings
 from jwks_mirror.errors import FetchError, StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
 from jwks_mirror.persistence import Snapshot, decode, encode
-from jwks_mirror.settings import IssuerSettings
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from jwks_mirror.errors import KeySetRejected
+from jwks_mirror.text import one_line
 
 
 def parse_json(body: bytes) -> Any:
@@ -46,8 +47,3 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's text on one line, truncated: it may quote untrusted input."""
-    return " ".join(str(exc).split())[:160]

@@ -10,13 +10,16 @@ all (a lone surrogate from a ``\\ud800`` escape), and the invisible format chara
 reorder or hide text on screen (bidirectional overrides such as U+202E, zero-width characters,
 Unicode tags), the way Python spells them in a string literal. Everything else, non-ASCII
 letters included, is printed as it is.
+
+:func:`one_line` is the other half: an exception's text folded onto one line and cut short,
+for error messages that quote what a library said (which may quote untrusted input).
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["inert"]
+__all__ = ["inert", "one_line"]
 
 
 def _escaped(char: str) -> str:
@@ -57,3 +60,10 @@ def inert(value: object) -> str:
     escaped too, so an escape in the output always means the character, never input that
     looked like one."""
     return str(value).translate(_TABLE)
+
+
+def one_line(exc: object, limit: int = 200) -> str:
+    """``str(exc)`` with every run of whitespace (newlines included) made one space, cut to
+    ``limit`` characters; the exception's type name when it has no text. The one helper every
+    error message uses to quote a library's exception."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__

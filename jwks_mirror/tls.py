@@ -11,44 +11,14 @@ Every failure is a :class:`ConfigError` whose ``field`` names the bad file (``ca
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from jwks_mirror.configfields import oneline
+from jwks_mirror.configmodel import PeerTLSSettings, ServerTLSSettings, TLSSettings
 from jwks_mirror.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class TLSSettings:
-    """Direct TLS to the upstream (no sidecar): private CA, client certificate, SNI name."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None
-
-
-@dataclass(frozen=True)
-class PeerTLSSettings:
-    """Direct TLS to the peers (no sidecar): the peer must present ``identity``, the mirror's
-    own, as a SPIFFE URI SAN (``spiffe://...``) or a DNS SAN; ``ca_file`` (else the system
-    CAs) verifies the chain; ``cert_file``/``key_file`` is this replica's client certificate."""
-
-    identity: str
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class ServerTLSSettings:
-    """HTTPS on the public port: a certificate chain and its key, re-read when they change."""
-
-    cert_file: Path
-    key_file: Path
+from jwks_mirror.text import one_line
 
 
 def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
@@ -60,7 +30,7 @@ def build_ssl_context(tls: TLSSettings | None) -> ssl.SSLContext:
             cafile=str(tls.ca_file) if tls and tls.ca_file else None
         )
     except (ssl.SSLError, ValueError, OSError) as exc:
-        raise ConfigError(f"not a PEM CA bundle: {oneline(exc)}", field="ca_file") from exc
+        raise ConfigError(f"not a PEM CA bundle: {one_line(exc)}", field="ca_file") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls and tls.cert_file and tls.key_file:
         load_cert_chain(context, cert_file=tls.cert_file, key_file=tls.key_file)
@@ -131,10 +101,10 @@ def load_cert_chain(context: ssl.SSLContext, *, cert_file: Path, key_file: Path)
         serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
         raise ConfigError(
-            f"not an unencrypted PEM private key: {oneline(exc)}", field="key_file"
+            f"not an unencrypted PEM private key: {one_line(exc)}", field="key_file"
         ) from exc
     try:
         context.load_cert_chain(str(cert_file), str(key_file))
     except (ssl.SSLError, OSError) as exc:
         bad = "key_file" if "KEY_VALUES_MISMATCH" in str(exc) else "cert_file"
-        raise ConfigError(f"certificate and key unusable: {oneline(exc)}", field=bad) from exc
+        raise ConfigError(f"certificate and key unusable: {one_line(exc)}", field=bad) from exc

@@ -24,11 +24,12 @@ from aiohttp import web
 from jwcrypto import jwk
 
 from jwks_mirror import server
+from jwks_mirror.configmodel import Settings
 from jwks_mirror.demo.pki import MeshCA
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import Running, start
-from jwks_mirror.settings import Settings, parse_settings
+from jwks_mirror.settings import parse_settings
 
 ISSUER_HOST = "keys.myns.svc.cluster.local"
 

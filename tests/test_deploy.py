@@ -35,8 +35,9 @@ import pytest
 import yaml
 from jwcrypto import jwk
 
+from jwks_mirror.configmodel import Settings
 from jwks_mirror.demo.pki import MeshCA
-from jwks_mirror.settings import Settings, load_settings
+from jwks_mirror.settings import load_settings
 
 # Renders every kustomization with kubectl and validates it with real tools (schemas, checkov,
 # hadolint): seconds per test.

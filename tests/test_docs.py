@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from jwks_mirror.configmodel import Limits, Settings
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.settings import Limits, Settings, parse_settings
+from jwks_mirror.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")

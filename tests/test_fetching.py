@@ -13,10 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jwks_mirror.admission import Admission
+from jwks_mirror.configmodel import IssuerSettings
 from jwks_mirror.discovery import MAX_TTL_S, DiscoveryCache, max_age_s, rebase_origin
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.fetching import Admission, Fetcher
-from jwks_mirror.settings import IssuerSettings, parse_settings
+from jwks_mirror.fetching import Fetcher
+from jwks_mirror.settings import parse_settings
 
 from .conftest import (
     ISSUER_HOST,
@@ -458,47 +460,6 @@ async def test_hanging_upstream_times_out(fake_issuer, fetcher):
         await asyncio.wait_for(fetcher.fetch(settings), timeout=60)  # a bound on a hang
     assert info.value.reason == "timeout"
     assert not issuer.released.is_set()  # the upstream never answered: the timeout ended it
-
-
-async def test_admission_queues_fetches_beyond_the_limit_until_a_slot_is_given_back():
-    admission = Admission(limit=2, slot_s=3600)
-    first, second = await admission.enter(), await admission.enter()
-    third = asyncio.ensure_future(admission.enter())
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert not third.done()  # both slots are held, for an hour unless given back
-    first()
-    first()  # giving a slot back twice frees one slot, not two
-    release_third = await asyncio.wait_for(third, timeout=10)
-    fourth = asyncio.ensure_future(admission.enter())
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert not fourth.done()
-    second()
-    (await asyncio.wait_for(fourth, timeout=10))()
-    release_third()
-
-
-async def test_admission_serves_waiters_in_order_and_skips_cancelled_ones():
-    admission = Admission(limit=1, slot_s=3600)
-    held = await admission.enter()
-    order: list[str] = []
-
-    async def want(tag: str):
-        release = await admission.enter()
-        order.append(tag)
-        return release
-
-    a, b, c = (asyncio.ensure_future(want(tag)) for tag in "abc")
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert order == []
-    b.cancel()
-    held()
-    (await asyncio.wait_for(a, timeout=10))()
-    (await asyncio.wait_for(c, timeout=10))()
-    assert order == ["a", "c"] and b.cancelled()
-    (await asyncio.wait_for(admission.enter(), timeout=10))()  # the one slot is free again
 
 
 async def test_a_hanging_fetch_gives_its_admission_slot_back_before_its_timeout(fake_issuer):

@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jwks_mirror.cli.admin_client import format_status
 from jwks_mirror.errors import ConfigError, PeerError
-from jwks_mirror.peering import PeerFinder, parse_offer, share
-from jwks_mirror.settings import PeersSettings, parse_settings
+from jwks_mirror.peerfinder import PeerFinder
+from jwks_mirror.peering import parse_offer, share
+from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState
-from jwks_mirror.tls import PeerTLSSettings
 
 from .conftest import Clock, answer, config_text, hang, jwks, signing_key
 
@@ -444,39 +444,6 @@ def resolver(records: dict[str, list[str]]):
     return resolve
 
 
-async def test_dns_peers_are_every_record_but_this_replicas_own():
-    finder = PeerFinder(
-        resolver=resolver({"peers.ns": ["10.0.0.5", "10.0.0.6", "fd00::7", "10.0.0.6"]}),
-        environ={"POD_IP": "10.0.0.5"},
-    )
-    urls = await finder.urls(PeersSettings(dns="peers.ns", port=9090))
-    assert urls == ["http://10.0.0.6:9090", "http://[fd00::7]:9090"]
-
-
-async def test_without_pod_ip_own_addresses_come_from_the_host_name():
-    finder = PeerFinder(
-        resolver=resolver(
-            {"peers.ns": ["10.0.0.5", "10.0.0.6"], socket.gethostname(): ["10.0.0.6"]}
-        ),
-        environ={},
-    )
-    assert await finder.urls(PeersSettings(dns="peers.ns", port=9090)) == ["http://10.0.0.5:9090"]
-
-
-async def test_pod_ips_dual_stack_excludes_both_families():
-    finder = PeerFinder(
-        resolver=resolver({"peers.ns": ["10.0.0.5", "fd00::5", "fd00::6"]}),
-        environ={"POD_IPS": "10.0.0.5,fd00:0::5"},
-    )
-    assert await finder.urls(PeersSettings(dns="peers.ns", port=1)) == ["http://[fd00::6]:1"]
-
-
-async def test_static_urls_are_used_as_given():
-    finder = PeerFinder(resolver=resolver({}), environ={})
-    peers = PeersSettings(urls=("http://10.0.0.1:9090", "http://10.0.0.2:9090"))
-    assert await finder.urls(peers) == list(peers.urls)
-
-
 async def test_fill_through_dns_reaches_the_peer_and_skips_itself(fake_issuer, mirror_factory):
     upstream = await fake_issuer(document=jwks("k1"))
     first = await mirror_factory(config(upstream.url))
@@ -757,9 +724,3 @@ async def test_a_tls_peer_without_the_mirrors_identity_is_refused(
 def test_peers_tls_settings_are_checked(peers: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_settings(config("http://keys.example/jwks.json", peers=peers))
-
-
-async def test_dns_peers_with_tls_are_asked_over_https():
-    finder = PeerFinder(resolver=resolver({"peers": ["10.0.0.7"]}), environ={"POD_IP": "10.0.0.9"})
-    tls = PeersSettings(dns="peers", tls=PeerTLSSettings(identity=MIRROR_ID))
-    assert await finder.urls(tls) == ["https://10.0.0.7:9090"]

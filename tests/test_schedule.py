@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jwks_mirror.configmodel import Limits
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.refreshing import (
     CACHE_MARGIN_S,
@@ -20,7 +21,7 @@ from jwks_mirror.refreshing import (
     after_failure,
     after_success,
 )
-from jwks_mirror.settings import Limits, parse_settings
+from jwks_mirror.settings import parse_settings
 
 from .conftest import Clock, config_text, jwks
 from .test_cli import _wait_for_line, serve_process, write_config

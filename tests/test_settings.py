@@ -14,17 +14,16 @@ from hypothesis import strategies as st
 
 from jwks_mirror.cli import main
 from jwks_mirror.configfields import parse_duration
-from jwks_mirror.errors import ConfigError
-from jwks_mirror.settings import (
+from jwks_mirror.configmodel import (
     AdminSettings,
     Limits,
     PeersSettings,
     PublicSettings,
+    ServerTLSSettings,
     Settings,
-    load_settings,
-    parse_settings,
 )
-from jwks_mirror.tls import ServerTLSSettings
+from jwks_mirror.errors import ConfigError
+from jwks_mirror.settings import load_settings, parse_settings
 
 from . import keyfactory as kf
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from jwks_mirror.configmodel import IssuerSettings, Limits
 from jwks_mirror.errors import KeySetRejected, StateRefused, UpstreamError
 from jwks_mirror.keysets import Validated, render, validate, version_of
 from jwks_mirror.persistence import STATE_FORMAT, StateStore, max_file_bytes
-from jwks_mirror.settings import IssuerSettings, Limits
 from jwks_mirror.state import Change, IssuerState
 
 from . import keyfactory as kf

@@ -21,7 +21,7 @@ import aiohttp
 
 from jwks_mirror.errors import AdminError, KeySetRejected, UsageError
 from jwks_mirror.strictjson import parse_json
-from jwks_mirror.text import inert
+from jwks_mirror.text import inert, one_line
 
 DEADLINE_S = 10.0  # status, explain, pin: the whole command, every request included
 REFRESH_DEADLINE_S = 120.0  # refresh and rotate wait for the upstream fetches
@@ -113,7 +113,7 @@ class AdminClient:
         except aiohttp.InvalidURL as exc:
             raise UsageError(f"--admin: invalid URL {self.base_url!r}") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            detail = one_line(exc)
             raise AdminError(f"cannot reach the mirror at {self.base_url}: {detail}") from exc
 
     async def _exchange(self, method: str, url: str, headers: dict[str, str]) -> tuple[int, Any]:

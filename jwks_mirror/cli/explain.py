@@ -25,7 +25,7 @@ from jwks_mirror.cli.admin_client import human_duration
 from jwks_mirror.errors import KeySetRejected, UsageError
 from jwks_mirror.keysets import never_allowed, verifies
 from jwks_mirror.strictjson import parse_json
-from jwks_mirror.text import inert
+from jwks_mirror.text import inert, one_line
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
 
@@ -139,7 +139,7 @@ def explain(
     try:
         signed.deserialize(token.strip())
     except (jws.InvalidJWSObject, ValueError) as exc:
-        raise UsageError(f"not a JWT: {' '.join(str(exc).split())[:160]}") from exc
+        raise UsageError(f"not a JWT: {one_line(exc, 160)}") from exc
     failures: list[str] = []
     for candidate in candidates:
         try:

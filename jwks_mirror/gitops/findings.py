@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jwks_mirror.configmodel import Settings
 from jwks_mirror.gitops.inventory import MIRROR_LABEL, Inventory, Obj, mapping, text
 from jwks_mirror.gitops.manifests import RuleRef
 from jwks_mirror.gitops.mesh import MeshPolicy, http_url, under_mirror
-from jwks_mirror.settings import Settings
 from jwks_mirror.text import inert
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from jwks_mirror.configmodel import Limits
 from jwks_mirror.gitops.cidrs import IPNetwork, blocked_except, parse_cidr
 from jwks_mirror.gitops.findings import AtMirror, Context
 from jwks_mirror.gitops.inventory import (
@@ -23,7 +24,6 @@ from jwks_mirror.gitops.inventory import (
 )
 from jwks_mirror.gitops.istiopolicy import Request, blocking_policy, mtls_mode
 from jwks_mirror.gitops.mesh import mirror_name
-from jwks_mirror.settings import Limits
 
 __all__ = ["check_blocked_cidrs", "check_mirror_port", "check_refresh"]
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from jwks_mirror.configmodel import well_known_url
 from jwks_mirror.errors import ManifestError
 from jwks_mirror.gitops.files import Output, read_text
 from jwks_mirror.gitops.manifests import (
@@ -55,7 +56,7 @@ from jwks_mirror.gitops.roundtrip import (
     pop_key,
     replace_value,
 )
-from jwks_mirror.settings import parse_settings, well_known_url
+from jwks_mirror.settings import parse_settings
 
 __all__ = [
     "Plan", "Restored", "Target", "apply_rewrite", "check_restored", "known_names",

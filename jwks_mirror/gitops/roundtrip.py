@@ -30,6 +30,7 @@ from ruamel.yaml.tokens import CommentToken
 
 from jwks_mirror import yamlsafe
 from jwks_mirror.errors import ManifestError
+from jwks_mirror.text import one_line
 
 # Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
 # first, then the common hand-written styles. The first that reproduces a document is used.
@@ -106,7 +107,7 @@ def yaml_error(
             col = mark.column + 1 + (column_offset if mark.line == 0 else 0)
             return ManifestError(f"{source}:{line}:{col}: {problem}")
         return ManifestError(f"{source}: {problem}")
-    return ManifestError(f"{source}: invalid YAML: {' '.join(str(exc).split())[:200]}")
+    return ManifestError(f"{source}: invalid YAML: {one_line(exc)}")
 
 
 @dataclass
