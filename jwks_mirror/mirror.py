@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import StateRefused, UnknownIssuer
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
-from jwks_mirror.metrics import Metrics
 from jwks_mirror.peering import PeerFiller, PeerFinder
 from jwks_mirror.persistence import StateStore, max_file_bytes
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
@@ -60,6 +60,7 @@ class Mirror:
             states=lambda: list(self.states.values()),
             unknown_requests=self.unknown_requests,
             clock=clock,
+            per_issuer=lambda: self.settings.metrics.per_issuer,
         )
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
         self._backoff_base_s = backoff_base_s

@@ -52,10 +52,10 @@ from typing import Any
 import aiohttp
 
 from jwks_mirror import __version__
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import ConfigError, KeySetRejected, PeerError
 from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
-from jwks_mirror.metrics import Metrics
 from jwks_mirror.settings import IssuerSettings, PeersSettings
 from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json

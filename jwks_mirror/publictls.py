@@ -25,9 +25,9 @@ import ssl
 
 from cryptography import x509
 
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.logs import event
-from jwks_mirror.metrics import Metrics
 from jwks_mirror.tls import ServerTLSSettings, build_server_ssl_context
 
 POLL_S = 2.0  # rotation reaches new connections within this (well inside 10 s)

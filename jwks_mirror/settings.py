@@ -137,6 +137,14 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """How much per-issuer detail a scrape carries (docs/metrics.md): ``compact`` keeps a
+    healthy issuer to at most 5 series, ``full`` exports every series for every issuer."""
+
+    per_issuer: str = "compact"
+
+
+@dataclass(frozen=True)
 class Settings:
     public: PublicSettings = field(default_factory=lambda: PublicSettings("0.0.0.0", 8080))
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -146,6 +154,7 @@ class Settings:
     shutdown_delay_s: float = 5.0
     peers: PeersSettings = field(default_factory=PeersSettings)
     issuers: tuple[IssuerSettings, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def issuer(self, name: str) -> IssuerSettings | None:
         return next((i for i in self.issuers if i.name == name), None)
@@ -195,7 +204,10 @@ class _Loader(FieldReader):
         root = self.mapping(
             data,
             "",
-            {"public", "admin", "state_dir", "shutdown_delay", "peers", "defaults", "issuers"},
+            {
+                "public", "admin", "state_dir", "shutdown_delay", "peers", "defaults",
+                "issuers", "metrics",
+            },
         )
         public = self._public(root.get("public"))
         admin = self._admin(root.get("admin"))
@@ -236,9 +248,19 @@ class _Loader(FieldReader):
             shutdown_delay_s=shutdown_delay_s,
             peers=peers,
             issuers=tuple(issuers),
+            metrics=self._metrics(root.get("metrics")),
         )
 
     # -- sections ---------------------------------------------------------------------------
+
+    def _metrics(self, data: object) -> MetricsSettings:
+        if data is None:
+            return MetricsSettings()
+        m = self.mapping(data, "metrics", {"per_issuer"})
+        mode = self.string(m.get("per_issuer", MetricsSettings.per_issuer), "metrics.per_issuer")
+        if mode not in ("compact", "full"):
+            raise ConfigError("expected compact or full", field="metrics.per_issuer")
+        return MetricsSettings(per_issuer=mode)
 
     def _listener(self, data: object, where: str, default: Listener) -> Listener:
         if data is None:

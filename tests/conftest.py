@@ -24,8 +24,8 @@ from aiohttp import web
 from jwcrypto import jwk
 
 from jwks_mirror import server
+from jwks_mirror.counters import new_registry
 from jwks_mirror.demo.pki import MeshCA
-from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import Running, start
 from jwks_mirror.settings import Settings, parse_settings
