@@ -139,7 +139,8 @@ class AdminSettings:
 @dataclass(frozen=True)
 class MetricsSettings:
     """How much per-issuer detail a scrape carries (docs/metrics.md): ``compact`` keeps a
-    healthy issuer to at most 5 series, ``full`` exports every series for every issuer."""
+    healthy issuer to 3 series (5 during a rotation), ``full`` exports every series for
+    every issuer."""
 
     per_issuer: str = "compact"
 

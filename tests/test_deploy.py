@@ -83,11 +83,13 @@ def _exported_metrics(per_issuer: str) -> dict[str, set[str]]:
     from jwks_mirror.state import IssuerState
 
     registry = prometheus_client.CollectorRegistry()
-    issuer = parse_settings("issuers: [{name: a, jwks_uri: http://k.ns.svc/}]").issuers[0]
-    state = IssuerState(issuer)
+    issuers = parse_settings(
+        "issuers: [{name: a, jwks_uri: http://k.ns.svc/}, {name: b, jwks_uri: http://l.ns.svc/}]"
+    ).issuers
+    state, unserved = IssuerState(issuers[0]), IssuerState(issuers[1])  # b: no set yet
     state.requests[200] = 1
     metrics = Metrics(
-        registry, states=lambda: [state], unknown_requests={}, clock=lambda: 0.0,
+        registry, states=lambda: [state, unserved], unknown_requests={}, clock=lambda: 0.0,
         per_issuer=lambda: per_issuer,
     )
     body = json.dumps({"keys": [_SAMPLE_JWK]}).encode()

@@ -142,7 +142,8 @@ async def test_metrics_md_names_every_series_the_registry_exports() -> None:
     from jwks_mirror.mirror import Mirror
 
     registry = new_registry()
-    Mirror(parse_settings("issuers: []\n"), registry=registry)
+    # full: every family (compact leaves next_refresh_timestamp_seconds out altogether)
+    Mirror(parse_settings("metrics: {per_issuer: full}\nissuers: []\n"), registry=registry)
     exported = set()
     for family in registry.collect():
         if family.name.startswith(PREFIX):
