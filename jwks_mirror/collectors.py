@@ -8,9 +8,10 @@ lives touches only those. ``metrics.per_issuer`` (docs/metrics.md) chooses the d
 * ``compact`` (the default): a healthy issuer exports 3 series (``keys``, ``last_success``,
   ``key_set_info``), and at most 5 during a rotation (``retained_keys``,
   ``last_key_added``), so 10,000 issuers stay within 60,000 samples even when all rotate
-  (bench/issuers10k.py); a row with a ``healthy`` value appears only while its value is
-  another one (failures, staleness, retained keys, a peer's copy, not servable), and the
-  request counters are summed across issuers by code.
+  (bench/issuers10k.py). An ``UNHEALTHY`` row appears only while its value differs from
+  its ``healthy`` one (0, or 1 for ``servable``): failures, staleness, retained keys, a
+  peer's copy, a set not served. The request counters are summed across issuers by code
+  (and counters.py sums ``fetch_total`` by outcome).
 """
 
 from __future__ import annotations
