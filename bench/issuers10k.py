@@ -33,7 +33,9 @@ TARGETS = {
     "unchanged_cpu_s": 3.0,
     "changed_cpu_s": 6.0,
     "metrics_s": 1.0,
-    "metrics_mb": 5.0,
+    # the per-issuer series budget (metrics.per_issuer: compact, docs/metrics.md)
+    "metrics_mb": 4.0,
+    "metrics_samples": 60_000,
 }
 
 
@@ -151,7 +153,7 @@ def _print(out: dict[str, Any]) -> None:
         one = out["serving_one_issuer"][name]
         print(f"   {name:<10} {case['ratio']:>17.2f} {one['ratio']:>16.2f}")
     for key, target in TARGETS.items():
-        verdict = "met" if r[key] < target else "MISSED"
+        verdict = "met" if r[key] <= target else "MISSED"
         print(f"   target {key} < {target:g}: {r[key]:.2f} {verdict}")
 
 

@@ -34,7 +34,7 @@ REQUESTS = {
 _CHILD = """
 import asyncio, json, sys, time
 from jwks_mirror import http1, public
-from jwks_mirror.metrics import new_registry
+from jwks_mirror.counters import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState, Published

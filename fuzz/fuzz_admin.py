@@ -37,8 +37,8 @@ with atheris.instrument_imports(include=["jwks_mirror"]):
     from aiohttp import web
 
     from jwks_mirror.admin import create_admin_app
+    from jwks_mirror.counters import new_registry
     from jwks_mirror.keysets import validate
-    from jwks_mirror.metrics import new_registry
     from jwks_mirror.mirror import Mirror
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState

@@ -67,8 +67,8 @@ def _real_answers() -> dict[str, Any]:
     from jwcrypto import jwk
 
     from jwks_mirror import admin
+    from jwks_mirror.counters import new_registry
     from jwks_mirror.keysets import validate
-    from jwks_mirror.metrics import new_registry
     from jwks_mirror.mirror import Mirror
     from jwks_mirror.refreshing import Outcome
     from jwks_mirror.settings import parse_settings

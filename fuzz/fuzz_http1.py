@@ -32,7 +32,7 @@ import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror import http1, public
-    from jwks_mirror.metrics import new_registry
+    from jwks_mirror.counters import new_registry
     from jwks_mirror.mirror import Mirror
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState, Published

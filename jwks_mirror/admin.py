@@ -18,8 +18,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from jwks_mirror.errors import UnknownIssuer
+from jwks_mirror.exposition import exposition
 from jwks_mirror.keysets import Key
-from jwks_mirror.metrics import exposition
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.peering import share
 from jwks_mirror.state import IssuerState

@@ -138,6 +138,15 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """How much per-issuer detail a scrape carries (docs/metrics.md): ``compact`` keeps a
+    healthy issuer to 3 series (5 during a rotation), ``full`` exports every series for
+    every issuer."""
+
+    per_issuer: str = "compact"
+
+
+@dataclass(frozen=True)
 class Settings:
     public: PublicSettings = field(default_factory=PublicSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -146,6 +155,7 @@ class Settings:
     # endpoints and load balancers drop the pod first), then in-flight requests drain.
     shutdown_delay_s: float = 5.0
     peers: PeersSettings = field(default_factory=PeersSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     issuers: tuple[IssuerSettings, ...] = ()
 
     def issuer(self, name: str) -> IssuerSettings | None:

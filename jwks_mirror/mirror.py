@@ -20,9 +20,9 @@ from jwks_mirror.configmodel import IssuerSettings, Settings
 from jwks_mirror.errors import StateRefused, UnknownIssuer
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
-from jwks_mirror.metrics import Metrics
 from jwks_mirror.peerfinder import PeerFinder
 from jwks_mirror.peering import PeerFiller
+from jwks_mirror.counters import Metrics
 from jwks_mirror.persistence import StateStore, max_file_bytes
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.state import IssuerState
@@ -61,6 +61,7 @@ class Mirror:
             states=lambda: list(self.states.values()),
             unknown_requests=self.unknown_requests,
             clock=clock,
+            per_issuer=lambda: self.settings.metrics.per_issuer,
         )
         self._rng = rng or random.Random()  # noqa: S311 - jitter only
         self._backoff_base_s = backoff_base_s

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 
 from jwks_mirror.cachecontrol import freshness_lifetime_s
 from jwks_mirror.configmodel import Limits
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import FetchError, KeySetRejected
 from jwks_mirror.fetching import Fetcher, FetchResult
 from jwks_mirror.keysets import validate
 from jwks_mirror.logs import event
-from jwks_mirror.metrics import Metrics
 from jwks_mirror.persistence import StateStore
 from jwks_mirror.state import Change, IssuerState
 

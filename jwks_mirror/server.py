@@ -28,10 +28,10 @@ from jwks_mirror import public as public_port
 from jwks_mirror import publictls, yamlsafe
 from jwks_mirror.admin import create_admin_app
 from jwks_mirror.configmodel import Settings
+from jwks_mirror.counters import new_registry
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.listening import ADMIN_SEND_BUFFER_BYTES, Listener
 from jwks_mirror.logs import configure, event
-from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.public import PublicServer
 from jwks_mirror.publictls import ServingCertificate

@@ -20,6 +20,7 @@ from jwks_mirror.configmodel import (
     MIN_REFRESH_INTERVAL_S,
     AdminSettings,
     IssuerSettings,
+    MetricsSettings,
     Limits,
     PeersSettings,
     PeerTLSSettings,
@@ -100,7 +101,10 @@ class _Loader(FieldReader):
         root = self.mapping(
             data,
             "",
-            {"public", "admin", "state_dir", "shutdown_delay", "peers", "defaults", "issuers"},
+            {
+                "public", "admin", "state_dir", "shutdown_delay", "peers", "defaults",
+                "issuers", "metrics",
+            },
         )
         public = self._public(root.get("public"))
         admin = self._admin(root.get("admin"))
@@ -139,9 +143,19 @@ class _Loader(FieldReader):
             shutdown_delay_s=shutdown_delay_s,
             peers=peers,
             issuers=tuple(issuers),
+            metrics=self._metrics(root.get("metrics")),
         )
 
     # -- sections ---------------------------------------------------------------------------
+
+    def _metrics(self, data: object) -> MetricsSettings:
+        if data is None:
+            return MetricsSettings()
+        m = self.mapping(data, "metrics", {"per_issuer"})
+        mode = self.string(m.get("per_issuer", MetricsSettings.per_issuer), "metrics.per_issuer")
+        if mode not in ("compact", "full"):
+            raise ConfigError("expected compact or full", field="metrics.per_issuer")
+        return MetricsSettings(per_issuer=mode)
 
     def _listener(self, m: dict[str, object], where: str, host: str, port: int) -> tuple[str, int]:
         """(host, port) of a port's section; ``host`` and ``port`` are the model's defaults."""

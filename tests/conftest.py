@@ -25,8 +25,8 @@ from jwcrypto import jwk
 
 from jwks_mirror import server
 from jwks_mirror.configmodel import Settings
+from jwks_mirror.counters import new_registry
 from jwks_mirror.demo.pki import MeshCA
-from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import Running, start
 from jwks_mirror.settings import parse_settings

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from jwks_mirror import listening, public
-from jwks_mirror.metrics import new_registry
+from jwks_mirror.counters import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import start
 from jwks_mirror.settings import parse_settings

@@ -69,27 +69,39 @@ NAMESPACE = "jwks-mirror"
 # unhealthyPodEvictionPolicy is on by default from 1.27, GA in 1.31) and the newest schema.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
-def _exported_metrics() -> dict[str, set[str]]:
-    """Metric names and labels as the service's real registry exports them.
+def _exported_metrics(per_issuer: str) -> dict[str, set[str]]:
+    """Metric names and labels as the service's real registry exports them in the
+    ``metrics.per_issuer`` mode given.
 
-    Every labelled metric is touched once so that its samples (and so its label names) show.
+    Every labelled metric is touched once so that its samples (and so its label names) show;
+    the issuer is failing, mid-rotation and keeps a removed key, so that the compact mode's
+    while-non-zero series show too (the alerts fire in such states, not in healthy ones).
     """
+    from jwks_mirror.counters import Metrics
+    from jwks_mirror.errors import FetchError
     from jwks_mirror.keysets import validate
-    from jwks_mirror.metrics import Metrics
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState
 
     registry = prometheus_client.CollectorRegistry()
-    issuer = parse_settings("issuers: [{name: a, jwks_uri: http://k.ns.svc/}]").issuers[0]
-    state = IssuerState(issuer)
+    issuers = parse_settings(
+        "issuers: [{name: a, jwks_uri: http://k.ns.svc/}, {name: b, jwks_uri: http://l.ns.svc/}]"
+    ).issuers
+    state, unserved = IssuerState(issuers[0]), IssuerState(issuers[1])  # b: no set yet
     state.requests[200] = 1
-    metrics = Metrics(registry, states=lambda: [state], unknown_requests={}, clock=lambda: 0.0)
+    metrics = Metrics(
+        registry, states=lambda: [state, unserved], unknown_requests={}, clock=lambda: 0.0,
+        per_issuer=lambda: per_issuer,
+    )
     body = json.dumps({"keys": [_SAMPLE_JWK]}).encode()
     state.apply(validate(body, max_bytes=1 << 16, max_keys=10), now=0.0)
     # A second set with another key: a rotation, so the key-added gauge shows too.
     second = jwk.JWK.generate(kty="EC", crv="P-256", kid="k2").export_public(as_dict=True)
     rotated = json.dumps({"keys": [_SAMPLE_JWK, second]}).encode()
     state.apply(validate(rotated, max_bytes=1 << 16, max_keys=10), now=1.0)
+    only_second = json.dumps({"keys": [second]}).encode()  # k1 removed: retained
+    state.apply(validate(only_second, max_bytes=1 << 16, max_keys=10), now=1.0)
+    state.mark_failure(FetchError("timeout", "timed out"), now=1.0)
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_errors_total.labels("a", "timeout").inc()
     metrics.fetch_duration_seconds.observe(0.1)
@@ -114,10 +126,12 @@ _SAMPLE_JWK = {
 }
 # The metrics the service exports, read from its real registry, plus the two the "no ready
 # replica" alert reads from kube-state-metrics and from Prometheus itself.
-METRICS: dict[str, set[str]] = _exported_metrics() | {
-    "kube_deployment_status_replicas_available": {"deployment"},
-    "up": set(),
+_OTHERS = {"kube_deployment_status_replicas_available": {"deployment"}, "up": set()}
+# Every alert and panel must select series that exist, with their labels, in both modes.
+MODES: dict[str, dict[str, set[str]]] = {
+    mode: _exported_metrics(mode) | _OTHERS for mode in ("compact", "full")
 }
+METRICS: dict[str, set[str]] = MODES["full"]
 CONFIG_MAP = "jwks-mirror-config"
 # Kustomizations that render the mirror itself, with its configuration.
 WITH_CONFIG = [
@@ -280,7 +294,10 @@ def metric_selectors(expr: str) -> list[promql_parser.VectorSelector]:
 
 
 def check_uses_exported_metrics(expr: str) -> set[str]:
-    """Assert ``expr`` only selects exported metrics, by labels they have; return the names."""
+    """Assert ``expr`` only selects exported metrics, by labels they have, in both
+    ``metrics.per_issuer`` modes; return the names. A matcher on a label a mode does not
+    export must match the empty string (``issuer=~"$issuer|"``), as PromQL compares an
+    absent label as ""."""
     names = set()
     selectors = metric_selectors(expr)
     assert selectors, f"no metric in {expr!r}"
@@ -289,15 +306,26 @@ def check_uses_exported_metrics(expr: str) -> set[str]:
         base = name
         if name.endswith(("_bucket", "_sum", "_count")) and name.rsplit("_", 1)[0] in HISTOGRAMS:
             base = name.rsplit("_", 1)[0]
-        assert base in METRICS, f"{name} is not a metric jwks-mirror exports (in {expr!r})"
-        labels = METRICS[base] | TARGET_LABELS | ({"le"} if name.endswith("_bucket") else set())
+        for mode, metrics in MODES.items():
+            assert base in metrics, f"{name} is not a metric jwks-mirror exports (in {expr!r})"
+            labels = metrics[base] | TARGET_LABELS | ({"le"} if name.endswith("_bucket") else set())
+            for matcher in selector.matchers.matchers:
+                if matcher.name not in labels:
+                    assert _matches_empty(matcher), f"{name} has no label {matcher.name!r} ({mode})"
         for matcher in selector.matchers.matchers:
-            assert matcher.name in labels, f"{name} has no label {matcher.name!r}"
             if base == "jwks_mirror_fetch_total" and matcher.name == "outcome":
                 values = set(matcher.value.split("|"))
                 assert values <= FETCH_OUTCOMES, f"unknown fetch outcome in {matcher.value!r}"
         names.add(base)
     return names
+
+
+def _matches_empty(matcher: promql_parser.Matcher) -> bool:
+    if matcher.op == promql_parser.MatchOp.Equal:
+        return bool(matcher.value == "")
+    if matcher.op == promql_parser.MatchOp.Re:
+        return re.fullmatch(matcher.value, "") is not None
+    return False
 
 
 # -- rendering and schemas -------------------------------------------------------------------
@@ -646,7 +674,10 @@ def test_alert_expressions_use_only_exported_metrics() -> None:
                 assert labels.get("job") == "jwks-mirror" or labels.get("deployment") == (
                     "jwks-mirror"
                 ), f"{rule['alert']}: {selector.name} is not filtered by job"
-    assert {"jwks_mirror_stale", "jwks_mirror_fetch_total", "jwks_mirror_servable"} <= used
+    assert {
+        "jwks_mirror_stale", "jwks_mirror_consecutive_failures", "jwks_mirror_servable",
+        "jwks_mirror_last_success_timestamp_seconds",
+    } <= used
     assert {"kube_deployment_status_replicas_available", "up"} <= used
     assert {
         "jwks_mirror_public_tls_reloads_total", "jwks_mirror_public_tls_not_after_timestamp_seconds"
@@ -673,7 +704,7 @@ def test_broken_issuers_alert_per_issuer_not_through_readiness() -> None:
     for name, metric in (
         ("JwksMirrorKeySetNotServed", "jwks_mirror_servable"),
         ("JwksMirrorKeySetStale", "jwks_mirror_stale"),
-        ("JwksMirrorFetchesFailing", "jwks_mirror_fetch_total"),
+        ("JwksMirrorFetchesFailing", "jwks_mirror_consecutive_failures"),
     ):
         grouped = promql_parser.parse(alerts[name])
         text = alerts[name]
@@ -689,6 +720,9 @@ def test_metric_check_catches_unknown_metrics_and_labels() -> None:
         check_uses_exported_metrics("kube_pod_status_ready == 0")
     with pytest.raises(AssertionError, match="no label"):
         check_uses_exported_metrics('jwks_mirror_keys{kid="a"}')
+    with pytest.raises(AssertionError, match=r"no label 'issuer' \(compact\)"):
+        check_uses_exported_metrics('jwks_mirror_requests_total{issuer="a"}')
+    assert check_uses_exported_metrics('jwks_mirror_requests_total{issuer=~"a|"}')
     with pytest.raises(AssertionError, match="unknown fetch outcome"):
         check_uses_exported_metrics('jwks_mirror_fetch_total{outcome="error"}')
 

@@ -42,6 +42,7 @@ PROBES = {
     "peers": "peers: {bogus: 1}\n",
     "peers.tls": "peers: {dns: p, tls: {bogus: 1}}\n",
     "defaults": "defaults: {bogus: 1}\n",
+    "metrics": "metrics: {bogus: 1}\n",
     "issuers[]": "issuers: [{name: a, jwks_uri: 'http://a/', bogus: 1}]\n",
     "issuers[].tls": "issuers: [{name: a, jwks_uri: 'https://a/', tls: {bogus: 1}}]\n",
 }
@@ -138,11 +139,12 @@ def test_the_readme_links_every_reference_doc() -> None:
 async def test_metrics_md_names_every_series_the_registry_exports() -> None:
     """Every family on a mirror's registry (the scrape-time collectors included) is in
     docs/metrics.md, and every series the doc names exists."""
-    from jwks_mirror.metrics import PREFIX, new_registry
+    from jwks_mirror.counters import PREFIX, new_registry
     from jwks_mirror.mirror import Mirror
 
     registry = new_registry()
-    Mirror(parse_settings("issuers: []\n"), registry=registry)
+    # full: every family (compact leaves next_refresh_timestamp_seconds out altogether)
+    Mirror(parse_settings("metrics: {per_issuer: full}\nissuers: []\n"), registry=registry)
     exported = set()
     for family in registry.collect():
         if family.name.startswith(PREFIX):
@@ -175,7 +177,7 @@ def test_metrics_md_explains_every_alert_with_its_runbook() -> None:
 
 async def test_http_api_md_names_every_admin_route() -> None:
     from jwks_mirror.admin import create_admin_app
-    from jwks_mirror.metrics import new_registry
+    from jwks_mirror.counters import new_registry
     from jwks_mirror.mirror import Mirror
 
     app = create_admin_app(Mirror(parse_settings("issuers: []\n"), registry=new_registry()))

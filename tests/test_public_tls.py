@@ -21,9 +21,9 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from jwks_mirror.configmodel import Settings
+from jwks_mirror.counters import new_registry
 from jwks_mirror.demo.pki import Issued, MeshCA
 from jwks_mirror.errors import ConfigError
-from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import Running, start
 from jwks_mirror.settings import parse_settings

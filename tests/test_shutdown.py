@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jwks_mirror.metrics import new_registry
+from jwks_mirror.counters import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import start
 from jwks_mirror.settings import parse_settings

@@ -1,4 +1,4 @@
-"""The per-issuer counters kept as plain numbers, as a scrape exports them."""
+"""counters.py: the per-issuer counters kept as plain numbers, as a scrape exports them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import jwks_mirror
-from jwks_mirror.metrics import Metrics
+from jwks_mirror.counters import Metrics
 
 
 def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -23,7 +23,13 @@ def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str],
 
 @pytest.fixture
 def metrics() -> Metrics:
-    return Metrics(CollectorRegistry(), states=list, unknown_requests={}, clock=lambda: 0.0)
+    return Metrics(
+        CollectorRegistry(),
+        states=list,
+        unknown_requests={},
+        clock=lambda: 0.0,
+        per_issuer=lambda: "full",
+    )
 
 
 def test_issuer_counters_are_exported_at_scrape_time_without_created_series(metrics):
@@ -51,9 +57,7 @@ def test_forget_drops_every_series_of_a_removed_issuer(metrics):
     metrics.fetch_total.labels("b", "unchanged").inc()
     metrics.forget("a")
     samples = scrape(metrics.registry)
-    assert samples["jwks_mirror_fetch_total"] == {
-        (("issuer", "b"), ("outcome", "unchanged")): 1.0
-    }
+    assert samples["jwks_mirror_fetch_total"] == {(("issuer", "b"), ("outcome", "unchanged")): 1.0}
     assert "jwks_mirror_fetch_errors_total" not in samples
 
 
@@ -74,50 +78,6 @@ def test_fetch_duration_is_one_histogram_for_all_issuers(metrics):
     assert samples["jwks_mirror_fetch_duration_seconds_bucket"][(("le", "0.025"),)] == 1.0
 
 
-def test_exposition_is_byte_for_byte_what_prometheus_client_renders():
-    from prometheus_client import Counter, Gauge, Info, Summary
-
-    from jwks_mirror.keysets import validate
-    from jwks_mirror.metrics import exposition, new_registry
-    from jwks_mirror.settings import parse_settings
-    from jwks_mirror.state import IssuerState
-
-    registry = new_registry()  # process, platform and GC collectors included
-    issuers = parse_settings(
-        "issuers: [{name: a, jwks_uri: 'http://k.ns.svc/'}, {name: b, jwks_uri: 'http://l.ns.svc/'}]"
-    ).issuers
-    states = [IssuerState(issuer) for issuer in issuers]
-    body = b'{"keys":[{"kty":"EC","crv":"P-256","kid":"k1",' \
-        b'"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
-        b'"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
-    states[0].apply(validate(body, max_bytes=1 << 16, max_keys=10), now=5.0)
-    states[0].requests[200] = 7
-    metrics = Metrics(registry, states=lambda: states, unknown_requests={404: 2}, clock=lambda: 9.0)
-    metrics.fetch_total.labels("a", "changed").inc()
-    metrics.fetch_duration_seconds.observe(0.3)
-    metrics.config_reloads_total.labels("success").inc()
-    # awkward values: escaping in label values and help text, big and special floats
-    odd = Gauge("odd_gauge", 'help with "quotes", a \\ and a\nnewline', ["v"], registry=registry)
-    odd.labels('say "hi"\\\n').set(1764489600.123)
-    odd.labels("inf").set(float("inf"))
-    Counter("plain_events", "no labels", registry=registry).inc(3)
-    Summary("a_summary", "sum and count", registry=registry).observe(2)
-    Info("build", "an info metric", registry=registry).info({"version": "1"})
-    # one collection rendered both ways (process CPU and memory move between two)
-    frozen = Frozen(list(registry.collect()))
-    assert exposition(frozen) == generate_latest(frozen)
-    assert b'jwks_mirror_keys{issuer="a"} 1.0' in exposition(frozen)
-    assert b"process_cpu_seconds_total" in exposition(frozen)
-
-
-class Frozen:
-    def __init__(self, families):
-        self.families = families
-
-    def collect(self):
-        return self.families
-
-
 def _package_modules_using_prometheus() -> list[tuple[str, ast.Module]]:
     out = []
     for path in sorted(Path(jwks_mirror.__file__).parent.rglob("*.py")):
@@ -125,7 +85,9 @@ def _package_modules_using_prometheus() -> list[tuple[str, ast.Module]]:
         names = {
             node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
         } | {
-            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
             for alias in node.names
         }
         if any(name.split(".")[0] == "prometheus_client" for name in names):
@@ -138,7 +100,7 @@ def test_no_module_reads_prometheus_client_internals():
     prometheus_client releases. A module that uses prometheus_client touches no ``_``
     attribute but its own (``self._x``) and imports no private name from it."""
     modules = _package_modules_using_prometheus()
-    assert {"metrics.py", "mirror.py"} <= {name for name, _ in modules}
+    assert {"counters.py", "collectors.py", "mirror.py"} <= {name for name, _ in modules}
     found = []
     for name, tree in modules:
         for node in ast.walk(tree):
@@ -156,7 +118,7 @@ def test_no_module_reads_prometheus_client_internals():
 def test_per_issuer_series_come_from_the_scrape_time_collectors():
     """No prometheus_client metric object is labelled by issuer: a child per issuer is an
     object and a lock, kept until someone reaches into the internals to delete it. Per-issuer
-    series are computed by the collectors in metrics.py at scrape time instead."""
+    series are computed by the collectors in collectors.py at scrape time instead."""
     labelled = []
     for name, tree in _package_modules_using_prometheus():
         for node in ast.walk(tree):
