@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from jwks_mirror.configmodel import IssuerSettings, Settings
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import StateRefused, UnknownIssuer
 from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.peerfinder import PeerFinder
 from jwks_mirror.peering import PeerFiller
-from jwks_mirror.counters import Metrics
 from jwks_mirror.persistence import StateStore, max_file_bytes
 from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
 from jwks_mirror.state import IssuerState

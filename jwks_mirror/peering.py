@@ -49,12 +49,12 @@ import aiohttp
 
 from jwks_mirror import __version__
 from jwks_mirror.configmodel import IssuerSettings, PeersSettings, PeerTLSSettings
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import KeySetRejected, PeerError, UpstreamError
 from jwks_mirror.httpclient import Sessions, client_errors, file_stamps, read_body
 from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
 from jwks_mirror.peerfinder import PeerFinder
-from jwks_mirror.counters import Metrics
 from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json
 from jwks_mirror.tls import build_peer_ssl_context

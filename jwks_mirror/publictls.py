@@ -26,10 +26,10 @@ import ssl
 from cryptography import x509
 
 from jwks_mirror.configmodel import ServerTLSSettings
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import ConfigError
 from jwks_mirror.logs import event
 from jwks_mirror.tls import build_server_ssl_context
-from jwks_mirror.counters import Metrics
 
 POLL_S = 2.0  # rotation reaches new connections within this (well inside 10 s)
 
