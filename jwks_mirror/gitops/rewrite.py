@@ -281,6 +281,48 @@ class Restored:
     where: str
 
 
+def _annotated_rule(rules: object, key: str, where: str) -> CommentedMap:
+    """The rule the annotation's ``key`` names, or ManifestError when there is none."""
+    if not isinstance(rules, list) or int(key) >= len(rules):
+        raise ManifestError(f"{where}: {ANNOTATION} names rule {key}, which does not exist")
+    rule = rules[int(key)]
+    if not isinstance(rule, CommentedMap):
+        raise ManifestError(f"{where}: {ANNOTATION} names rule {key}, not a mapping")
+    return rule
+
+
+def _restored_value(original: object) -> str | YamlNull | None:
+    """The value to write back for an annotation's recorded original."""
+    if original is None:
+        return None
+    if isinstance(original, dict):
+        return YamlNull(str(original["null"]))
+    return str(original)
+
+
+def _put_back(
+    rule: CommentedMap, entry: Restored, shared: dict[int, Restored], *, key: str
+) -> bool:
+    """Write ``entry``'s original into ``rule``; False when an earlier resource sharing the
+    rule (a YAML anchor) already put back the same value, ManifestError when they disagree."""
+    earlier = shared.get(id(rule))
+    if earlier is not None:
+        if _same(earlier.value, entry.value):
+            return False
+        raise ManifestError(
+            f"{entry.where}: spec.jwtRules[{key}] is shared (a YAML anchor) with the "
+            f"resource at {earlier.where}, and their {ANNOTATION} annotations "
+            "disagree on its original: restore it by hand"
+        )
+    shared[id(rule)] = entry
+    if entry.value is None:
+        if "jwksUri" in rule:
+            pop_key([(rule, "jwksUri")])
+    else:
+        replace_value(rule, "jwksUri", entry.value)
+    return True
+
+
 def restore(stream: ManifestStream, policy: MeshPolicy | None = None) -> list[Restored]:
     """Put back every value the annotation holds and remove it; returns what was put back.
 
@@ -307,41 +349,14 @@ def restore(stream: ManifestStream, policy: MeshPolicy | None = None) -> list[Re
             for key, original in originals.items():
                 if not key.isdigit():
                     continue
-                if not isinstance(rules, list) or int(key) >= len(rules):
-                    raise ManifestError(
-                        f"{where}: {ANNOTATION} names rule {key}, which does not exist"
-                    )
-                rule = rules[int(key)]
-                if not isinstance(rule, CommentedMap):
-                    raise ManifestError(f"{where}: {ANNOTATION} names rule {key}, not a mapping")
+                rule = _annotated_rule(rules, key, where)
                 original_upstream(
                     original, rule=rule, policy=policy, namespace=namespace_of(resource),
                     where=f"{where}: spec.jwtRules[{key}]",
                 )
-                value: str | YamlNull | None
-                if original is None:
-                    value = None
-                elif isinstance(original, dict):
-                    value = YamlNull(str(original["null"]))
-                else:
-                    value = str(original)
-                entry = Restored(number, ordinal, int(key), value, where)
-                earlier = shared.get(id(rule))
-                if earlier is not None:
-                    if _same(earlier.value, value):
-                        continue
-                    raise ManifestError(
-                        f"{where}: spec.jwtRules[{key}] is shared (a YAML anchor) with the "
-                        f"resource at {earlier.where}, and their {ANNOTATION} annotations "
-                        "disagree on its original: restore it by hand"
-                    )
-                shared[id(rule)] = entry
-                if value is None:
-                    if "jwksUri" in rule:
-                        pop_key([(rule, "jwksUri")])
-                else:
-                    replace_value(rule, "jwksUri", value)
-                done.append(entry)
+                entry = Restored(number, ordinal, int(key), _restored_value(original), where)
+                if _put_back(rule, entry, shared, key=key):
+                    done.append(entry)
             drop_originals(resource, originals)
             document.changed = True
     return done
