@@ -27,7 +27,8 @@ TABLES = {
 PENDING = (
     "modules over 400 lines: metrics, refreshing, listening, http1, fetching, peering, "
     "settings, gitops/roundtrip, gitops/rewrite; functions over 60 lines: "
-    "fetching._get, metrics.collect, metrics.MirrorMetrics.__init__, settings._issuer"
+    "fetching.Fetcher._get, metrics.Metrics.__init__, metrics.StateCollector.collect, "
+    "settings._Loader._issuer"
 )
 
 
