@@ -286,6 +286,11 @@ def parse_stream(
             except YAMLError as exc:
                 column = body_from - (text.rfind("\n", 0, body_from) + 1)
                 raise yaml_error(exc, source, line, column) from exc
+            except TypeError as exc:  # ruamel.yaml hashes a block-mapping key: unhashable
+                raise ManifestError(
+                    f"{source}:{line + 1}: a key that is itself a mapping or a list, in the "
+                    "document starting here (not valid in a manifest)"
+                ) from exc
             stream.documents.append(
                 Document(
                     text[prefix_from:body_from], body, line, data, json_indent=_json_indent(body)
