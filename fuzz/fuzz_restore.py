@@ -3,8 +3,8 @@
     python fuzz/fuzz_restore.py -max_total_time=60 [CORPUS_DIR ...]
 
 The bytes are a manifest file as a pull request could hold it, annotation included. Whatever
-they are, parsing, :func:`~jwks_mirror.gitops.rewrite.restore` and the re-parse check
-(:func:`~jwks_mirror.gitops.rewrite.check_restored`) either refuse with a ``UsageError`` (one
+they are, parsing, :func:`~jwks_mirror.gitops.restoring.restore` and the re-parse check
+(:func:`~jwks_mirror.gitops.restoring.check_restored`) either refuse with a ``UsageError`` (one
 line, exit 2) or give a text that parses again, in which no restored RequestAuthentication
 keeps the annotation and every restored ``jwksUri`` reads back as its original. Any other
 exception is a crash. With no corpus directory given, the seed corpus is the real manifests
@@ -22,7 +22,7 @@ import harness
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror.errors import UsageError
     from jwks_mirror.gitops.manifests import ANNOTATION, iter_request_authentications
-    from jwks_mirror.gitops.rewrite import check_restored, restore
+    from jwks_mirror.gitops.restoring import check_restored, restore
     from jwks_mirror.gitops.roundtrip import parse_stream
 
 MAX_BYTES = 1 << 14

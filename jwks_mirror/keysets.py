@@ -29,40 +29,23 @@ The policy, and why (README.md, "What is published, and what never is"):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk as jwcrypto_jwk
 
 from jwks_mirror.errors import KeyDropped, KeySetRejected
+from jwks_mirror.keymembers import MEMBERS_BY_KTY, add_certificate
 from jwks_mirror.strictjson import parse_json
 from jwks_mirror.text import one_line
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-EC_COORDINATE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66}
 EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 16384
-# \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through.
-_B64_RE = re.compile(r"^[A-Za-z0-9_+/-]*\Z")
-_URL_ONLY = frozenset("-_")
-_STANDARD_ONLY = frozenset("+/")
-_TO_URLSAFE = str.maketrans("+/", "-_")
-# x5t is SHA-1 and x5t#S256 SHA-256 of the DER of x5c's first certificate (RFC 7517 4.8-4.9).
-_THUMBPRINTS = {"x5t": hashlib.sha1, "x5t#S256": hashlib.sha256}
-_THUMBPRINT_BYTES = {"x5t": 20, "x5t#S256": 32}
-_MAX_X5C_CERTS = 10
 
 
 @dataclass(frozen=True)
@@ -233,91 +216,17 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _b64url(value: object, member: str) -> bytes:
-    """Decode base64 leniently: either alphabet (not both), padding optional but correct."""
-    if not isinstance(value, str) or not value:
-        raise KeyDropped("malformed", f"{member!r} is not base64")
-    digits = value.rstrip("=")
-    padding = len(value) - len(digits)
-    chars = set(digits)
-    if (
-        not _B64_RE.match(digits)
-        or len(digits) % 4 == 1
-        or (padding and (padding > 2 or len(value) % 4))
-        or (chars & _URL_ONLY and chars & _STANDARD_ONLY)
-    ):
-        raise KeyDropped("malformed", f"{member!r} is not base64")
-    try:
-        return base64.urlsafe_b64decode(digits.translate(_TO_URLSAFE) + "=" * (-len(digits) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise KeyDropped("malformed", f"{member!r} is not base64") from exc
-
-
-def _coordinate(value: object, member: str, size: int) -> bytes:
-    """An EC coordinate as exactly ``size`` bytes: a big-endian number, as Envoy reads it."""
-    number = int.from_bytes(_b64url(value, member), "big")
-    if number.bit_length() > size * 8:
-        raise KeyDropped("malformed", f"{member!r} does not fit in {size} bytes")
-    return number.to_bytes(size, "big")
-
-
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _validate_key(raw: object) -> tuple[Key, tuple[str, ...]]:
     """One key: dropped via :class:`KeyDropped`, or kept canonically, with the names of the
     members removed on the way (``x5c_removed``, ``x5t_removed``) for counting."""
     if not isinstance(raw, dict):
         raise KeyDropped("malformed", "not a JSON object")
-    kty = raw.get("kty")
-    if not isinstance(kty, str):
-        raise KeyDropped("malformed", '"kty" missing')
-    kid = raw.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
-        raise KeyDropped("malformed", '"kid" must be a non-empty string of at most 256 chars')
-    if kid is not None and not _is_unicode(kid):
-        # A lone surrogate ("\ud800") decodes from JSON but is not Unicode text: the published
-        # "\ud800" escape is one that strict JSON parsers (verifiers) may refuse, set and all.
-        raise KeyDropped("malformed", '"kid" holds a lone UTF-16 surrogate')
+    kty, kid = _check_names(raw)
     _check_usage(raw)
-    out: dict[str, Any] = {"kty": kty}
-    if kty == "RSA":
-        n = _b64url(raw.get("n"), "n")
-        e = _b64url(raw.get("e"), "e")
-        modulus, exponent = int.from_bytes(n, "big"), int.from_bytes(e, "big")
-        bits = modulus.bit_length()
-        if bits < MIN_RSA_BITS:
-            raise KeyDropped("weak_key", f"RSA modulus of {bits} bits (minimum {MIN_RSA_BITS})")
-        if bits > MAX_RSA_BITS:
-            raise KeyDropped("malformed", f"RSA modulus of {bits} bits is implausible")
-        if exponent < 3 or exponent % 2 == 0 or exponent >= modulus:
-            raise KeyDropped("invalid_key", "RSA public exponent is invalid")
-        out["n"] = _b64url_encode(modulus.to_bytes((bits + 7) // 8, "big"))
-        out["e"] = _b64url_encode(exponent.to_bytes((exponent.bit_length() + 7) // 8, "big"))
-    elif kty == "EC":
-        crv = raw.get("crv")
-        if not isinstance(crv, str) or crv not in EC_COORDINATE_BYTES:  # a list is unhashable
-            raise KeyDropped("unsupported_curve", f"EC curve {crv!r} is not P-256/384/521")
-        size = EC_COORDINATE_BYTES[crv]
-        out.update(
-            crv=crv,
-            x=_b64url_encode(_coordinate(raw.get("x"), "x", size)),
-            y=_b64url_encode(_coordinate(raw.get("y"), "y", size)),
-        )
-    elif kty == "OKP":
-        crv = raw.get("crv")
-        if crv != "Ed25519":
-            raise KeyDropped(
-                "unsupported_curve", f"OKP curve {crv!r} (Envoy verifies Ed25519 only)"
-            )
-        # An Ed25519 public key is a byte string, not a number: exactly 32 bytes, no padding.
-        x = _b64url(raw.get("x"), "x")
-        if len(x) != 32:
-            raise KeyDropped("malformed", f"'x' is {len(x)} bytes, expected 32")
-        out.update(crv=crv, x=_b64url_encode(x))
-    else:
+    members = MEMBERS_BY_KTY.get(kty)
+    if members is None:
         raise KeyDropped("unsupported_key_type", f"key type {kty[:32]!r}")
+    out: dict[str, Any] = {"kty": kty, **members(raw)}
     alg = raw.get("alg")
     if alg is not None:
         if alg not in algs_for(out):
@@ -330,35 +239,26 @@ def _validate_key(raw: object) -> tuple[Key, tuple[str, ...]]:
     if "key_ops" in raw:
         out["key_ops"] = ["verify"]
     key_object, public_key = _load(out)
-    removed: list[str] = []
-    thumbprints = {m: _digest(raw[m], m) for m in _THUMBPRINTS if m in raw}
-    if "x5c" in raw:
-        chain = _x5c_matching(raw["x5c"], public_key)
-        if chain is None:
-            removed.append("x5c_removed")
-            thumbprints.clear()  # they describe a certificate that is not published
-        else:
-            out["x5c"] = chain
-            leaf = base64.b64decode(chain[0])
-            for member, digest in thumbprints.items():
-                if digest is not None and _THUMBPRINTS[member](leaf).digest() != digest:
-                    thumbprints[member] = None
-    if None in thumbprints.values():
-        removed.append("x5t_removed")
-    out.update((m, _b64url_encode(d)) for m, d in thumbprints.items() if d is not None)
+    removed = add_certificate(raw, out, public_key)
     # jwcrypto's RFC 7638 thumbprint (tested against the RFC's example): ~2.5 us a key more than
     # a hand-written one, below the noise of the 10,000-issuer bench's changed cycle.
     ident = key_object.thumbprint() + (f".{out['alg']}" if "alg" in out else "")
-    return Key(kid=kid, kty=kty, ident=ident, jwk=out), tuple(removed)
+    return Key(kid=kid, kty=kty, ident=ident, jwk=out), removed
 
 
-def _digest(value: object, member: str) -> bytes | None:
-    """A thumbprint's digest, or None when it is not one (wrong encoding or size)."""
-    try:
-        digest = _b64url(value, member)
-    except KeyDropped:
-        return None
-    return digest if len(digest) == _THUMBPRINT_BYTES[member] else None
+def _check_names(raw: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The key's ``kty`` and ``kid``, or KeyDropped when either is malformed."""
+    kty = raw.get("kty")
+    if not isinstance(kty, str):
+        raise KeyDropped("malformed", '"kty" missing')
+    kid = raw.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
+        raise KeyDropped("malformed", '"kid" must be a non-empty string of at most 256 chars')
+    if kid is not None and not _is_unicode(kid):
+        # A lone surrogate ("\ud800") decodes from JSON but is not Unicode text: the published
+        # "\ud800" escape is one that strict JSON parsers (verifiers) may refuse, set and all.
+        raise KeyDropped("malformed", '"kid" holds a lone UTF-16 surrogate')
+    return kty, kid
 
 
 def _check_usage(raw: Mapping[str, Any]) -> None:
@@ -384,31 +284,3 @@ def _load(members: Mapping[str, Any]) -> tuple[jwcrypto_jwk.JWK, Any]:
         return key, key.get_op_key("verify")
     except Exception as exc:  # jwcrypto raises a variety of types for bad material
         raise KeyDropped("invalid_key", f"unusable key material: {one_line(exc)}") from exc
-
-
-def _spki(public_key: Any) -> bytes:
-    der: bytes = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der
-
-
-def _x5c_matching(value: object, public_key: Any) -> list[str] | None:
-    """The ``x5c`` chain when its first certificate holds ``public_key``, else None."""
-    if not isinstance(value, list) or not 1 <= len(value) <= _MAX_X5C_CERTS:
-        return None
-    if not all(isinstance(item, str) and len(item) <= 16384 for item in value):
-        return None
-    try:
-        der = base64.b64decode(value[0], validate=True)
-        cert = x509.load_der_x509_certificate(der)
-        if _spki(cert.public_key()) != _spki(public_key):
-            return None
-        for item in value[1:]:
-            base64.b64decode(item, validate=True)
-    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
-        # UnsupportedAlgorithm: a certificate whose key algorithm cryptography does not know;
-        # InvalidVersion (not a ValueError): a version field other than v1/v3.
-        return None
-    return list(value)
-

@@ -110,6 +110,35 @@ async def start(
         access_log=None,
         keepalive_timeout=keepalive_s,
     )
+    admin_listener = await _bind(settings, mirror, public, admin, certificate)
+    watch = (
+        asyncio.get_running_loop().create_task(
+            certificate.watch(certificate_poll_s), name="public:certificate"
+        )
+        if certificate is not None
+        else None
+    )
+    return Running(
+        mirror=mirror,
+        public_url=_url(public, scheme="https" if certificate is not None else "http"),
+        admin_url=_url(admin_listener),
+        _public=public,
+        _admin=admin,
+        _admin_listener=admin_listener,
+        certificate=certificate,
+        _certificate_watch=watch,
+    )
+
+
+async def _bind(
+    settings: Settings,
+    mirror: Mirror,
+    public: PublicServer,
+    admin: web.AppRunner,
+    certificate: ServingCertificate | None,
+) -> Listener:
+    """Bind the public port, then the admin port; on OSError, undo all of it (and stop the
+    started mirror) before raising, so a failed start leaves nothing running."""
     admin_listener: Listener | None = None
     try:
         await public.start(
@@ -132,23 +161,7 @@ async def start(
         await admin.cleanup()
         await mirror.stop()
         raise
-    watch = (
-        asyncio.get_running_loop().create_task(
-            certificate.watch(certificate_poll_s), name="public:certificate"
-        )
-        if certificate is not None
-        else None
-    )
-    return Running(
-        mirror=mirror,
-        public_url=_url(public, scheme="https" if certificate is not None else "http"),
-        admin_url=_url(admin_listener),
-        _public=public,
-        _admin=admin,
-        _admin_listener=admin_listener,
-        certificate=certificate,
-        _certificate_watch=watch,
-    )
+    return admin_listener
 
 
 def _admin_listener(runner: web.AppRunner, mirror: Mirror, max_connections: int) -> Listener:

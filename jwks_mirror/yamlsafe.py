@@ -113,90 +113,110 @@ def measure(text: str, bounds: Bounds, *, source: str, error: type[UsageError]) 
         _scan(_events(text, pure=True), bounds, source=source, error=error)
 
 
-def _scan(events: Any, bounds: Bounds, *, source: str, error: type[UsageError]) -> None:
-    # A frame per open collection: [is_mapping, expecting_key, nodes, height, anchor].
-    stack: list[list[Any]] = []
-    anchors: dict[str, tuple[int, int]] = {}  # name -> (nodes, height) of a closed node
-    open_anchors: set[str] = set()
-    documents = aliases = merges = alias_nodes = 0
-    max_depth = bounds.max_depth
+class _Scan:
+    """The counts of one :func:`_scan`, one method per kind of event.
 
-    for event in events:
-        kind = type(event)
-        if kind is ScalarEvent:
-            nodes, height = 1, 0
-            if stack:
-                top = stack[-1]
-                if top[0] and top[1] and event.value == "<<" and (
-                    event.tag == _MERGE_TAG or (event.tag is None and event.implicit[0])
-                ):
-                    merges += 1
-                    if merges > bounds.max_merge_keys:
-                        raise error(
-                            f"{_where(source, event)}: more than {bounds.max_merge_keys} "
-                            "merge keys (max_merge_keys)"
-                        )
-            if event.anchor is not None:  # a name may be reused: the latest counts
-                open_anchors.discard(event.anchor)
-                anchors[event.anchor] = (1, 0)
-        elif kind is AliasEvent:
-            aliases += 1
-            if aliases > bounds.max_aliases:
-                raise error(
-                    f"{_where(source, event)}: more than {bounds.max_aliases} aliases "
-                    "(max_aliases)"
-                )
-            name = event.anchor
-            if name in open_anchors:
-                raise error(
-                    f"{_where(source, event)}: alias *{name} inside the node it names "
-                    "(recursive aliases are refused)"
-                )
-            nodes, height = anchors.get(name, (1, 0))
-            alias_nodes += nodes
-            if alias_nodes > bounds.max_alias_nodes:
-                raise error(
-                    f"{_where(source, event)}: aliases stand for more than "
-                    f"{bounds.max_alias_nodes} nodes (max_alias_nodes)"
-                )
-            if len(stack) + height > max_depth:
-                raise error(
-                    f"{_where(source, event)}: nested deeper than {max_depth} levels "
-                    "through an alias (max_depth)"
-                )
-        elif isinstance(event, CollectionStartEvent):
-            if len(stack) >= max_depth:
-                raise error(
-                    f"{_where(source, event)}: nested deeper than {max_depth} levels "
-                    "(max_depth)"
-                )
-            stack.append([kind is MappingStartEvent, True, 1, 1, event.anchor])
-            if event.anchor is not None:
-                open_anchors.add(event.anchor)
-            continue
-        elif isinstance(event, CollectionEndEvent):
-            _, _, nodes, height, anchor = stack.pop()
-            if anchor is not None:
-                open_anchors.discard(anchor)
-                anchors[anchor] = (nodes, height)
-        elif kind is DocumentStartEvent:
-            documents += 1
-            if documents > bounds.max_documents:
-                raise error(
-                    f"{_where(source, event)}: more than {bounds.max_documents} "
-                    f"YAML document{'s' if bounds.max_documents != 1 else ''} (max_documents)"
-                )
-            anchors.clear()
-            continue
-        else:
-            continue
-        if stack:  # a node ended: count it in its parent
+    A frame per open collection: [is_mapping, expecting_key, nodes, height, anchor].
+    """
+
+    def __init__(self, bounds: Bounds, *, source: str, error: type[UsageError]) -> None:
+        self.bounds, self.source, self.error = bounds, source, error
+        self.stack: list[list[Any]] = []
+        self.anchors: dict[str, tuple[int, int]] = {}  # name -> (nodes, height) of a closed node
+        self.open_anchors: set[str] = set()
+        self.documents = self.aliases = self.merges = self.alias_nodes = 0
+
+    def fail(self, event: Any, message: str) -> UsageError:
+        return self.error(f"{_where(self.source, event)}: {message}")
+
+    def scalar(self, event: Any) -> tuple[int, int]:
+        stack, bounds = self.stack, self.bounds
+        if stack:
             top = stack[-1]
+            if top[0] and top[1] and event.value == "<<" and (
+                event.tag == _MERGE_TAG or (event.tag is None and event.implicit[0])
+            ):
+                self.merges += 1
+                if self.merges > bounds.max_merge_keys:
+                    raise self.fail(
+                        event, f"more than {bounds.max_merge_keys} merge keys (max_merge_keys)"
+                    )
+        if event.anchor is not None:  # a name may be reused: the latest counts
+            self.open_anchors.discard(event.anchor)
+            self.anchors[event.anchor] = (1, 0)
+        return 1, 0
+
+    def alias(self, event: Any) -> tuple[int, int]:
+        bounds = self.bounds
+        self.aliases += 1
+        if self.aliases > bounds.max_aliases:
+            raise self.fail(event, f"more than {bounds.max_aliases} aliases (max_aliases)")
+        name = event.anchor
+        if name in self.open_anchors:
+            raise self.fail(
+                event, f"alias *{name} inside the node it names (recursive aliases are refused)"
+            )
+        nodes, height = self.anchors.get(name, (1, 0))
+        self.alias_nodes += nodes
+        if self.alias_nodes > bounds.max_alias_nodes:
+            raise self.fail(
+                event,
+                f"aliases stand for more than {bounds.max_alias_nodes} nodes (max_alias_nodes)",
+            )
+        if len(self.stack) + height > bounds.max_depth:
+            raise self.fail(
+                event, f"nested deeper than {bounds.max_depth} levels through an alias (max_depth)"
+            )
+        return nodes, height
+
+    def open(self, event: Any) -> None:
+        if len(self.stack) >= self.bounds.max_depth:
+            raise self.fail(event, f"nested deeper than {self.bounds.max_depth} levels (max_depth)")
+        self.stack.append([type(event) is MappingStartEvent, True, 1, 1, event.anchor])
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+
+    def close(self) -> tuple[int, int]:
+        _, _, nodes, height, anchor = self.stack.pop()
+        if anchor is not None:
+            self.open_anchors.discard(anchor)
+            self.anchors[anchor] = (nodes, height)
+        return nodes, height
+
+    def document(self, event: Any) -> None:
+        self.documents += 1
+        most = self.bounds.max_documents
+        if self.documents > most:
+            raise self.fail(
+                event, f"more than {most} YAML document{'s' if most != 1 else ''} (max_documents)"
+            )
+        self.anchors.clear()
+
+    def ended(self, nodes: int, height: int) -> None:
+        """A node ended: count it in its parent."""
+        if self.stack:
+            top = self.stack[-1]
             top[2] += nodes
             if height + 1 > top[3]:
                 top[3] = height + 1
             if top[0]:
                 top[1] = not top[1]
+
+
+def _scan(events: Any, bounds: Bounds, *, source: str, error: type[UsageError]) -> None:
+    scan = _Scan(bounds, source=source, error=error)
+    for event in events:
+        kind = type(event)
+        if kind is ScalarEvent:
+            scan.ended(*scan.scalar(event))
+        elif kind is AliasEvent:
+            scan.ended(*scan.alias(event))
+        elif isinstance(event, CollectionStartEvent):
+            scan.open(event)
+        elif isinstance(event, CollectionEndEvent):
+            scan.ended(*scan.close())
+        elif kind is DocumentStartEvent:
+            scan.document(event)
 
 
 def load_safe(text: str, bounds: Bounds, *, source: str, error: type[UsageError]) -> object:

@@ -20,6 +20,7 @@ from jwks_mirror.cli import main
 
 from .conftest import config_text, jwks, until
 from .e2e.harness.mirror import cli_argv
+from .e2e.harness.procs import wait_until
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -188,17 +189,25 @@ def serve_process(config: Path) -> Iterator[subprocess.Popen[str]]:
     assert "Traceback" not in stderr_path.read_text()
 
 
+_END_OF_OUTPUT: dict = {"event": None}
+
+
 def _wait_for_line(process: subprocess.Popen, predicate, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
+    """The next JSON log line of ``process`` that ``predicate`` accepts (reading on from the
+    last one matched); fails at once if the output ends first."""
+    stdout = process.stdout
+    assert stdout is not None
+
+    def next_match() -> dict | None:
+        line = stdout.readline()
         if not line:
-            break
+            return _END_OF_OUTPUT
         record = json.loads(line)
-        if predicate(record):
-            return record
-    raise AssertionError("expected log line not seen")
+        return record if predicate(record) else None
+
+    record = wait_until(next_match, timeout=timeout, interval=0, what="the expected log line")
+    assert record is not _END_OF_OUTPUT, "the output ended before the expected log line"
+    return record
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -14,7 +14,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness.mirror import cli_argv
+from tests.e2e.harness.procs import wait_until
 from tests.test_deploy import DEPLOY, NAMESPACE, run, tool
 
 # Runs the install walkthrough's commands (kubectl kustomize, the CLI, a real serve).
@@ -226,18 +226,18 @@ def test_runbook_log_grep_matches_a_real_failed_fetch(tmp_path: Path) -> None:
     ) as process:
         assert process.stdout is not None and process.stderr is not None
         try:
-            deadline = time.monotonic() + 60
-            os.set_blocking(process.stdout.fileno(), False)
-            while time.monotonic() < deadline:
-                line = process.stdout.readline()
-                if line:
+            stdout = process.stdout
+            os.set_blocking(stdout.fileno(), False)
+
+            def fetched_or_ended() -> bool:
+                for line in iter(stdout.readline, ""):
                     lines.append(line)
                     if '"event":"fetch"' in line:
-                        break
-                elif process.poll() is not None:
-                    break
-                else:
-                    time.sleep(0.05)  # polling a pipe for output, not waiting on timing
+                        return True
+                return process.poll() is not None
+
+            wait_until(fetched_or_ended, timeout=60, what="a fetch event in the log",
+                       describe=lambda: "".join(lines[-5:]))
         finally:
             process.terminate()
             os.set_blocking(process.stdout.fileno(), True)

@@ -20,6 +20,8 @@ import pytest
 
 from jwks_mirror.gitops.files import Output, write_all
 
+from .e2e.harness.procs import Timeout, wait_until
+
 MIRROR = "http://jwks-mirror.jwks-mirror.svc:8080"
 FILES = 500
 ORIGINAL = 'jwksUri: "http://keys.myns.svc.cluster.local/jwks.json"'
@@ -69,11 +71,23 @@ def rewrite(root: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool], what: str) -> None:
-    """SIGKILL ``process`` as soon as ``condition`` holds (polled, no fixed sleep)."""
-    while not condition():
-        if process.poll() is not None:
-            _, err = process.communicate()
-            pytest.fail(f"the run ended (exit {process.returncode}) before {what}: {err[-500:]}")
+    """SIGKILL ``process`` as soon as ``condition`` holds (polled without pause: the moment is
+    short)."""
+
+    def reached_or_ended() -> str | None:
+        if condition():
+            return "reached"
+        return "ended" if process.poll() is not None else None
+
+    try:  # the run's own end bounds the wait; the timeout only caps a hung run
+        reached = wait_until(reached_or_ended, timeout=600, interval=0, what=what)
+    except Timeout:
+        process.kill()
+        process.communicate()
+        raise
+    if reached == "ended":
+        _, err = process.communicate()
+        pytest.fail(f"the run ended (exit {process.returncode}) before {what}: {err[-500:]}")
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL

@@ -9,7 +9,8 @@ import pytest
 
 from jwks_mirror.gitops.manifests import iter_rules
 from jwks_mirror.gitops.mesh import MeshPolicy, Upstream, dns_label, mirror_name
-from jwks_mirror.gitops.rewrite import plan_rewrite, restore
+from jwks_mirror.gitops.restoring import restore
+from jwks_mirror.gitops.rewrite import plan_rewrite
 from jwks_mirror.gitops.roundtrip import parse_stream
 
 DATA = Path(__file__).parent / "data" / "manifests"

@@ -21,7 +21,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 from jwks_mirror.cli.rewrite import render_restorable
 from jwks_mirror.gitops.manifests import ANNOTATION, iter_rules
 from jwks_mirror.gitops.mesh import MeshPolicy
-from jwks_mirror.gitops.rewrite import apply_rewrite, plan_rewrite, restore
+from jwks_mirror.gitops.restoring import restore
+from jwks_mirror.gitops.rewrite import apply_rewrite, plan_rewrite
 from jwks_mirror.gitops.roundtrip import parse_stream
 
 # Hypothesis runs of the rewriter over generated manifests: tens of seconds.

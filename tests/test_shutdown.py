@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +16,7 @@ from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import start
 from jwks_mirror.settings import parse_settings
 
-from .conftest import config_text, jwks
+from .conftest import config_text, jwks, until
 from .test_cli import _get, _wait_for_line, serve_process, write_config
 
 
@@ -38,10 +37,11 @@ async def test_during_the_delay_both_ports_answer_and_readiness_is_503(fake_issu
         assert await get(before, jwks_url) == 200
         stopping = asyncio.create_task(running.stop(delay_s=3600))
         async with aiohttp.ClientSession() as after:
-            deadline = time.monotonic() + 30
-            while await get(after, f"{running.admin_url}/readyz") != 503:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
+
+            async def not_ready() -> bool:
+                return await get(after, f"{running.admin_url}/readyz") == 503
+
+            await until(not_ready, what="/readyz to answer 503 once stopping began")
             assert await get(before, jwks_url) == 200
             assert await get(after, jwks_url) == 200
             assert await get(after, f"{running.admin_url}/healthz") == 200

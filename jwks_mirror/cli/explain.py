@@ -92,16 +92,7 @@ def explain(
 
     matches = [i for i in issuers if i.get("issuer") is not None and i.get("issuer") == iss]
     if not matches:
-        configured = ", ".join(sorted(str(i.get("issuer")) for i in issuers if i.get("issuer")))
-        lines.append(f"no mirrored issuer has iss {iss!r} (mirrored: {configured or 'none set'})")
-        hint = [i["name"] for i in issuers if kid is not None and kid in (i.get("kids") or [])]
-        if hint:
-            lines.append(
-                f"kid {kid!r} is published by {', '.join(hint)}: set 'issuer: {iss}' there "
-                "if the token is theirs"
-            )
-        lines.append("Istio rejects it: 'Jwt issuer is not configured'")
-        return Verdict(False, "wrong issuer", lines)
+        return _wrong_issuer(iss, kid, issuers, lines)
     name = str(matches[0]["name"])
     info = detail(name)
     lines.append(f"mirrored issuer {name!r}, upstream {info.get('upstream')}")
@@ -115,26 +106,63 @@ def explain(
     if not isinstance(alg, str) or never_allowed(alg):
         lines.append(f"algorithm {alg!r} is never accepted: only RS*, PS*, ES*, EdDSA")
         return Verdict(False, "algorithm not allowed", lines)
-
-    history = {(k["kid"], k["thumbprint"]): k for k in info.get("key_history") or []}
     keys = (info.get("jwks") or {}).get("keys", [])
     candidates = [k for k in keys if kid is None or k.get("kid") == kid]
     if not candidates:
-        upstream_kids = info.get("upstream_kids") or []
-        lines.append(
-            f"unknown kid {kid!r}: the mirror publishes {sorted(k.get('kid') for k in keys)}"
-        )
-        lines.append(
-            f"the upstream did not serve it either at the last successful fetch "
-            f"({_when(info.get('last_success'), now)}; upstream kids {upstream_kids})"
-        )
-        lines.append(
-            f"if the issuer has just started signing with a new key: jwks-mirror refresh {name}, "
-            "then jwks-mirror pin so istiod fetches at once"
-        )
-        lines.append("Istio rejects it: 'Jwks doesn't have key to match kid or alg from Jwt'")
-        return Verdict(False, "unknown kid", lines)
+        return _unknown_kid(kid, name, keys, info, now, lines)
+    return _verify(token, alg, candidates, claims=claims, info=info, now=now, lines=lines)
 
+
+def _wrong_issuer(
+    iss: object, kid: object, issuers: list[Mapping[str, Any]], lines: list[str]
+) -> Verdict:
+    configured = ", ".join(sorted(str(i.get("issuer")) for i in issuers if i.get("issuer")))
+    lines.append(f"no mirrored issuer has iss {iss!r} (mirrored: {configured or 'none set'})")
+    hint = [i["name"] for i in issuers if kid is not None and kid in (i.get("kids") or [])]
+    if hint:
+        lines.append(
+            f"kid {kid!r} is published by {', '.join(hint)}: set 'issuer: {iss}' there "
+            "if the token is theirs"
+        )
+    lines.append("Istio rejects it: 'Jwt issuer is not configured'")
+    return Verdict(False, "wrong issuer", lines)
+
+
+def _unknown_kid(
+    kid: object,
+    name: str,
+    keys: list[Any],
+    info: Mapping[str, Any],
+    now: float,
+    lines: list[str],
+) -> Verdict:
+    upstream_kids = info.get("upstream_kids") or []
+    lines.append(f"unknown kid {kid!r}: the mirror publishes {sorted(k.get('kid') for k in keys)}")
+    lines.append(
+        f"the upstream did not serve it either at the last successful fetch "
+        f"({_when(info.get('last_success'), now)}; upstream kids {upstream_kids})"
+    )
+    lines.append(
+        f"if the issuer has just started signing with a new key: jwks-mirror refresh {name}, "
+        "then jwks-mirror pin so istiod fetches at once"
+    )
+    lines.append("Istio rejects it: 'Jwks doesn't have key to match kid or alg from Jwt'")
+    return Verdict(False, "unknown kid", lines)
+
+
+def _verify(
+    token: str,
+    alg: str,
+    candidates: list[Mapping[str, Any]],
+    *,
+    claims: Mapping[str, Any],
+    info: Mapping[str, Any],
+    now: float,
+    lines: list[str],
+) -> Verdict:
+    """Try the token's signature with each published candidate key; the first that verifies
+    decides (then the token's times), else why none did."""
+    history = {(k["kid"], k["thumbprint"]): k for k in info.get("key_history") or []}
     signed = jws.JWS()
     try:
         signed.deserialize(token.strip())

@@ -15,16 +15,14 @@ from pathlib import Path
 from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams, recover
 from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, MeshPolicy, http_url
+from jwks_mirror.gitops.restoring import check_restored, restore, restores
 from jwks_mirror.gitops.rewrite import (
     Plan,
     apply_rewrite,
-    check_restored,
     known_names,
     merge_config,
     plan_rewrite,
     read_config,
-    restore,
-    restores,
 )
 from jwks_mirror.gitops.roundtrip import ManifestStream
 from jwks_mirror.text import inert

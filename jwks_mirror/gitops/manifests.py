@@ -22,15 +22,8 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 
 from jwks_mirror.errors import ManifestError
-from jwks_mirror.gitops.roundtrip import (
-    Document,
-    ManifestStream,
-    YamlNull,
-    append_key,
-    pop_key,
-    replace_value,
-    set_value,
-)
+from jwks_mirror.gitops.edits import append_key, pop_key, replace_value, set_value
+from jwks_mirror.gitops.roundtrip import Document, ManifestStream, YamlNull
 
 __all__ = [
     "ANNOTATION", "API_VERSIONS", "MAX_JWKS_URI", "MAX_RULES", "RuleRef", "drop_originals",
