@@ -38,7 +38,7 @@ from typing import Protocol, cast
 import httptools
 
 from jwks_mirror.logs import event
-from jwks_mirror.responses import REASONS, with_connection
+from jwks_mirror.responses import REASONS
 
 MAX_HEAD_BYTES = 16384  # aiohttp's limit is 8190 per line; a real JWKS request is ~200 bytes
 MAX_FIELDS = 100  # as aiohttp's default; a real JWKS request has fewer than ten
@@ -53,12 +53,12 @@ _VERSIONS = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
 class Responder(Protocol):
     """The server side a connection talks to."""
 
-    draining: bool
-    connections: set[Connection]
+    @property
+    def draining(self) -> bool: ...
 
     def answer(
-        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool
-    ) -> tuple[bytes, int]: ...
+        self, method: bytes, target: bytes, inm: bytes | None, *, keep_alive: bool, http11: bool
+    ) -> bytes: ...
 
     def simple(
         self,
@@ -98,12 +98,12 @@ class Connection(asyncio.Protocol):
         "_inm",
         "_last_buffered",
         "_length",
-        "_odd",
         "_parser",
         "_paused",
         "_pending",
         "_piece",
         "_resumed",
+        "_saw_framing_fields",
         "_server",
         "_tail",
         "_te",
@@ -112,8 +112,8 @@ class Connection(asyncio.Protocol):
         "_valid_host",
         "closing_sweeps",
         "idle_sweeps",
-        "seen",
         "served",
+        "served_at_last_sweep",
         "stalled_sweeps",
     )
 
@@ -135,13 +135,15 @@ class Connection(asyncio.Protocol):
         self._eof = False
         self._resumed = False
         self._last_buffered = 0
-        self.served = 0
-        self.seen = 0
+        self.served = 0  # answers written
+        self.served_at_last_sweep = 0
         self.idle_sweeps = 0
         self.stalled_sweeps = 0
         self.closing_sweeps = 0
         self._valid_host = b""  # the last Host found valid: clients repeat theirs
-        self._odd = True
+        # a Connection, Content-Length or Transfer-Encoding field in this request: looked at
+        # after the head, and its values reset after the answer (True: reset them now)
+        self._saw_framing_fields = True
         self._reset()
 
     def _reset(self) -> None:
@@ -149,8 +151,8 @@ class Connection(asyncio.Protocol):
         self._fields = 0
         self._host: bytes | None = None
         self._inm: bytes | None = None
-        if self._odd:
-            self._odd = False
+        if self._saw_framing_fields:
+            self._saw_framing_fields = False
             self._tokens: list[bytes] = []
             self._length = 0
             self._te = b""  # the last transfer coding named
@@ -269,8 +271,8 @@ class Connection(asyncio.Protocol):
         return -1 if found < 0 else found + 4
 
     # llhttp callbacks (httptools calls only those defined). Per request, only the field
-    # count, Host and If-None-Match are kept on the common path; any field that bears
-    # on framing or the connection's life sets ``_odd`` and is looked at after the head.
+    # count, Host and If-None-Match are kept on the common path; any field that bears on
+    # framing or the connection's life sets ``_saw_framing_fields``, looked at after the head.
 
     def on_header(self, name: bytes, value: bytes) -> None:
         try:
@@ -288,13 +290,13 @@ class Connection(asyncio.Protocol):
             elif name == b"connection" or name == b"proxy-connection":
                 # llhttp reads Proxy-Connection as Connection (close, keep-alive, upgrade):
                 # so does this server, or it would advertise keep-alive and then close
-                self._odd = True
+                self._saw_framing_fields = True
                 self._tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
             elif name == b"content-length":
-                self._odd = True
+                self._saw_framing_fields = True
                 self._length = int(value)  # llhttp allows digits and whitespace, one value
             elif name == b"transfer-encoding":
-                self._odd = True
+                self._saw_framing_fields = True
                 self._te = value.rpartition(b",")[2].strip(b" \t").lower()
         except BaseException as exc:
             self._callback_error = exc  # httptools raises HttpParserCallbackError
@@ -303,27 +305,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         try:
             method = self._parser.get_method()
-            head = self._piece
-            if self._head_parts:
-                head = b"".join((*self._head_parts, head))
-                self._head_parts = []
-            self._tail = b""
-            self._head_bytes = 0
-            if head[0] in b"\r\n":
-                head = head.lstrip(b"\r\n")
-            # The target is taken from the request line llhttp has just validated (cheaper than
-            # its URL callback); llhttp tolerates repeated spaces there, and HTTP/0.9 and 2.0.
-            line_end = head.find(b"\r\n")
-            version = head[line_end - 9 : line_end]
-            if version == b" HTTP/1.1":
-                http11 = True
-            elif version == b" HTTP/1.0":
-                http11 = False
-            else:
-                raise _Refused(400)
-            target = head[len(method) + 1 : line_end - 9]
-            if not target or b" " in target:
-                raise _Refused(400)
+            target, http11 = self._request_line(method, self._head())
             host = self._host
             if host is None:
                 if http11:
@@ -333,15 +315,12 @@ class Connection(asyncio.Protocol):
                     raise _Refused(400)
                 self._valid_host = host
             keep_alive = http11 and method != b"CONNECT"
-            if self._odd:
+            if self._saw_framing_fields:
                 keep_alive = self._keep_alive(keep_alive, http11=http11)
             server = self._server
-            answer, _ = server.answer(method, target, self._inm, keep_alive)
-            if keep_alive and not http11 and not server.draining:
-                answer = with_connection(answer, b"keep-alive")
-            if self._transport is not None:  # _reply and _reset, inlined: the hot path
-                self._transport.write(answer)
-                self.served += 1
+            self._write(
+                server.answer(method, target, self._inm, keep_alive=keep_alive, http11=http11)
+            )
             if not keep_alive or server.draining:
                 self.close()
             else:
@@ -349,11 +328,41 @@ class Connection(asyncio.Protocol):
             self._fields = 0
             self._host = None
             self._inm = None
-            if self._odd:
+            if self._saw_framing_fields:
                 self._reset()
         except BaseException as exc:
             self._callback_error = exc  # httptools raises HttpParserCallbackError
             raise
+
+    def _head(self) -> bytes:
+        """The head just parsed, whole, without leading blank lines; forget its pieces."""
+        head = self._piece
+        if self._head_parts:
+            head = b"".join((*self._head_parts, head))
+            self._head_parts = []
+        self._tail = b""
+        self._head_bytes = 0
+        if head[0] in b"\r\n":
+            head = head.lstrip(b"\r\n")
+        return head
+
+    @staticmethod
+    def _request_line(method: bytes, head: bytes) -> tuple[bytes, bool]:
+        """The target and whether the version is 1.1, from the request line llhttp has just
+        validated (cheaper than its URL callback). llhttp tolerates repeated spaces there,
+        and HTTP/0.9 and 2.0: refused here."""
+        line_end = head.find(b"\r\n")
+        version = head[line_end - 9 : line_end]
+        if version == b" HTTP/1.1":
+            http11 = True
+        elif version == b" HTTP/1.0":
+            http11 = False
+        else:
+            raise _Refused(400)
+        target = head[len(method) + 1 : line_end - 9]
+        if not target or b" " in target:
+            raise _Refused(400)
+        return target, http11
 
     def _keep_alive(self, keep_alive: bool, *, http11: bool) -> bool:
         """The rare path: framing and connection fields. Refuses what cannot be framed."""
@@ -373,7 +382,8 @@ class Connection(asyncio.Protocol):
 
     # -- answers and closing ---------------------------------------------------------------
 
-    def _reply(self, answer: bytes) -> None:
+    def _write(self, answer: bytes) -> None:
+        """The one write path: every answer is written and counted here."""
         if self._transport is not None:
             self._transport.write(answer)
             self.served += 1
@@ -382,7 +392,7 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         body = REASONS[status].lower().encode() + b"\n"
-        self._reply(self._server.simple(status, body, keep_alive=False))
+        self._write(self._server.simple(status, body, keep_alive=False))
         self.close()
 
     def _internal_error(self, exc: BaseException) -> None:
@@ -436,8 +446,8 @@ class Connection(asyncio.Protocol):
         if self.stalled_sweeps > limit:
             self.abort()
             return "stalled"
-        if self.served != self.seen:
-            self.seen = self.served
+        if self.served != self.served_at_last_sweep:
+            self.served_at_last_sweep = self.served
             self.idle_sweeps = 0
         else:
             self.idle_sweeps += 1

@@ -14,7 +14,8 @@ import time
 import aiohttp
 import pytest
 
-from jwks_mirror import listening, public
+from jwks_mirror import connections as connections_module
+from jwks_mirror import listening
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import start
@@ -140,8 +141,16 @@ async def test_idle_connections_are_closed(served):
     ("payload", "expected"),
     [
         (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (b"400", b"414", b"431")),
-        (b"GET /a/jwks.json HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", (b"400", b"431")),
-        (b"GET /a/jwks.json HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(500)) + b"\r\n", (b"400", b"431")),
+        (
+            b"GET /a/jwks.json HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n",
+            (b"400", b"431"),
+        ),
+        (
+            b"GET /a/jwks.json HTTP/1.1\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(500))
+            + b"\r\n",
+            (b"400", b"431"),
+        ),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, (b"400",)),
         (b"GET /a/jwks.json HTTP/9.9\r\nHost: x\r\n\r\n", (b"400", b"505")),
     ],
@@ -275,7 +284,7 @@ async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer,
     reading them (back-pressure); each socket's kernel buffers are the fixed, small ones
     (TCP autotuning grew them to megabytes a socket: 40 such clients pinned ~100 MB), and
     the sweep aborts them once their answers have not drained for the idle timeout."""
-    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    monkeypatch.setattr(connections_module, "SWEEP_S", 0.2)
     running = await _serve(fake_issuer, 1.0)
     clients = []
     try:
@@ -294,7 +303,7 @@ async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer,
         doubled_receive = 2 * listening.RECEIVE_BUFFER_BYTES
         # Linux takes a write while the send queue is under the buffer, so the queue can end
         # up to one write (one answer) past it; seen on uvloop.
-        answer, _ = running._public.answer(b"GET", b"/a/jwks.json", None, True)
+        answer = running._public.answer(b"GET", b"/a/jwks.json", None, keep_alive=True, http11=True)
         for connection in list(connections):
             sock = connection._transport.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == doubled_send

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from jwks_mirror import connections as connections_module
 from jwks_mirror import http1, public
 from jwks_mirror.metrics import new_registry
 from jwks_mirror.mirror import Mirror
@@ -296,7 +297,7 @@ async def test_heads_split_at_every_byte_boundary_of_the_blank_line(served, conn
 @pytest.fixture
 async def short_timeouts(fake_issuer, mirror_factory, monkeypatch):
     monkeypatch.setattr(public, "KEEPALIVE_S", 0.6)
-    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    monkeypatch.setattr(connections_module, "SWEEP_S", 0.2)
     issuer = await fake_issuer(document=jwks("k1"))
     running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
     await running.mirror.refresh()

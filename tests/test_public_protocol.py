@@ -12,6 +12,7 @@ import contextlib
 
 import pytest
 
+from jwks_mirror import connections as connections_module
 from jwks_mirror import http1, public
 
 from .conftest import config_text, jwks, until
@@ -199,7 +200,7 @@ async def test_shutdown_closes_idle_connections_and_stops_accepting(served, conn
 
 async def test_idle_and_dribbling_connections_are_closed(fake_issuer, mirror_factory, connect, monkeypatch):
     monkeypatch.setattr(public, "KEEPALIVE_S", 0.6)
-    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    monkeypatch.setattr(connections_module, "SWEEP_S", 0.2)
     issuer = await fake_issuer(document=jwks("k1"))
     running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
     await running.mirror.refresh()
