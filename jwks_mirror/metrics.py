@@ -40,10 +40,12 @@ class Metrics:
         registry: CollectorRegistry,
         *,
         states: Callable[[], Iterable[IssuerState]],
-        unknown_requests: Mapping[int, int],
         clock: Callable[[], float],
     ) -> None:
         self.registry = registry
+        # value function: requests answered by status code for an issuer (None: names not
+        # configured); the public server sets it to its own (``PublicServer.requests``)
+        self.requests: Callable[[str | None], Mapping[int, int]] = lambda name: {}
         self.fetch_total = IssuerCounter(
             PREFIX + "fetch",
             "Upstream fetches by outcome (changed, unchanged, failed).",
@@ -141,7 +143,7 @@ class Metrics:
             self.peer_fills_total,
             self.peer_errors_total,
         )
-        registry.register(StateCollector(states, unknown_requests, clock))
+        registry.register(StateCollector(states, lambda name: self.requests(name), clock))
         registry.register(_CounterCollector(self._counters))
         registry.register(PeerCopyCollector(states))
 
@@ -209,11 +211,11 @@ class StateCollector(Collector):
     def __init__(
         self,
         states: Callable[[], Iterable[IssuerState]],
-        unknown_requests: Mapping[int, int],
+        requests: Callable[[str | None], Mapping[int, int]],
         clock: Callable[[], float],
     ) -> None:
         self._states = states
-        self._unknown = unknown_requests
+        self._requests = requests
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -286,9 +288,9 @@ class StateCollector(Collector):
                 KEY_ADDED_SHOWN_S, state.settings.limits.retain_removed_keys_s
             ):
                 key_added.add_metric([name], added)
-            for code, count in sorted(state.requests.items()):
+            for code, count in sorted(self._requests(name).items()):
                 requests.add_metric([name, str(code)], count)
-        for code, count in sorted(self._unknown.items()):
+        for code, count in sorted(self._requests(None).items()):
             requests.add_metric([UNKNOWN_ISSUER, str(code)], count)
         yield from (
             keys,

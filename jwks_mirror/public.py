@@ -13,8 +13,9 @@ costs one head parse, one dict lookup and one ``transport.write`` of pre-built b
 * Query strings are ignored on purpose: istiod caches by the exact URI, so ``?v=<version>`` is
   how an operator makes every istiod fetch at once. The raw target is matched, never decoded,
   so nothing encoded becomes a name by accident.
-* Requests are counted in plain ints on the issuer state (one event loop, no lock); the
-  metrics collector reads them at scrape time.
+* Requests are counted in plain ints by issuer and status code
+  (:class:`~jwks_mirror.requestcounts.RequestCounts`, one event loop, no lock); the metrics
+  read them at scrape time through :meth:`PublicServer.requests`.
 
 The HTTP/1.1 parsing lives in :mod:`jwks_mirror.http1`; this module decides the answers and
 owns the listening socket and the orderly shutdown. The open connections and the sweeper that
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from ssl import SSLContext
 
 from jwks_mirror.connections import Connections
 from jwks_mirror.http1 import Connection
 from jwks_mirror.listening import Listener, NativeListener, native_accept
 from jwks_mirror.mirror import Mirror
+from jwks_mirror.requestcounts import RequestCounts
 from jwks_mirror.responses import (
     REASONS,
     SERVER_LINE,
@@ -59,7 +62,8 @@ class PublicServer:
         self.max_connections = max_connections
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
         self.states = mirror.states
-        self.unknown = mirror.unknown_requests
+        self.counts = RequestCounts()
+        mirror.metrics.requests = self.requests
         self.clock = DateClock(mirror.clock)
         self.cache: dict[str, Responses] = {}
         aborts = mirror.metrics.public_aborts_total
@@ -71,6 +75,11 @@ class PublicServer:
     @property
     def draining(self) -> bool:
         return self.connections.draining
+
+    def requests(self, name: str | None) -> Mapping[int, int]:
+        """Requests answered for issuer ``name`` (None: names not configured), by status code.
+        Read only; for the metrics, at scrape time."""
+        return self.counts.of(name)
 
     async def start(
         self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
@@ -162,9 +171,10 @@ class PublicServer:
         if path.endswith(_SUFFIX) and path[:1] == b"/":
             state = self.states.get(path[1 : -len(_SUFFIX)].decode("latin-1"))
         if state is None:
-            self.unknown[404] = self.unknown.get(404, 0) + 1
+            unknown = self.counts.counter(None)
+            unknown[404] = unknown.get(404, 0) + 1
             return self.simple(404, b"not found\n", keep_alive=keep_alive, method=method)
-        counts = state.requests
+        counts = self.counts.counter(state.name)
         if method != b"GET" and method != b"HEAD":
             counts[405] = counts.get(405, 0) + 1
             extra = b"Allow: GET, HEAD\r\n"
@@ -206,6 +216,7 @@ class PublicServer:
             if len(self.cache) > 2 * len(self.states) + 16:  # issuers removed by a reload
                 for name in [n for n in self.cache if n not in self.states]:
                     del self.cache[name]
+                self.counts.keep_only(self.states)
         return cached
 
     def simple(

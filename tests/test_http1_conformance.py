@@ -409,7 +409,7 @@ async def test_a_repeated_request_is_answered_afresh_and_anything_else_is_parsed
     writer.write(PROBE)
     status, headers, body = await read_response(reader)
     assert status == 200 and b'"k2"' in body and headers["etag"] != answers[0][1]["etag"]
-    assert running.mirror.states["keys-myns"].requests[200] == 4
+    assert running._public.requests("keys-myns")[200] == 4
     writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello")
     assert (await read_response(reader))[0] == 400
     assert await closed(reader)

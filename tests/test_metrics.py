@@ -23,7 +23,7 @@ def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str],
 
 @pytest.fixture
 def metrics() -> Metrics:
-    return Metrics(CollectorRegistry(), states=list, unknown_requests={}, clock=lambda: 0.0)
+    return Metrics(CollectorRegistry(), states=list, clock=lambda: 0.0)
 
 
 def test_issuer_counters_are_exported_at_scrape_time_without_created_series(metrics):
@@ -91,8 +91,8 @@ def test_exposition_is_byte_for_byte_what_prometheus_client_renders():
         b'"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
         b'"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
     states[0].apply(validate(body, max_bytes=1 << 16, max_keys=10), now=5.0)
-    states[0].requests[200] = 7
-    metrics = Metrics(registry, states=lambda: states, unknown_requests={404: 2}, clock=lambda: 9.0)
+    metrics = Metrics(registry, states=lambda: states, clock=lambda: 9.0)
+    metrics.requests = lambda name: {"a": {200: 7}, None: {404: 2}}.get(name, {})
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_duration_seconds.observe(0.3)
     metrics.config_reloads_total.labels("success").inc()
