@@ -2,10 +2,10 @@
 and stuck clients (the shape of uvicorn's ``ServerState``: the protocol objects register here,
 the server owns it).
 
-The sweeper compares counters once every few seconds (see :meth:`Swept.sweep`), so the request
-path never reads a clock for the idle/header timeout. A connection with no complete request for
-``keepalive_s`` is closed; one whose answers do not drain for as long, or that is still closing
-a sweep after it was closed, is aborted and the reason counted.
+The sweeper compares counters once every few seconds (:class:`Liveness`, one per
+connection), so the request path never reads a clock for the idle/header timeout. A connection
+with no complete request for ``keepalive_s`` is closed; one whose answers do not drain for as
+long, or that is still closing a sweep after it was closed, is aborted and the reason counted.
 """
 
 from __future__ import annotations
@@ -27,6 +27,56 @@ class Swept(Protocol):
     def drain(self) -> None: ...
 
     def abort(self) -> None: ...
+
+
+class Liveness:
+    """What the sweeper remembers of one connection from one sweep to the next."""
+
+    __slots__ = (
+        "closing_sweeps",
+        "idle_sweeps",
+        "last_buffered",
+        "resumed",
+        "served_at_last_sweep",
+        "stalled_sweeps",
+    )
+
+    def __init__(self) -> None:
+        self.served_at_last_sweep = 0  # answers written by the last sweep
+        self.idle_sweeps = 0  # sweeps in a row with no answer written
+        self.last_buffered = 0  # bytes in the write buffer at the last sweep
+        self.stalled_sweeps = 0  # sweeps in a row with that buffer not shrinking
+        self.resumed = False  # the buffer drained below its low mark since the last sweep
+        self.closing_sweeps = 0  # sweeps since the connection was closed
+
+    def check(self, limit: int, closing: bool, buffered: int, served: int) -> str | None:
+        """One sweep; ``limit`` sweeps make the idle timeout. What to do with the connection:
+
+        * ``"idle"``: no complete request for ``limit`` sweeps (idle keep-alive, or a head
+          dribbled to hold the connection): close it;
+        * ``"stalled"``: answers waiting in the write buffer that did not shrink for over
+          ``limit`` sweeps (a client that sends and never reads): abort it;
+        * ``"closing"``: closed at an earlier sweep but still not gone (``close`` waits for the
+          write buffer to drain, which a non-reader never lets happen): abort it;
+        * None: leave it.
+        """
+        if closing:
+            self.closing_sweeps += 1
+            return "closing" if self.closing_sweeps > 1 else None
+        if buffered and buffered >= self.last_buffered and not self.resumed:
+            self.stalled_sweeps += 1
+        else:
+            self.stalled_sweeps = 0
+        self.last_buffered = buffered
+        self.resumed = False
+        if self.stalled_sweeps > limit:
+            return "stalled"
+        if served != self.served_at_last_sweep:
+            self.served_at_last_sweep = served
+            self.idle_sweeps = 0
+            return None
+        self.idle_sweeps += 1
+        return "idle" if self.idle_sweeps >= limit else None
 
 
 class Connections:

@@ -219,6 +219,11 @@ class PublicServer:
                 self.counts.keep_only(self.states)
         return cached
 
+    def refusal(self, status: int) -> bytes:
+        """The answer to a refused request (400, 431, 500); the connection closes after it."""
+        body = REASONS[status].lower().encode() + b"\n"
+        return self.simple(status, body, keep_alive=False)
+
     def simple(
         self,
         status: int,

@@ -11,7 +11,7 @@ import pytest
 
 from jwks_mirror import connections as connections_module
 from jwks_mirror import public
-from jwks_mirror.connections import Connections
+from jwks_mirror.connections import Connections, Liveness
 
 from .conftest import config_text, jwks, until
 from .rawhttp import closed, read_response
@@ -43,6 +43,34 @@ class Client:
     def abort(self) -> None:
         self.calls.append("abort")
         self.owner.discard(self)
+
+
+def test_liveness_an_answer_resets_the_idle_count():
+    liveness = Liveness()
+    assert [liveness.check(3, False, 0, 0) for _ in range(3)] == [None, None, "idle"]
+    liveness = Liveness()
+    served = [0, 1, 1, 2, 2, 2, 2]
+    assert [liveness.check(3, False, 0, n) for n in served] == [
+        None, None, None, None, None, None, "idle"
+    ]
+
+
+def test_liveness_a_buffer_that_does_not_shrink_is_stalled_unless_it_drained_between():
+    liveness = Liveness()
+    assert [liveness.check(2, False, 500, 1) for _ in range(3)] == [None, None, "stalled"]
+    liveness = Liveness()
+    verdicts = []
+    for served in range(5):
+        verdicts.append(liveness.check(2, False, 500, served))
+        liveness.resumed = True  # resume_writing: the client read
+    assert verdicts == [None] * 5
+    liveness = Liveness()
+    assert [liveness.check(9, False, size, 1) for size in (900, 800, 700, 600)] == [None] * 4
+
+
+def test_liveness_a_closed_connection_still_there_a_sweep_later_is_aborted():
+    liveness = Liveness()
+    assert [liveness.check(3, True, 0, 0) for _ in range(2)] == [None, "closing"]
 
 
 def _connections(aborted: list[str]) -> Connections:
