@@ -31,7 +31,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from jwks_mirror.connections import Liveness
+from jwks_mirror.connections import Connections, Liveness
 from jwks_mirror.logs import event
 
 MAX_HEAD_BYTES = 16384  # aiohttp's limit is 8190 per line; a real JWKS request is ~200 bytes
@@ -46,11 +46,10 @@ _END = b"\r\n\r\n"
 class Responder(Protocol):
     """The server side a connection talks to."""
 
-    @property
-    def draining(self) -> bool: ...
+    connections: Connections  # the port's open connections; draining at shutdown
 
     def answer(
-        self, method: bytes, target: bytes, inm: bytes | None, *, keep_alive: bool, http11: bool
+        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool, http11: bool
     ) -> bytes: ...
 
     def refusal(self, status: int) -> bytes: ...
@@ -75,6 +74,7 @@ class Connection(asyncio.Protocol):
         "_body_left",
         "_callback_error",
         "_closing",
+        "_connections",
         "_eof",
         "_fields",
         "_head_bytes",
@@ -99,6 +99,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: Responder) -> None:
         self._server = server
+        self._connections = server.connections
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._pending = b""  # received while paused: fed on resume
@@ -137,7 +138,7 @@ class Connection(asyncio.Protocol):
         if not self._server.join(self, transport):  # past the cap: closed already
             self._closing = True
             return
-        if self._server.draining:
+        if self._connections.draining:
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -276,7 +277,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         try:
             method = self._parser.get_method()
-            target, http11 = self._request_line(method, self._head())
+            target, http11 = self._request_line(method)
             host = self._host
             if host is None:
                 if http11:
@@ -288,11 +289,8 @@ class Connection(asyncio.Protocol):
             keep_alive = http11 and method != b"CONNECT"
             if self._saw_framing_fields:
                 keep_alive = self._keep_alive(keep_alive, http11=http11)
-            server = self._server
-            self._write(
-                server.answer(method, target, self._inm, keep_alive=keep_alive, http11=http11)
-            )
-            if not keep_alive or server.draining:
+            self._write(self._server.answer(method, target, self._inm, keep_alive, http11))
+            if not keep_alive or self._connections.draining:
                 self.close()
             else:
                 self._body_left = self._length
@@ -305,8 +303,10 @@ class Connection(asyncio.Protocol):
             self._callback_error = exc  # httptools raises HttpParserCallbackError
             raise
 
-    def _head(self) -> bytes:
-        """The head just parsed, whole, without leading blank lines; forget its pieces."""
+    def _request_line(self, method: bytes) -> tuple[bytes, bool]:
+        """The target and whether the version is 1.1, from the request line llhttp has just
+        validated (cheaper than its URL callback). llhttp tolerates repeated spaces there,
+        and HTTP/0.9 and 2.0: refused here. The head's pieces are forgotten."""
         head = self._piece
         if self._head_parts:
             head = b"".join((*self._head_parts, head))
@@ -315,13 +315,6 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         if head[0] in b"\r\n":
             head = head.lstrip(b"\r\n")
-        return head
-
-    @staticmethod
-    def _request_line(method: bytes, head: bytes) -> tuple[bytes, bool]:
-        """The target and whether the version is 1.1, from the request line llhttp has just
-        validated (cheaper than its URL callback). llhttp tolerates repeated spaces there,
-        and HTTP/0.9 and 2.0: refused here."""
         line_end = head.find(b"\r\n")
         version = head[line_end - 9 : line_end]
         if version == b" HTTP/1.1":

@@ -72,10 +72,6 @@ class PublicServer:
         )
         self._listener: Listener | NativeListener | None = None
 
-    @property
-    def draining(self) -> bool:
-        return self.connections.draining
-
     def requests(self, name: str | None) -> Mapping[int, int]:
         """Requests answered for issuer ``name`` (None: names not configured), by status code.
         Read only; for the metrics, at scrape time."""
@@ -152,16 +148,10 @@ class PublicServer:
     # -- answers ----------------------------------------------------------------------------
 
     def answer(
-        self, method: bytes, target: bytes, inm: bytes | None, *, keep_alive: bool, http11: bool
+        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool, http11: bool
     ) -> bytes:
         """The complete response for one request, ``Connection`` field included: ``close``
         when the connection closes after it, ``keep-alive`` when HTTP/1.0 asked to keep it."""
-        answer = self._answer(method, target, inm, keep_alive)
-        if keep_alive and not http11 and not self.draining:
-            answer = with_connection(answer, b"keep-alive")
-        return answer
-
-    def _answer(self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool) -> bytes:
         path = target.partition(b"?")[0]
         if path[:1] != b"/" and (path.startswith((b"http://", b"https://"))):
             # absolute-form (RFC 9112 3.2.2): the path starts after the authority
@@ -171,15 +161,19 @@ class PublicServer:
         if path.endswith(_SUFFIX) and path[:1] == b"/":
             state = self.states.get(path[1 : -len(_SUFFIX)].decode("latin-1"))
         if state is None:
-            unknown = self.counts.counter(None)
+            unknown = self.counts[None]
             unknown[404] = unknown.get(404, 0) + 1
-            return self.simple(404, b"not found\n", keep_alive=keep_alive, method=method)
-        counts = self.counts.counter(state.name)
+            return self.simple(
+                404, b"not found\n", keep_alive=keep_alive, method=method, http11=http11
+            )
+        counts = self.counts[state.name]
         if method != b"GET" and method != b"HEAD":
             counts[405] = counts.get(405, 0) + 1
             extra = b"Allow: GET, HEAD\r\n"
             body = b"method not allowed\n"
-            return self.simple(405, body, extra, keep_alive=keep_alive, method=method)
+            return self.simple(
+                405, body, extra, keep_alive=keep_alive, method=method, http11=http11
+            )
         now = self.clock.now()
         published = state.published
         if published is None or now > state.stale_deadline():
@@ -187,7 +181,9 @@ class PublicServer:
             retry = max(1, math.ceil(state.next_refresh - now))
             extra = f"Retry-After: {retry}\r\nCache-Control: no-store\r\n".encode()
             body = b"no servable key set\n"
-            return self.simple(503, body, extra, keep_alive=keep_alive, method=method)
+            return self.simple(
+                503, body, extra, keep_alive=keep_alive, method=method, http11=http11
+            )
         responses = self._responses(state, published, now)
         if inm is not None and (
             inm == responses.etag or etag_matches(inm.decode("latin-1"), published.etag)
@@ -197,8 +193,10 @@ class PublicServer:
         else:
             counts[200] = counts.get(200, 0) + 1
             answer = responses.full if method == b"GET" else responses.head
-        if not keep_alive or self.draining:
+        if not keep_alive or self.connections.draining:
             answer = with_connection(answer, b"close")
+        elif not http11:
+            answer = with_connection(answer, b"keep-alive")
         return answer
 
     def _responses(self, state: IssuerState, published: Published, now: float) -> Responses:
@@ -232,6 +230,7 @@ class PublicServer:
         *,
         keep_alive: bool,
         method: bytes = b"GET",
+        http11: bool = True,
     ) -> bytes:
         """A small plain-text answer (errors: not the hot path, built each time)."""
         self.clock.date(self.clock.now())
@@ -244,6 +243,8 @@ class PublicServer:
             + self.clock.line
             + SERVER_LINE
         )
-        if not keep_alive or self.draining:
+        if not keep_alive or self.connections.draining:
             head += b"Connection: close\r\n"
+        elif not http11:
+            head += b"Connection: keep-alive\r\n"
         return head + b"\r\n" + (b"" if method == b"HEAD" else body)

@@ -1,8 +1,9 @@
 """Requests answered on the public port, by issuer and status code.
 
-Plain ints (one event loop, no lock): the public server counts here on every request, and the
-metrics read them at scrape time through :meth:`RequestCounts.of`. Requests for names that are
-not configured share one row (``None``), so hostile paths add no labels.
+Plain ints (one event loop, no lock): the public server counts here on every request, in
+place (``counts[name][code] += 1``: one dict lookup on the hot path), and the metrics read them
+at scrape time through :meth:`RequestCounts.of`. Requests for names that are not configured
+share one row (``None``), so hostile paths add no labels.
 """
 
 from __future__ import annotations
@@ -12,26 +13,22 @@ from collections.abc import Container, Mapping
 _NONE: Mapping[int, int] = {}
 
 
-class RequestCounts:
-    """Status code -> requests answered, per configured issuer and for unknown names."""
+class RequestCounts(dict[str | None, dict[int, int]]):
+    """Issuer name (None: names not configured) -> status code -> requests answered.
+    Indexing creates an issuer's row on first use."""
 
-    __slots__ = ("_by_issuer",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._by_issuer: dict[str | None, dict[int, int]] = {}
-
-    def counter(self, name: str | None) -> dict[int, int]:
-        """The counts of ``name`` (None: names not configured), to add to in place."""
-        counts = self._by_issuer.get(name)
-        if counts is None:
-            counts = self._by_issuer[name] = {}
+    def __missing__(self, name: str | None) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        self[name] = counts
         return counts
 
     def of(self, name: str | None) -> Mapping[int, int]:
-        """Read only: the counts of ``name`` (None: names not configured), by status code."""
-        return self._by_issuer.get(name, _NONE)
+        """Read only, and creating nothing: the counts of ``name`` by status code."""
+        return self.get(name, _NONE)
 
     def keep_only(self, names: Container[str]) -> None:
         """Forget the counts of issuers no longer configured (the unknown row stays)."""
-        for name in [n for n in self._by_issuer if n is not None and n not in names]:
-            del self._by_issuer[name]
+        for name in [n for n in self if n is not None and n not in names]:
+            del self[name]
