@@ -83,8 +83,9 @@ def _from_peer(s: IssuerState, now: float) -> float:
     return 1.0 if s.source == "peer" else 0.0
 
 
-def _requests(s: IssuerState, now: float) -> Mapping[str, float]:
-    return {str(code): count for code, count in sorted(s.requests.items())}
+def _counted_apart(s: IssuerState, now: float) -> None:
+    """Requests are the public server's (``PublicServer.requests``), read by the collector."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ FAMILIES: tuple[Family, ...] = (
         "requests",
         "Public endpoint requests by status code.",
         ("issuer", "code"),
-        _requests,
+        _counted_apart,
         "full",
         "counter",
     ),
@@ -186,12 +187,12 @@ class StateCollector(Collector):
     def __init__(
         self,
         states: Callable[[], Iterable[IssuerState]],
-        unknown_requests: Mapping[int, int],
+        requests: Callable[[str | None], Mapping[int, int]],
         clock: Callable[[], float],
         per_issuer: PerIssuer = lambda: "compact",
     ) -> None:
         self._states = states
-        self._unknown = unknown_requests
+        self._requests_of = requests  # by issuer name; None: names not configured
         self._clock = clock
         self._per_issuer = per_issuer
         self._requests = MonotonicSum()
@@ -214,8 +215,9 @@ class StateCollector(Collector):
                 elif full or family.when == ALWAYS or value != family.healthy:
                     out.add_metric([state.name], value)
             if family is _REQUESTS:
-                for code, count in sorted(self._unknown.items()):
-                    out.add_metric([UNKNOWN_ISSUER, str(code)], count)
+                for name in [*(state.name for state in states), None]:
+                    for code, count in sorted(self._requests_of(name).items()):
+                        out.add_metric([name or UNKNOWN_ISSUER, str(code)], count)
             yield out
         if not full:
             yield self._requests_by_code(states)
@@ -223,11 +225,10 @@ class StateCollector(Collector):
     def _requests_by_code(self, states: list[IssuerState]) -> Metric:
         """``requests_total{code}``: every issuer's requests (and the unknown names') summed."""
         current: dict[tuple[str, ...], float] = {
-            (state.name, str(code)): float(count)
-            for state in states
-            for code, count in state.requests.items()
+            (name or UNKNOWN_ISSUER, str(code)): float(count)
+            for name in [*(state.name for state in states), None]
+            for code, count in self._requests_of(name).items()
         }
-        current.update(((UNKNOWN_ISSUER, str(c)), float(n)) for c, n in self._unknown.items())
         out = _new(_REQUESTS, ("code",))
         for code, total in sorted(self._requests.update(current).items()):
             out.add_metric([code], total)

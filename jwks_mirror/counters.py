@@ -40,11 +40,13 @@ class Metrics:
         registry: CollectorRegistry,
         *,
         states: Callable[[], Iterable[IssuerState]],
-        unknown_requests: Mapping[int, int],
         clock: Callable[[], float],
         per_issuer: PerIssuer = lambda: "compact",
     ) -> None:
         self.registry = registry
+        # Requests answered by status code, per issuer (None: names not configured): the
+        # public server's, which sets this to its own ``PublicServer.requests``.
+        self.requests: Callable[[str | None], Mapping[int, int]] = lambda name: {}
         self.fetch_total = IssuerCounter(
             PREFIX + "fetch",
             "Upstream fetches by outcome (changed, unchanged, failed).",
@@ -143,7 +145,9 @@ class Metrics:
             self.peer_fills_total,
             self.peer_errors_total,
         )
-        registry.register(StateCollector(states, unknown_requests, clock, per_issuer))
+        registry.register(
+            StateCollector(states, lambda name: self.requests(name), clock, per_issuer)
+        )
         registry.register(_CounterCollector(self._counters, per_issuer))
 
     def forget(self, issuer: str) -> None:

@@ -1,31 +1,25 @@
 """HTTP/1.1 server connections for the public port, parsed by llhttp (through httptools).
 
 llhttp, Node.js's parser, parses each request in its strict mode; this module adds what RFC
-9112 asks of a server on top of it and what llhttp leaves to its caller, and writes the
-pre-built answers. A request is refused, and the connection closed after the answer, when
-llhttp refuses its framing or fields (conflicting or malformed ``Content-Length``, both
-``Content-Length`` and ``Transfer-Encoding``, a ``Transfer-Encoding`` not ending in
-``chunked``, bare CR or LF, control bytes, obsolete folding: 400); when the request line is not
-exactly ``method SP target SP HTTP/1.0|1.1`` (400); when an HTTP/1.1 request has no ``Host``,
-any request has two or an invalid one, or HTTP/1.0 has a ``Transfer-Encoding`` (400); and when
-the head is over 16 KiB or 100 field lines (431). Non-HTTP bytes (a TLS ClientHello, the HTTP/2
-preface) fail at once. The full list, with the RFC clause of each: docs/http1.md.
+9112 asks of a server and llhttp leaves to its caller. A request is refused (400, or 431 for a
+head over 16 KiB or 100 field lines) and the connection closed after the answer when llhttp
+refuses its framing or fields, when the request line is not exactly
+``method SP target SP HTTP/1.0|1.1``, or when its ``Host`` is missing (HTTP/1.1), repeated or
+invalid. Non-HTTP bytes (a TLS ClientHello, the HTTP/2 preface) fail at once. The full list,
+with the RFC clause of each: docs/http1.md.
 
 Keep-alive and pipelining are kept, answers strictly in request order; ``close`` wins over
-``keep-alive``, and ``Proxy-Connection`` counts as ``Connection`` (llhttp reads it so). A
-body of at most 64 KiB is skipped; a larger or chunked one is not read and the connection
-closes after the answer; ``Upgrade`` is never honoured. Write back-pressure stops
-reading, and :meth:`Connection.sweep` closes idle or slow clients and aborts those whose
-answers do not drain, so a client cannot pin memory. llhttp is fed one request head at a time
-(the 16 KiB limit is exact, nothing past a request is parsed while its answer waits); every
-request takes that one path, however often a client repeats it.
-
-A refusal raised in a callback is kept on the connection (httptools reports any callback
-exception as a bare ``HttpParserCallbackError``); the exception chain is never read.
+``keep-alive``, and ``Proxy-Connection`` counts as ``Connection`` (llhttp reads it so). A body
+of at most 64 KiB is skipped; a larger or chunked one is not read and the connection closes
+after the answer; ``Upgrade`` is never honoured. Write back-pressure stops reading. llhttp is
+fed one request head at a time (the 16 KiB limit is exact, nothing past a request is parsed
+while its answer waits). A refusal raised in a callback is kept on the connection (httptools
+reports any callback exception as a bare ``HttpParserCallbackError``).
 
 Only ``write``/``close``/``abort``/``pause_reading``/``resume_reading``/
 ``get_write_buffer_size`` of the transport are used, so the protocol runs the same over TLS.
-*What* to answer is the :class:`Responder`'s business (``public.PublicServer``).
+*What* to answer is the :class:`Responder`'s business (``public.PublicServer``); the open
+connections and the idle/drain sweeper are :mod:`jwks_mirror.connections`.
 """
 
 from __future__ import annotations
@@ -37,8 +31,8 @@ from typing import Protocol, cast
 
 import httptools
 
+from jwks_mirror.connections import Connections, Liveness
 from jwks_mirror.logs import event
-from jwks_mirror.responses import REASONS, with_connection
 
 MAX_HEAD_BYTES = 16384  # aiohttp's limit is 8190 per line; a real JWKS request is ~200 bytes
 MAX_FIELDS = 100  # as aiohttp's default; a real JWKS request has fewer than ten
@@ -47,28 +41,18 @@ MAX_SKIPPED_BODY_BYTES = 65536  # a GET with a body is odd; a large one is not w
 # RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; empty is allowed (RFC 9112 3.2)
 _HOST = re.compile(rb"(?:\[[\w:.~%!$&'()*+,;=-]+\]|[\w.~%!$&'()*+,;=-]*)(?::\d*)?")
 _END = b"\r\n\r\n"
-_VERSIONS = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
 
 
 class Responder(Protocol):
     """The server side a connection talks to."""
 
-    draining: bool
-    connections: set[Connection]
+    connections: Connections  # the port's open connections; draining at shutdown
 
     def answer(
-        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool
-    ) -> tuple[bytes, int]: ...
-
-    def simple(
-        self,
-        status: int,
-        body: bytes,
-        extra: bytes = b"",
-        *,
-        keep_alive: bool,
-        method: bytes = b"GET",
+        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool, http11: bool
     ) -> bytes: ...
+
+    def refusal(self, status: int) -> bytes: ...
 
     def join(self, connection: Connection, transport: asyncio.BaseTransport) -> bool: ...
 
@@ -90,41 +74,37 @@ class Connection(asyncio.Protocol):
         "_body_left",
         "_callback_error",
         "_closing",
+        "_connections",
         "_eof",
         "_fields",
         "_head_bytes",
         "_head_parts",
         "_host",
         "_inm",
-        "_last_buffered",
         "_length",
-        "_odd",
+        "_liveness",
         "_parser",
         "_paused",
         "_pending",
         "_piece",
-        "_resumed",
+        "_saw_framing_fields",
         "_server",
         "_tail",
         "_te",
         "_tokens",
         "_transport",
         "_valid_host",
-        "closing_sweeps",
-        "idle_sweeps",
-        "seen",
         "served",
-        "stalled_sweeps",
     )
 
     def __init__(self, server: Responder) -> None:
         self._server = server
+        self._connections = server.connections
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._pending = b""  # received while paused: fed on resume
         self._body_left = 0  # Content-Length body bytes still to skip
-        # what the last llhttp callback raised: httptools reports it as a bare
-        # HttpParserCallbackError, so it is kept here, never looked up in an exception chain
+        # what the last llhttp callback raised (httptools reports a bare HttpParserCallbackError)
         self._callback_error: BaseException | None = None
         self._head_bytes = 0  # bytes of the current head fed so far
         self._head_parts: list[bytes] = []  # earlier pieces of a head split across reads
@@ -133,15 +113,12 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._closing = False
         self._eof = False
-        self._resumed = False
-        self._last_buffered = 0
-        self.served = 0
-        self.seen = 0
-        self.idle_sweeps = 0
-        self.stalled_sweeps = 0
-        self.closing_sweeps = 0
+        self.served = 0  # answers written
+        self._liveness = Liveness()  # what the sweeper saw of this connection
         self._valid_host = b""  # the last Host found valid: clients repeat theirs
-        self._odd = True
+        # a Connection, Content-Length or Transfer-Encoding field in this request: looked at
+        # after the head, and its values reset after the answer (True: reset them now)
+        self._saw_framing_fields = True
         self._reset()
 
     def _reset(self) -> None:
@@ -149,13 +126,11 @@ class Connection(asyncio.Protocol):
         self._fields = 0
         self._host: bytes | None = None
         self._inm: bytes | None = None
-        if self._odd:
-            self._odd = False
+        if self._saw_framing_fields:
+            self._saw_framing_fields = False
             self._tokens: list[bytes] = []
             self._length = 0
             self._te = b""  # the last transfer coding named
-
-    # -- transport events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence a cast, not a check
@@ -163,7 +138,7 @@ class Connection(asyncio.Protocol):
         if not self._server.join(self, transport):  # past the cap: closed already
             self._closing = True
             return
-        if self._server.draining:
+        if self._connections.draining:
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -179,7 +154,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        self._resumed = True
+        self._liveness.resumed = True
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
             if self._pending:
@@ -268,9 +243,8 @@ class Connection(asyncio.Protocol):
         found = data.find(_END, pos)
         return -1 if found < 0 else found + 4
 
-    # llhttp callbacks (httptools calls only those defined). Per request, only the field
-    # count, Host and If-None-Match are kept on the common path; any field that bears
-    # on framing or the connection's life sets ``_odd`` and is looked at after the head.
+    # llhttp callbacks. Per request, only the field count, Host and If-None-Match are kept on
+    # the common path; a field that bears on framing sets ``_saw_framing_fields``.
 
     def on_header(self, name: bytes, value: bytes) -> None:
         try:
@@ -288,13 +262,13 @@ class Connection(asyncio.Protocol):
             elif name == b"connection" or name == b"proxy-connection":
                 # llhttp reads Proxy-Connection as Connection (close, keep-alive, upgrade):
                 # so does this server, or it would advertise keep-alive and then close
-                self._odd = True
+                self._saw_framing_fields = True
                 self._tokens.extend(t.strip(b" \t").lower() for t in value.split(b","))
             elif name == b"content-length":
-                self._odd = True
+                self._saw_framing_fields = True
                 self._length = int(value)  # llhttp allows digits and whitespace, one value
             elif name == b"transfer-encoding":
-                self._odd = True
+                self._saw_framing_fields = True
                 self._te = value.rpartition(b",")[2].strip(b" \t").lower()
         except BaseException as exc:
             self._callback_error = exc  # httptools raises HttpParserCallbackError
@@ -303,27 +277,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         try:
             method = self._parser.get_method()
-            head = self._piece
-            if self._head_parts:
-                head = b"".join((*self._head_parts, head))
-                self._head_parts = []
-            self._tail = b""
-            self._head_bytes = 0
-            if head[0] in b"\r\n":
-                head = head.lstrip(b"\r\n")
-            # The target is taken from the request line llhttp has just validated (cheaper than
-            # its URL callback); llhttp tolerates repeated spaces there, and HTTP/0.9 and 2.0.
-            line_end = head.find(b"\r\n")
-            version = head[line_end - 9 : line_end]
-            if version == b" HTTP/1.1":
-                http11 = True
-            elif version == b" HTTP/1.0":
-                http11 = False
-            else:
-                raise _Refused(400)
-            target = head[len(method) + 1 : line_end - 9]
-            if not target or b" " in target:
-                raise _Refused(400)
+            target, http11 = self._request_line(method)
             host = self._host
             if host is None:
                 if http11:
@@ -333,35 +287,53 @@ class Connection(asyncio.Protocol):
                     raise _Refused(400)
                 self._valid_host = host
             keep_alive = http11 and method != b"CONNECT"
-            if self._odd:
+            if self._saw_framing_fields:
                 keep_alive = self._keep_alive(keep_alive, http11=http11)
-            server = self._server
-            answer, _ = server.answer(method, target, self._inm, keep_alive)
-            if keep_alive and not http11 and not server.draining:
-                answer = with_connection(answer, b"keep-alive")
-            if self._transport is not None:  # _reply and _reset, inlined: the hot path
-                self._transport.write(answer)
-                self.served += 1
-            if not keep_alive or server.draining:
+            self._write(self._server.answer(method, target, self._inm, keep_alive, http11))
+            if not keep_alive or self._connections.draining:
                 self.close()
             else:
                 self._body_left = self._length
             self._fields = 0
             self._host = None
             self._inm = None
-            if self._odd:
+            if self._saw_framing_fields:
                 self._reset()
         except BaseException as exc:
             self._callback_error = exc  # httptools raises HttpParserCallbackError
             raise
 
+    def _request_line(self, method: bytes) -> tuple[bytes, bool]:
+        """The target and whether the version is 1.1, from the request line llhttp has just
+        validated (cheaper than its URL callback). llhttp tolerates repeated spaces there,
+        and HTTP/0.9 and 2.0: refused here. The head's pieces are forgotten."""
+        head = self._piece
+        if self._head_parts:
+            head = b"".join((*self._head_parts, head))
+            self._head_parts = []
+        self._tail = b""
+        self._head_bytes = 0
+        if head[0] in b"\r\n":
+            head = head.lstrip(b"\r\n")
+        line_end = head.find(b"\r\n")
+        version = head[line_end - 9 : line_end]
+        if version == b" HTTP/1.1":
+            http11 = True
+        elif version == b" HTTP/1.0":
+            http11 = False
+        else:
+            raise _Refused(400)
+        target = head[len(method) + 1 : line_end - 9]
+        if not target or b" " in target:
+            raise _Refused(400)
+        return target, http11
+
     def _keep_alive(self, keep_alive: bool, *, http11: bool) -> bool:
         """The rare path: framing and connection fields. Refuses what cannot be framed."""
         te = self._te
         if te and (not http11 or te != b"chunked"):
-            # RFC 9112 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty; 6.3: a final
-            # coding other than chunked leaves the length unknown. llhttp checks the latter
-            # only after this callback, when the answer would already be written.
+            # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding is faulty; 6.3: a final coding but
+            # chunked leaves the length unknown (llhttp checks it after this callback: too late)
             raise _Refused(400)
         tokens = self._tokens
         if b"close" in tokens or b"upgrade" in tokens:
@@ -371,9 +343,8 @@ class Connection(asyncio.Protocol):
         # a chunked body is not read, nor a large one: answer, then close
         return keep_alive and not te and self._length <= MAX_SKIPPED_BODY_BYTES
 
-    # -- answers and closing ---------------------------------------------------------------
-
-    def _reply(self, answer: bytes) -> None:
+    def _write(self, answer: bytes) -> None:
+        """The one write path: every answer is written and counted here."""
         if self._transport is not None:
             self._transport.write(answer)
             self.served += 1
@@ -381,8 +352,7 @@ class Connection(asyncio.Protocol):
     def _refuse(self, status: int) -> None:
         if self._closing:
             return
-        body = REASONS[status].lower().encode() + b"\n"
-        self._reply(self._server.simple(status, body, keep_alive=False))
+        self._write(self._server.refusal(status))
         self.close()
 
     def _internal_error(self, exc: BaseException) -> None:
@@ -407,40 +377,16 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
     def sweep(self, limit: int) -> str | None:
-        """One periodic check; ``limit`` sweeps make the idle timeout. Returns why the
-        connection was aborted, or None.
-
-        * no complete request for ``limit`` sweeps (idle keep-alive, or a head dribbled to
-          hold the connection): closed;
-        * answers waiting in the write buffer that did not shrink for over ``limit`` sweeps
-          (a client that sends and never reads): aborted, ``"stalled"``;
-        * closed at an earlier sweep but still not gone (``close`` waits for the write buffer
-          to drain, which a non-reader never lets happen): aborted, ``"closing"``.
-        """
+        """One periodic check (see :meth:`~jwks_mirror.connections.Liveness.check`): an idle
+        connection is closed, a stalled or stuck one aborted. Returns why it was aborted."""
         transport = self._transport
         if transport is None:
             return None
-        if self._closing:
-            self.closing_sweeps += 1
-            if self.closing_sweeps > 1:
-                self.abort()
-                return "closing"
+        buffered = 0 if self._closing else transport.get_write_buffer_size()
+        verdict = self._liveness.check(limit, self._closing, buffered, self.served)
+        if verdict == "idle":
+            self.close()
             return None
-        buffered = transport.get_write_buffer_size()
-        if buffered and buffered >= self._last_buffered and not self._resumed:
-            self.stalled_sweeps += 1
-        else:
-            self.stalled_sweeps = 0
-        self._last_buffered = buffered
-        self._resumed = False
-        if self.stalled_sweeps > limit:
+        if verdict is not None:
             self.abort()
-            return "stalled"
-        if self.served != self.seen:
-            self.seen = self.served
-            self.idle_sweeps = 0
-        else:
-            self.idle_sweeps += 1
-            if self.idle_sweeps >= limit:
-                self.close()
-        return None
+        return verdict

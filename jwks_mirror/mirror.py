@@ -52,14 +52,12 @@ class Mirror:
     ) -> None:
         self.settings = settings
         self.states: dict[str, IssuerState] = {}
-        self.unknown_requests: dict[int, int] = {}
         self.draining = False
         self._was_ready = False
         self.clock = clock
         self.metrics = Metrics(
             registry,
             states=lambda: list(self.states.values()),
-            unknown_requests=self.unknown_requests,
             clock=clock,
             per_issuer=lambda: self.settings.metrics.per_issuer,
         )

@@ -13,24 +13,28 @@ costs one head parse, one dict lookup and one ``transport.write`` of pre-built b
 * Query strings are ignored on purpose: istiod caches by the exact URI, so ``?v=<version>`` is
   how an operator makes every istiod fetch at once. The raw target is matched, never decoded,
   so nothing encoded becomes a name by accident.
-* Requests are counted in plain ints on the issuer state (one event loop, no lock); the
-  metrics collector reads them at scrape time.
+* Requests are counted in plain ints by issuer and status code
+  (:class:`~jwks_mirror.requestcounts.RequestCounts`, one event loop, no lock); the metrics
+  read them at scrape time through :meth:`PublicServer.requests`.
 
 The HTTP/1.1 parsing lives in :mod:`jwks_mirror.http1`; this module decides the answers and
-owns the listening socket, the connections, the idle/header timeout (no complete request for
-15 s: closed) and the orderly shutdown.
+owns the listening socket and the orderly shutdown. The open connections and the sweeper that
+applies the idle/header timeout (no complete request for 15 s: closed) are a
+:class:`~jwks_mirror.connections.Connections` the server owns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
+from collections.abc import Mapping
 from ssl import SSLContext
 
+from jwks_mirror.connections import Connections
 from jwks_mirror.http1 import Connection
 from jwks_mirror.listening import Listener, NativeListener, native_accept
 from jwks_mirror.mirror import Mirror
+from jwks_mirror.requestcounts import RequestCounts
 from jwks_mirror.responses import (
     REASONS,
     SERVER_LINE,
@@ -45,11 +49,11 @@ _SUFFIX = b"/jwks.json"
 # A connection with no complete request for this long is closed: the idle keep-alive
 # timeout, and the header timeout that stops slow clients (slowloris) holding connections.
 KEEPALIVE_S = 15.0
-_SWEEP_S = 5.0  # at most; shorter for short keep-alive timeouts (tests)
 
 
 class PublicServer:
-    """The listening socket, its connections, and their orderly shutdown."""
+    """The listening socket, the answers, and the orderly shutdown; the open connections and
+    their sweeper are a :class:`~jwks_mirror.connections.Connections`."""
 
     def __init__(
         self, mirror: Mirror, *, keepalive_s: float | None = None, max_connections: int = 256
@@ -58,15 +62,20 @@ class PublicServer:
         self.max_connections = max_connections
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
         self.states = mirror.states
-        self.unknown = mirror.unknown_requests
+        self.counts = RequestCounts()
+        mirror.metrics.requests = self.requests
         self.clock = DateClock(mirror.clock)
         self.cache: dict[str, Responses] = {}
-        self.connections: set[Connection] = set()
-        self.draining = False
+        aborts = mirror.metrics.public_aborts_total
+        self.connections = Connections(
+            keepalive_s=self.keepalive_s, aborted=lambda reason: aborts.labels(reason).inc()
+        )
         self._listener: Listener | NativeListener | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        self._all_closed = asyncio.Event()
-        self._aborts = mirror.metrics.public_aborts_total
+
+    def requests(self, name: str | None) -> Mapping[int, int]:
+        """Requests answered for issuer ``name`` (None: names not configured), by status code.
+        Read only; for the metrics, at scrape time."""
+        return self.counts.of(name)
 
     async def start(
         self, host: str, port: int, *, backlog: int = 1024, ssl: SSLContext | None = None
@@ -103,7 +112,7 @@ class PublicServer:
         await listener.start(host, port, backlog=backlog)
         self._listener = listener
         metrics.open_connections.labels("public").set_function(lambda: listener.open_connections)
-        self._sweeper = loop.create_task(self._sweep(), name="public:idle-sweep")
+        self.connections.start_sweeping("public")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -113,22 +122,10 @@ class PublicServer:
     async def close(self, *, timeout_s: float) -> None:
         """Stop accepting; answer requests already received; close every connection (idle
         ones at once, busy ones after their answer); abort what is left after ``timeout_s``."""
-        self.draining = True
+        self.connections.draining = True  # before the listener closes: no keep-alive promised
         if self._listener is not None:
             self._listener.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        for connection in list(self.connections):
-            connection.drain()
-        if self.connections:
-            self._all_closed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_closed.wait(), timeout_s)
-        for connection in list(self.connections):
-            connection.abort()
-            self._aborts.labels("shutdown").inc()
+        await self.connections.close(timeout_s=timeout_s)
         if self._listener is not None:
             await self._listener.wait_closed()
 
@@ -145,31 +142,16 @@ class PublicServer:
         return True
 
     def forget(self, connection: Connection) -> None:
+        """A connection is gone."""
         self.connections.discard(connection)
-        if not self.connections:
-            self._all_closed.set()
-
-    async def _sweep(self) -> None:
-        """Every few seconds: close connections with no complete request for ``keepalive_s``
-        (idle keep-alive clients, and clients that dribble a head to hold a connection), and
-        abort those whose answers have not drained for as long or that are still closing a
-        sweep later (``Connection.sweep``). Counters compared per sweep, so the request path
-        never reads a clock for this."""
-        period = min(_SWEEP_S, self.keepalive_s / 3)
-        limit = math.ceil(self.keepalive_s / period)
-        while True:
-            await asyncio.sleep(period)
-            for connection in list(self.connections):
-                reason = connection.sweep(limit)
-                if reason is not None:
-                    self._aborts.labels(reason).inc()
 
     # -- answers ----------------------------------------------------------------------------
 
     def answer(
-        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool
-    ) -> tuple[bytes, int]:
-        """The complete response for one request, and its status."""
+        self, method: bytes, target: bytes, inm: bytes | None, keep_alive: bool, http11: bool
+    ) -> bytes:
+        """The complete response for one request, ``Connection`` field included: ``close``
+        when the connection closes after it, ``keep-alive`` when HTTP/1.0 asked to keep it."""
         path = target.partition(b"?")[0]
         if path[:1] != b"/" and (path.startswith((b"http://", b"https://"))):
             # absolute-form (RFC 9112 3.2.2): the path starts after the authority
@@ -179,14 +161,19 @@ class PublicServer:
         if path.endswith(_SUFFIX) and path[:1] == b"/":
             state = self.states.get(path[1 : -len(_SUFFIX)].decode("latin-1"))
         if state is None:
-            self.unknown[404] = self.unknown.get(404, 0) + 1
-            return self.simple(404, b"not found\n", keep_alive=keep_alive, method=method), 404
-        counts = state.requests
+            unknown = self.counts[None]
+            unknown[404] = unknown.get(404, 0) + 1
+            return self.simple(
+                404, b"not found\n", keep_alive=keep_alive, method=method, http11=http11
+            )
+        counts = self.counts[state.name]
         if method != b"GET" and method != b"HEAD":
             counts[405] = counts.get(405, 0) + 1
             extra = b"Allow: GET, HEAD\r\n"
             body = b"method not allowed\n"
-            return self.simple(405, body, extra, keep_alive=keep_alive, method=method), 405
+            return self.simple(
+                405, body, extra, keep_alive=keep_alive, method=method, http11=http11
+            )
         now = self.clock.now()
         published = state.published
         if published is None or now > state.stale_deadline():
@@ -194,21 +181,23 @@ class PublicServer:
             retry = max(1, math.ceil(state.next_refresh - now))
             extra = f"Retry-After: {retry}\r\nCache-Control: no-store\r\n".encode()
             body = b"no servable key set\n"
-            return self.simple(503, body, extra, keep_alive=keep_alive, method=method), 503
+            return self.simple(
+                503, body, extra, keep_alive=keep_alive, method=method, http11=http11
+            )
         responses = self._responses(state, published, now)
         if inm is not None and (
             inm == responses.etag or etag_matches(inm.decode("latin-1"), published.etag)
         ):
             counts[304] = counts.get(304, 0) + 1
             answer = responses.not_modified
-            status = 304
         else:
             counts[200] = counts.get(200, 0) + 1
             answer = responses.full if method == b"GET" else responses.head
-            status = 200
-        if not keep_alive or self.draining:
+        if not keep_alive or self.connections.draining:
             answer = with_connection(answer, b"close")
-        return answer, status
+        elif not http11:
+            answer = with_connection(answer, b"keep-alive")
+        return answer
 
     def _responses(self, state: IssuerState, published: Published, now: float) -> Responses:
         max_age = max(0, int(state.next_refresh - now))
@@ -225,7 +214,13 @@ class PublicServer:
             if len(self.cache) > 2 * len(self.states) + 16:  # issuers removed by a reload
                 for name in [n for n in self.cache if n not in self.states]:
                     del self.cache[name]
+                self.counts.keep_only(self.states)
         return cached
+
+    def refusal(self, status: int) -> bytes:
+        """The answer to a refused request (400, 431, 500); the connection closes after it."""
+        body = REASONS[status].lower().encode() + b"\n"
+        return self.simple(status, body, keep_alive=False)
 
     def simple(
         self,
@@ -235,6 +230,7 @@ class PublicServer:
         *,
         keep_alive: bool,
         method: bytes = b"GET",
+        http11: bool = True,
     ) -> bytes:
         """A small plain-text answer (errors: not the hot path, built each time)."""
         self.clock.date(self.clock.now())
@@ -247,6 +243,8 @@ class PublicServer:
             + self.clock.line
             + SERVER_LINE
         )
-        if not keep_alive or self.draining:
+        if not keep_alive or self.connections.draining:
             head += b"Connection: close\r\n"
+        elif not http11:
+            head += b"Connection: keep-alive\r\n"
         return head + b"\r\n" + (b"" if method == b"HEAD" else body)

@@ -83,9 +83,6 @@ class IssuerState:
     upstream_digest: str | None = None
     # When each key (by kid and thumbprint) was first published: for ``explain``.
     first_seen: dict[tuple[str | None, str], float] = field(default_factory=dict)
-    # Request counters by status code, read by the metrics collector at scrape time. Plain
-    # ints: the event loop is single-threaded, so no lock is needed on the hot path.
-    requests: dict[int, int] = field(default_factory=dict)
     # Where the published set came from: "upstream" (a fetch), "state" (state_dir, written
     # after a fetch) or "peer" (copied from another replica: see peering.py). Only sets
     # from an upstream or a restore of one are shared with peers.

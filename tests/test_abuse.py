@@ -14,7 +14,8 @@ import time
 import aiohttp
 import pytest
 
-from jwks_mirror import listening, public
+from jwks_mirror import connections as connections_module
+from jwks_mirror import listening
 from jwks_mirror.counters import new_registry
 from jwks_mirror.mirror import Mirror
 from jwks_mirror.server import start
@@ -275,7 +276,7 @@ async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer,
     reading them (back-pressure); each socket's kernel buffers are the fixed, small ones
     (TCP autotuning grew them to megabytes a socket: 40 such clients pinned ~100 MB), and
     the sweep aborts them once their answers have not drained for the idle timeout."""
-    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    monkeypatch.setattr(connections_module, "SWEEP_S", 0.2)
     running = await _serve(fake_issuer, 1.0)
     clients = []
     try:

@@ -88,11 +88,11 @@ def _exported_metrics(per_issuer: str) -> dict[str, set[str]]:
         "issuers: [{name: a, jwks_uri: http://k.ns.svc/}, {name: b, jwks_uri: http://l.ns.svc/}]"
     ).issuers
     state, unserved = IssuerState(issuers[0]), IssuerState(issuers[1])  # b: no set yet
-    state.requests[200] = 1
     metrics = Metrics(
-        registry, states=lambda: [state, unserved], unknown_requests={}, clock=lambda: 0.0,
+        registry, states=lambda: [state, unserved], clock=lambda: 0.0,
         per_issuer=lambda: per_issuer,
     )
+    metrics.requests = lambda name: {200: 1} if name == "a" else {}
     body = json.dumps({"keys": [_SAMPLE_JWK]}).encode()
     state.apply(validate(body, max_bytes=1 << 16, max_keys=10), now=0.0)
     # A second set with another key: a rotation, so the key-added gauge shows too.

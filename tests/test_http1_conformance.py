@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from jwks_mirror import connections as connections_module
 from jwks_mirror import http1, public
 from jwks_mirror.counters import new_registry
 from jwks_mirror.mirror import Mirror
@@ -296,7 +297,7 @@ async def test_heads_split_at_every_byte_boundary_of_the_blank_line(served, conn
 @pytest.fixture
 async def short_timeouts(fake_issuer, mirror_factory, monkeypatch):
     monkeypatch.setattr(public, "KEEPALIVE_S", 0.6)
-    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
+    monkeypatch.setattr(connections_module, "SWEEP_S", 0.2)
     issuer = await fake_issuer(document=jwks("k1"))
     running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
     await running.mirror.refresh()
@@ -408,7 +409,7 @@ async def test_a_repeated_request_is_answered_afresh_and_anything_else_is_parsed
     writer.write(PROBE)
     status, headers, body = await read_response(reader)
     assert status == 200 and b'"k2"' in body and headers["etag"] != answers[0][1]["etag"]
-    assert running.mirror.states["keys-myns"].requests[200] == 4
+    assert running._public.requests("keys-myns")[200] == 4
     writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello")
     assert (await read_response(reader))[0] == 400
     assert await closed(reader)

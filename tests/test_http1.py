@@ -1,18 +1,20 @@
-"""The public port's HTTP/1.1 handling, byte for byte over a raw loopback socket.
+"""``http1.Connection``: the public port's HTTP/1.1 handling, byte for byte over a raw loopback
+socket.
 
-The port is a bare asyncio protocol (see ``jwks_mirror/public.py``), so what a framework
-would otherwise guarantee is tested here: keep-alive, pipelining, heads split across packets,
-HTTP/1.0, ``Connection: close``, request bodies, malformed and oversized heads, shutdown.
+The port is a bare asyncio protocol (see ``jwks_mirror/http1.py``), so what a framework would
+otherwise guarantee is tested here: keep-alive, pipelining, heads split across packets,
+HTTP/1.0, ``Connection: close``, request bodies, malformed and oversized heads, back-pressure.
+The RFC table is tests/test_http1_conformance.py; shutdown and the sweeper:
+tests/test_connections.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
-from jwks_mirror import http1, public
+from jwks_mirror import http1
 
 from .conftest import config_text, jwks, until
 from .rawhttp import closed, read_response
@@ -185,40 +187,3 @@ async def test_a_client_that_does_not_read_is_not_read_either(served, connect):
     assert connection._transport.get_write_buffer_size() < 1 << 20
     for _ in range(count):
         assert (await read_response(reader))[0] == 200
-
-
-async def test_shutdown_closes_idle_connections_and_stops_accepting(served, connect):
-    reader, writer = await connect(served)
-    writer.write(REQUEST)
-    assert (await read_response(reader))[0] == 200
-    await asyncio.wait_for(served.stop(), 5)
-    assert await closed(reader)
-    with pytest.raises(OSError):
-        await connect(served)
-
-
-async def test_idle_and_dribbling_connections_are_closed(fake_issuer, mirror_factory, connect, monkeypatch):
-    monkeypatch.setattr(public, "KEEPALIVE_S", 0.6)
-    monkeypatch.setattr(public, "_SWEEP_S", 0.2)
-    issuer = await fake_issuer(document=jwks("k1"))
-    running = await mirror_factory(config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n"))
-    await running.mirror.refresh()
-    idle_reader, _ = await connect(running)
-    slow_reader, slow_writer = await connect(running)
-    busy_reader, busy_writer = await connect(running)
-    idle_closed = asyncio.create_task(closed(idle_reader))
-    slow_closed = asyncio.create_task(closed(slow_reader))
-    # Dribble a head that never completes, and keep the busy connection busy, until the
-    # server has closed both others; the sleep is the slow client's pace, not a wait.
-    for i in range(len(REQUEST) - 1):
-        if idle_closed.done() and slow_closed.done():
-            break
-        with contextlib.suppress(ConnectionError):
-            slow_writer.write(REQUEST[i : i + 1])
-        busy_writer.write(REQUEST)
-        assert (await read_response(busy_reader))[0] == 200
-        await asyncio.sleep(0.1)
-    assert await idle_closed
-    assert await slow_closed
-    busy_writer.write(REQUEST)  # a connection in use is left alone
-    assert (await read_response(busy_reader))[0] == 200
