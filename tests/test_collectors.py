@@ -28,14 +28,16 @@ class Scene:
         self.now = 10.0
         self.mode = mode
         self.states = [IssuerState(i) for i in parse_settings(ISSUERS).issuers]
-        self.unknown: dict[int, int] = {}
+        # the public server's request counts by issuer (None: names not configured)
+        self.requests: dict[str | None, dict[int, int]] = {None: {}}
+        self.unknown = self.requests[None]
         self.metrics = Metrics(
             CollectorRegistry(),
             states=lambda: self.states,
-            unknown_requests=self.unknown,
             clock=lambda: self.now,
             per_issuer=lambda: self.mode,
         )
+        self.metrics.requests = lambda name: self.requests.get(name, {})
 
     def healthy(self) -> None:
         """Both issuers fetched (a change, then 304s) and served with 200 and 304."""
@@ -47,8 +49,7 @@ class Scene:
             for _ in range(3):
                 state.mark_unchanged(now=2.0)
                 self.metrics.fetch_total.labels(state.name, "unchanged").inc()
-            state.requests[200] = 40
-            state.requests[304] = 9
+            self.requests[state.name] = {200: 40, 304: 9}
             self.metrics.fetch_duration_seconds.observe(0.02)
         self.now = 2.0 + 3600 * 2  # past the key-added window: steady state
 
@@ -188,7 +189,7 @@ def test_sums_across_issuers_never_go_down_when_an_issuer_is_removed():
     assert after["jwks_mirror_fetch_total"][(("outcome", "unchanged"),)] == before
     assert after["jwks_mirror_requests_total"][(("code", "200"),)] == 80.0
     scene.states.append(IssuerState(removed.settings))  # re-added: counts start again from 0
-    scene.states[-1].requests[200] = 1
+    scene.requests.setdefault(scene.states[-1].name, {})[200] = 1
     assert scene.series()["jwks_mirror_requests_total"][(("code", "200"),)] == 81.0
 
 

@@ -24,11 +24,9 @@ def scrape(mode: str) -> bytes:
     ).issuers
     states = [IssuerState(issuer) for issuer in issuers]
     states[0].apply(validate(BODY, max_bytes=1 << 16, max_keys=10), now=5.0)
-    states[0].requests[200] = 7
-    metrics = Metrics(
-        registry, states=lambda: states, unknown_requests={404: 2}, clock=lambda: 9.0,
-        per_issuer=lambda: mode,
-    )
+    metrics = Metrics(registry, states=lambda: states, clock=lambda: 9.0, per_issuer=lambda: mode)
+    requests = {"a": {200: 7}, None: {404: 2}}  # the public server's counts
+    metrics.requests = lambda name: requests.get(name, {})
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_duration_seconds.observe(0.3)
     metrics.config_reloads_total.labels("success").inc()
