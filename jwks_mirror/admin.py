@@ -84,7 +84,7 @@ async def readyz(request: web.Request) -> web.Response:
         "ready": ready,
         "draining": mirror.draining,
         "pending": mirror.pending(),
-        "not_servable": mirror.not_ready(),
+        "not_servable": mirror.not_servable(),
     }
     return _json(body, status=200 if ready else 503)
 
@@ -124,7 +124,7 @@ def _summary(state: IssuerState, now: float) -> dict[str, Any]:
         "path": f"/{state.name}/jwks.json",
         "source": state.source,
         "filled_from_peer": state.filled_from,
-        "peer_fill": state.peer_fill,
+        "peer_fill": state.peer_fill.as_json() if state.peer_fill else None,
     }
 
 

@@ -246,7 +246,7 @@ class Mirror:
             await asyncio.gather(*(r.refresh(purge_retained=purge_retained) for r in refreshers))
         )
 
-    def not_ready(self) -> list[str]:
+    def not_servable(self) -> list[str]:
         """Issuers without a servable set: each fails closed on its own path (503)."""
         now = self.clock()
         return [name for name, state in self.states.items() if not state.servable(now)]

@@ -56,8 +56,9 @@ from jwks_mirror.errors import ConfigError, KeySetRejected, PeerError
 from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
+from jwks_mirror.persistence import BadRetained, decode_retained
 from jwks_mirror.settings import IssuerSettings, PeersSettings
-from jwks_mirror.state import IssuerState
+from jwks_mirror.state import IssuerState, PeerFillReport
 from jwks_mirror.strictjson import parse_json
 from jwks_mirror.tls import PeerTLSSettings, build_peer_ssl_context
 
@@ -162,28 +163,13 @@ def parse_offer(body: bytes, *, issuer: IssuerSettings, peer: str, now: float) -
 def _retained(
     value: object, *, issuer: IssuerSettings, now: float
 ) -> tuple[tuple[Key, float], ...]:
-    """Each retained key passes the policy on its own (two retained keys may share a kid).
-
-    A private or symmetric key rejects the whole answer, as it would an upstream body; a key
-    a newer policy drops is only dropped.
-    """
-    limits = issuer.limits
-    if not isinstance(value, list) or len(value) > limits.max_keys:
-        raise PeerError("malformed", f'"retained" is not a list of at most {limits.max_keys}')
-    out: list[tuple[Key, float]] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("jwk"), dict):
-            raise PeerError("malformed", f"retained[{index}] has no jwk")
-        removed_at = min(_time(item.get("removed_at"), f"retained[{index}].removed_at"), now)
-        body = json.dumps({"keys": [item["jwk"]]}).encode()
-        try:
-            (key,) = validate(body, max_bytes=limits.max_response_bytes, max_keys=1).keys
-        except KeySetRejected as exc:
-            if exc.reason in ("private_key", "symmetric_key"):
-                raise PeerError(exc.reason, f"retained[{index}]: {exc}") from exc
-            continue
-        out.append((key, removed_at))
-    return tuple(out)
+    """The state file's rule (:func:`jwks_mirror.persistence.decode_retained`): a key the
+    policy refuses refuses the whole answer, with the policy's reason."""
+    try:
+        return decode_retained(value, max_keys=issuer.limits.max_keys, now=now)
+    except BadRetained as exc:
+        where = "retained" if exc.index is None else f"retained[{exc.index}]"
+        raise PeerError(exc.reason, f"{where}: {exc.detail}") from exc
 
 
 def _time(value: object, what: str) -> float:
@@ -332,19 +318,19 @@ class PeerFiller:
             if result.offer is None and result.result not in _NOTHING_TO_SHARE:
                 self._metrics.peer_errors_total.labels(state.name, result.result).inc()
         duration = loop.time() - started
-        state.peer_fill = {
-            "at": now,
-            "outcome": outcome,
-            "peer": best.peer if outcome == "filled" and best else None,
-            "duration_s": round(duration, 4),
-            "peers": [r.as_json() for r in results],
-        }
+        state.peer_fill = PeerFillReport(
+            at=now,
+            outcome=outcome,
+            peer=best.peer if outcome == "filled" and best else None,
+            duration_s=round(duration, 4),
+            peers=tuple(r.as_json() for r in results),
+        )
         rejected = any(r.offer is None and r.result not in _NOTHING_TO_SHARE for r in results)
         event(
             "peer_fill",
             issuer=state.name,
             outcome=outcome,
-            peer=state.peer_fill["peer"],
+            peer=state.peer_fill.peer,
             last_success=best.last_success if outcome == "filled" and best else None,
             kids=list(state.published.kids) if outcome == "filled" and state.published else [],
             duration_s=round(duration, 4),

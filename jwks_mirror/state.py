@@ -16,7 +16,7 @@ from typing import Any
 
 from jwks_mirror.errors import FetchError, StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
-from jwks_mirror.persistence import Snapshot, decode, encode
+from jwks_mirror.persistence import Snapshot, apart_from_current, decode, encode
 from jwks_mirror.settings import IssuerSettings
 
 
@@ -46,6 +46,27 @@ class Change:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     retained: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeerFillReport:
+    """The last peer-fill attempt of one issuer (peering.py writes it, ``/status`` shows it):
+    when, its outcome, the peer whose copy was adopted, and what each peer answered."""
+
+    at: float
+    outcome: str  # filled | no_peers | rejected | no_set | unreachable
+    peer: str | None
+    duration_s: float
+    peers: tuple[Mapping[str, Any], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "outcome": self.outcome,
+            "peer": self.peer,
+            "duration_s": self.duration_s,
+            "peers": [dict(p) for p in self.peers],
+        }
 
 
 @dataclass
@@ -91,7 +112,7 @@ class IssuerState:
     # from an upstream or a restore of one are shared with peers.
     source: str | None = None
     filled_from: str | None = None  # the peer's admin URL while source == "peer"
-    peer_fill: dict[str, Any] | None = None  # the last peer-fill attempt, for /status
+    peer_fill: PeerFillReport | None = None  # the last peer-fill attempt, for /status
 
     @property
     def name(self) -> str:
@@ -184,20 +205,23 @@ class IssuerState:
         it whole, so a key known only from the copy is never retained, and while
         ``source == "peer"`` the set is neither written to ``state_dir`` nor shared.
         """
-        self.current = validated.keys
-        current = {(k.kid, k.ident) for k in validated.keys}
-        self.retained = {
-            (key.kid, key.ident): Retained(key, removed_at)
-            for key, removed_at in retained
-            if (key.kid, key.ident) not in current
-        }
-        for ident in current | set(self.retained):
+        self._load(validated.keys, tuple(retained))
+        for ident in {(k.kid, k.ident) for k in validated.keys} | set(self.retained):
             self.first_seen.setdefault(ident, now)
         self.last_success = min(last_success, now)
         self.upstream_etag = self.upstream_last_modified = self.upstream_digest = None
         self.source, self.filled_from = "peer", peer
         self._drop_expired(now)
         return self._republish(now)
+
+    def _load(self, current: tuple[Key, ...], retained: tuple[tuple[Key, float], ...]) -> None:
+        """Take a decoded snapshot's keys (a restore or a peer's copy). A retained key that is
+        current again is not retained, as in :meth:`apply`."""
+        self.current = current
+        self.retained = {
+            ident: Retained(key, removed_at)
+            for ident, (key, removed_at) in apart_from_current(current, retained).items()
+        }
 
     def mark_unchanged(self, *, now: float) -> Change:
         """The upstream confirmed the set (304, or identical bytes). Never for a peer's copy:
@@ -317,14 +341,7 @@ class IssuerState:
             max_keys=self.settings.limits.max_keys,
             now=now,
         )
-        current = {(k.kid, k.ident) for k in saved.current}
-        self.current = saved.current
-        # A retained key that is current again is not retained, as in apply().
-        self.retained = {
-            (key.kid, key.ident): Retained(key, removed_at)
-            for key, removed_at in saved.retained
-            if (key.kid, key.ident) not in current
-        }
+        self._load(saved.current, saved.retained)
         self.first_seen = dict(saved.first_seen)
         if saved.last_success is None:  # decode() refuses such a document; for the type checker
             raise StateRefused("invalid", "no last_success")

@@ -371,7 +371,7 @@ async def test_first_fetches_are_spread_over_a_second(fake_issuer, mirror_factor
     assert max(firsts) - min(firsts) > 0.3, firsts  # spread, not lockstep
     assert not issuer.requests  # the clock has not reached any of them
     clock.advance(1.0)
-    await until(lambda: not running.mirror.not_ready(), what="every issuer to be fetched")
+    await until(lambda: not running.mirror.not_servable(), what="every issuer to be fetched")
     assert len(issuer.requests) == 30
 
 
