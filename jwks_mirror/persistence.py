@@ -18,6 +18,7 @@ there were no file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -25,7 +26,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,36 @@ def _read_regular(fd: int, max_bytes: int) -> bytes:
     except OSError as exc:
         raise StateRefused("unreadable", f"cannot read: {exc.strerror}") from exc
     return b"".join(parts)
+
+
+class StateWriter:
+    """Writes one issuer's state file off the event loop, in order: a newer snapshot is never
+    overwritten by an older one. A failed write is logged and counted (``on_error``), never
+    fatal: the mirror serves on, and a restart only fetches afresh."""
+
+    def __init__(
+        self, store: StateStore, name: str, *, on_error: Callable[[OSError], None]
+    ) -> None:
+        self._store, self._name, self._on_error = store, name, on_error
+        self._pending: asyncio.Task[None] | None = None
+
+    def write(self, document: Mapping[str, Any]) -> None:
+        """Queue ``document`` (taken on the event loop) behind any pending write."""
+        previous = self._pending
+
+        async def chained() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            try:
+                await asyncio.to_thread(self._store.save, self._name, document)
+            except OSError as exc:
+                self._on_error(exc)
+
+        self._pending = asyncio.get_running_loop().create_task(chained())
+
+    async def drain(self) -> None:
+        """Wait for the pending write (on shutdown)."""
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                await self._pending

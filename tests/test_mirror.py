@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jwks_mirror.refreshing import backoff_bound_s
 from jwks_mirror.server import ConfigWatcher
 
 from .conftest import Clock, config_text, gated, hang, jwks, until
@@ -62,18 +63,18 @@ async def test_backoff_grows_exponentially_with_jitter_and_caps(mirror_factory, 
         backoff_base_s=1.0,
     )
     state = running.mirror.states["a"]
-    delays = []
+    steps = []
     for _ in range(7):
         await running.mirror.refresh(["a"])
-        delays.append(state.next_refresh - clock.now)
-    failures = state.consecutive_failures
-    assert failures >= 7
-    # The n-th failure waits min(20, 2^(n-1)) x [0.5, 1.0]; the first few double.
-    first = failures - 6
-    for offset, delay in enumerate(delays):
-        bound = min(20.0, 2.0 ** (first + offset - 1))
-        assert 0.5 * bound <= delay <= bound, (offset, delay, bound)
-    assert delays[-1] <= 20.0
+        steps.append((state.consecutive_failures, state.next_refresh - clock.now))
+    # Each refresh is one more consecutive failure (the background task may have added the
+    # first), and the n-th waits backoff_bound_s(n) x [0.5, 1.0]: 1, 2, 4, 8, 16, then 20.
+    counts = [n for n, _ in steps]
+    assert counts == list(range(counts[0], counts[0] + 7))
+    for n, delay in steps:
+        bound = backoff_bound_s(n, base_s=1.0, cap_s=20.0)
+        assert bound == min(20.0, 2.0 ** (n - 1))
+        assert 0.5 * bound <= delay <= bound, (n, delay, bound)
 
 
 async def test_success_schedules_the_next_fetch_with_jitter(fake_issuer, mirror_factory):

@@ -11,7 +11,13 @@ import pytest
 from jwks_mirror.errors import PeerError
 from jwks_mirror.keysets import key_from_jwk
 from jwks_mirror.peering import parse_offer
-from jwks_mirror.persistence import BadRetained, apart_from_current, decode_retained
+from jwks_mirror.persistence import (
+    BadRetained,
+    StateStore,
+    StateWriter,
+    apart_from_current,
+    decode_retained,
+)
 from jwks_mirror.settings import parse_settings
 
 from . import keyfactory as kf
@@ -69,3 +75,17 @@ def test_retained_keys_that_are_current_again_are_left_out() -> None:
     gone = key_from_jwk(kf.jwk("p256", kid="b", index=2))
     kept = apart_from_current((current,), ((current, 5.0), (gone, 4.0)))
     assert list(kept.values()) == [(gone, 4.0)]
+
+
+async def test_the_writer_writes_in_order_and_reports_a_failure(tmp_path) -> None:
+    store = StateStore(tmp_path)
+    errors: list[OSError] = []
+    writer = StateWriter(store, "idp", on_error=errors.append)
+    for n in range(5):
+        writer.write({"n": n})
+    await writer.drain()
+    assert json.loads(store.path("idp").read_bytes()) == {"n": 4} and errors == []
+    gone = StateWriter(StateStore(tmp_path / "missing"), "idp", on_error=errors.append)
+    gone.write({"n": 5})
+    await gone.drain()
+    assert [type(e) for e in errors] == [FileNotFoundError]

@@ -1,0 +1,75 @@
+"""One fetch's result applied to an issuer's state: result + state + now -> change.
+
+No I/O and no clock: the refresher (refreshing.py) fetches, reads the clock, then calls
+:func:`apply_result`, and turns what it returns into metrics and log lines. So every branch
+here (a 304, identical bytes, a new set, a rejected one) is tested with plain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from jwks_mirror.cachecontrol import freshness_lifetime_s
+from jwks_mirror.fetching import FetchResult
+from jwks_mirror.keysets import validate
+from jwks_mirror.state import Change, IssuerState
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one fetch result did: the change, how long the upstream says its answer stays
+    fresh (None: it did not say), and the keys the policy dropped (by reason, with notes)."""
+
+    change: Change
+    fresh_for_s: float | None
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+class AskAgain(Exception):
+    """A 304 with nothing of this replica's own to fall back on (validators from another
+    replica's state file, say; a peer's copy is not ours): the caller clears the validators
+    and fetches again, unconditionally."""
+
+
+def fresh_for(result: FetchResult) -> float | None:
+    """The upstream's freshness lifetime for this answer (cachecontrol.py), None if none."""
+    return freshness_lifetime_s(result.cache_control, result.age)
+
+
+def apply_result(result: FetchResult, state: IssuerState, *, now: float) -> Applied:
+    """Apply a 200 or a 304 to ``state``. Raises :class:`AskAgain` (see there) or
+    :class:`~jwks_mirror.errors.KeySetRejected` for a body the policy refuses (then the state
+    is unchanged: the last good set stays).
+
+    Identical bytes to the last set of our own are not validated again. The upstream
+    validators (ETag, Last-Modified) of a 200 are kept for the next conditional request; a 304
+    keeps the ones it confirmed.
+    """
+    if result.body is None:
+        if not state.has_own_set:
+            raise AskAgain
+        # A 304 keeps the validators it confirmed.
+        return Applied(state.mark_unchanged(now=now), fresh_for(result))
+    digest = hashlib.sha256(result.body).hexdigest()
+    if digest == state.upstream_digest and state.has_own_set:
+        change = state.mark_unchanged(now=now)
+        _keep_validators(result, state)
+        return Applied(change, fresh_for(result))
+    limits = state.settings.limits
+    validated = validate(
+        result.body, max_bytes=limits.max_response_bytes, max_keys=limits.max_keys
+    )
+    change = state.apply(validated, now=now)
+    state.upstream_digest = digest
+    _keep_validators(result, state)
+    return Applied(
+        change, fresh_for(result), dropped=dict(validated.dropped), notes=validated.notes[:20]
+    )
+
+
+def _keep_validators(result: FetchResult, state: IssuerState) -> None:
+    state.upstream_etag = result.etag
+    state.upstream_last_modified = result.last_modified
