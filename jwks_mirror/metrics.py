@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,6 +24,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from jwks_mirror.state import IssuerState
+
+if TYPE_CHECKING:  # mirror.py imports this module: the type only
+    from jwks_mirror.mirror import Issuer
 
 PREFIX = "jwks_mirror_"
 # last_key_added_timestamp_seconds is exported this long at least after a key is added (or
@@ -39,7 +42,7 @@ class Metrics:
         self,
         registry: CollectorRegistry,
         *,
-        states: Callable[[], Iterable[IssuerState]],
+        issuers: Callable[[], Iterable[Issuer]],
         unknown_requests: Mapping[int, int],
         clock: Callable[[], float],
     ) -> None:
@@ -141,9 +144,9 @@ class Metrics:
             self.peer_fills_total,
             self.peer_errors_total,
         )
-        registry.register(StateCollector(states, unknown_requests, clock))
+        registry.register(StateCollector(issuers, unknown_requests, clock))
         registry.register(_CounterCollector(self._counters))
-        registry.register(PeerCopyCollector(states))
+        registry.register(PeerCopyCollector(lambda: [i.state for i in issuers()]))
 
     def forget(self, issuer: str) -> None:
         """Drop the event series of an issuer removed from the configuration."""
@@ -208,11 +211,11 @@ class StateCollector(Collector):
 
     def __init__(
         self,
-        states: Callable[[], Iterable[IssuerState]],
+        issuers: Callable[[], Iterable[Issuer]],
         unknown_requests: Mapping[int, int],
         clock: Callable[[], float],
     ) -> None:
-        self._states = states
+        self._issuers = issuers
         self._unknown = unknown_requests
         self._clock = clock
 
@@ -269,16 +272,17 @@ class StateCollector(Collector):
             "Public endpoint requests by status code.",
             labels=["issuer", "code"],
         )
-        for state in self._states():
+        for issuer in self._issuers():
+            state, health = issuer.state, issuer.health
             name = state.name
             keys.add_metric([name], len(state.current))
             retained.add_metric([name], len(state.retained))
             if state.last_success is not None:
                 last_success.add_metric([name], state.last_success)
-            stale.add_metric([name], 1.0 if state.is_stale(now) else 0.0)
+            stale.add_metric([name], 1.0 if issuer.is_stale(now) else 0.0)
             servable.add_metric([name], 1.0 if state.servable(now) else 0.0)
-            failures.add_metric([name], state.consecutive_failures)
-            next_refresh.add_metric([name], state.next_refresh)
+            failures.add_metric([name], health.consecutive_failures)
+            next_refresh.add_metric([name], health.next_refresh)
             if state.published is not None:
                 info.add_metric([name, state.published.etag], 1.0)
             added = state.key_added_at

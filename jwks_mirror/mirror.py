@@ -22,7 +22,8 @@ from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.peering import PeerFiller, PeerFinder
 from jwks_mirror.persistence import StateStore, max_file_bytes
-from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
+from jwks_mirror.pipeline import Outcome
+from jwks_mirror.refreshing import BACKOFF_BASE_S, Health, IssuerRefresher
 from jwks_mirror.settings import IssuerSettings, Settings
 from jwks_mirror.state import IssuerState
 
@@ -34,6 +35,27 @@ class ReloadSummary:
     changed: tuple[str, ...]
     unchanged: tuple[str, ...]
     restart_needed: tuple[str, ...]
+
+
+@dataclass
+class Issuer:
+    """One mirrored issuer, for readers (``/status``, the metrics, the public port): its key
+    policy (:class:`IssuerState`), its fetch health and schedule (:class:`Health`) and the
+    refresher that writes both."""
+
+    state: IssuerState
+    health: Health
+    refresher: IssuerRefresher | None = None  # None only for a reader built in a test
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def is_stale(self, now: float) -> bool:
+        """The upstream did not confirm the served set at the last attempt, or there is no
+        servable set at all. A stale set is still served until ``max_stale``; this is what
+        operators alert on before it expires."""
+        return self.health.consecutive_failures > 0 or not self.state.servable(now)
 
 
 class Mirror:
@@ -51,13 +73,14 @@ class Mirror:
     ) -> None:
         self.settings = settings
         self.states: dict[str, IssuerState] = {}
+        self.issuers: dict[str, Issuer] = {}  # the same issuers, bundled for readers
         self.unknown_requests: dict[int, int] = {}
         self.draining = False
         self._was_ready = False
         self.clock = clock
         self.metrics = Metrics(
             registry,
-            states=lambda: list(self.states.values()),
+            issuers=lambda: list(self.issuers.values()),
             unknown_requests=self.unknown_requests,
             clock=clock,
         )
@@ -129,6 +152,7 @@ class Mirror:
         for name in removed:
             await self._stop_issuer(name)
             del self.states[name]
+            del self.issuers[name]
             self.metrics.forget(name)
         added, changed, unchanged = [], [], []
         for issuer in new.issuers:
@@ -188,6 +212,8 @@ class Mirror:
         return [state for state, _ in loaded]
 
     def _start_issuer(self, state: IssuerState) -> None:
+        kept = self.issuers.get(state.name)  # a changed issuer keeps its health and schedule
+        health = kept.health if kept is not None and kept.state is state else Health()
         refresher = IssuerRefresher(
             state,
             fetcher=self._fetcher,
@@ -197,8 +223,10 @@ class Mirror:
             rng=self._rng,
             backoff_base_s=self._backoff_base_s,
             peer_fill=self.peers.fill,
+            health=health,
         )
         self.states[state.name] = state
+        self.issuers[state.name] = Issuer(state, health, refresher)
         self._refreshers[state.name] = refresher
         task = asyncio.get_running_loop().create_task(
             self._guarded(refresher), name=f"refresh:{state.name}"

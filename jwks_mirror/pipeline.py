@@ -28,6 +28,34 @@ class Applied:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one refresh, as ``POST /refresh`` and the CLI report it."""
+
+    name: str
+    outcome: str  # changed | unchanged | failed
+    kids: tuple[str, ...] = ()
+    error: str | None = None
+    reason: str | None = None
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    retained: tuple[str, ...] = ()
+    purged: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "kids": list(self.kids),
+            "error": self.error,
+            "reason": self.reason,
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "retained": list(self.retained),
+            "purged": list(self.purged),
+        }
+
+
 class AskAgain(Exception):
     """A 304 with nothing of this replica's own to fall back on (validators from another
     replica's state file, say; a peer's copy is not ours): the caller clears the validators

@@ -58,6 +58,7 @@ class PublicServer:
         self.max_connections = max_connections
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
         self.states = mirror.states
+        self.issuers = mirror.issuers  # the schedule (Retry-After, max-age) is the refresher's
         self.unknown = mirror.unknown_requests
         self.clock = DateClock(mirror.clock)
         self.cache: dict[str, Responses] = {}
@@ -191,7 +192,7 @@ class PublicServer:
         published = state.published
         if published is None or now > state.stale_deadline():
             counts[503] = counts.get(503, 0) + 1
-            retry = max(1, math.ceil(state.next_refresh - now))
+            retry = max(1, math.ceil(self.issuers[state.name].health.next_refresh - now))
             extra = f"Retry-After: {retry}\r\nCache-Control: no-store\r\n".encode()
             body = b"no servable key set\n"
             return self.simple(503, body, extra, keep_alive=keep_alive, method=method), 503
@@ -211,7 +212,7 @@ class PublicServer:
         return answer, status
 
     def _responses(self, state: IssuerState, published: Published, now: float) -> Responses:
-        max_age = max(0, int(state.next_refresh - now))
+        max_age = max(0, int(self.issuers[state.name].health.next_refresh - now))
         date = self.clock.date(now)
         cached = self.cache.get(state.name)
         if (

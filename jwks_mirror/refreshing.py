@@ -39,7 +39,7 @@ from jwks_mirror.fetching import Fetcher
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.persistence import StateStore, StateWriter
-from jwks_mirror.pipeline import AskAgain, apply_result
+from jwks_mirror.pipeline import AskAgain, Outcome, apply_result
 from jwks_mirror.settings import Limits
 from jwks_mirror.state import Change, IssuerState
 
@@ -100,32 +100,32 @@ def after_failure(
     return NextRefresh(delay, "backoff")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The result of one refresh, as ``POST /refresh`` and the CLI report it."""
+@dataclass
+class Health:
+    """One issuer's fetch health and schedule. Written by its :class:`IssuerRefresher` only;
+    ``/status`` and the metrics read it (through ``mirror.Issuer``)."""
 
-    name: str
-    outcome: str  # changed | unchanged | failed
-    kids: tuple[str, ...] = ()
-    error: str | None = None
-    reason: str | None = None
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    retained: tuple[str, ...] = ()
-    purged: tuple[str, ...] = ()
+    last_attempt: float | None = None
+    last_error: str | None = None
+    last_error_reason: str | None = None
+    consecutive_failures: int = 0
+    next_refresh: float = 0.0  # wall time the next fetch is due
+    next_refresh_reason: str = "start"  # start | interval | cache-control | min | backoff
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "outcome": self.outcome,
-            "kids": list(self.kids),
-            "error": self.error,
-            "reason": self.reason,
-            "added": list(self.added),
-            "removed": list(self.removed),
-            "retained": list(self.retained),
-            "purged": list(self.purged),
-        }
+    def succeeded(self, now: float) -> None:
+        self.last_attempt = now
+        self.last_error = self.last_error_reason = None
+        self.consecutive_failures = 0
+
+    def failed(self, error: FetchError, now: float) -> None:
+        self.last_attempt = now
+        self.last_error = str(error)
+        self.last_error_reason = error.reason
+        self.consecutive_failures += 1
+
+    def schedule(self, now: float, due: NextRefresh) -> None:
+        self.next_refresh = now + due.delay_s
+        self.next_refresh_reason = due.reason
 
 
 def _wake_up(wake: asyncio.Future[None]) -> None:
@@ -147,8 +147,10 @@ class IssuerRefresher:
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
         peer_fill: Callable[[IssuerState], Awaitable[None]] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.state = state
+        self.health = health if health is not None else Health()
         self._peer_fill = peer_fill
         self._fetcher = fetcher
         self._metrics = metrics
@@ -180,11 +182,10 @@ class IssuerRefresher:
         (until cancelled). A triggered refresh does not wait for the spread."""
         interval = self.state.settings.limits.refresh_interval_s
         spread = min(START_SPREAD_S, interval * 0.05)
-        self.state.next_refresh = self._clock() + self._rng.uniform(0.0, spread)
-        self.state.next_refresh_reason = "start"
+        self.health.schedule(self._clock(), NextRefresh(self._rng.uniform(0.0, spread), "start"))
         while True:
             now = self._clock()
-            due = self.state.next_refresh
+            due = self.health.next_refresh
             expiry = self.state.next_retention_expiry()
             wake_at = due if expiry is None else min(due, expiry)
             if wake_at > now:
@@ -289,9 +290,9 @@ class IssuerRefresher:
             kids_removed=list(outcome.removed),
             reason=outcome.reason,
             error=outcome.error,
-            consecutive_failures=state.consecutive_failures,
-            next_refresh_in_s=round(state.next_refresh - self._clock(), 3),
-            next_refresh_reason=state.next_refresh_reason,
+            consecutive_failures=self.health.consecutive_failures,
+            next_refresh_in_s=round(self.health.next_refresh - self._clock(), 3),
+            next_refresh_reason=self.health.next_refresh_reason,
         )
         if (
             outcome.outcome == "failed"
@@ -326,9 +327,10 @@ class IssuerRefresher:
 
     def _succeeded(self, change: Change, *, fresh_for_s: float | None) -> Outcome:
         state = self.state
+        now = self._clock()
+        self.health.succeeded(now)
         due = after_success(state.settings.limits, fresh_for_s=fresh_for_s, rng=self._rng)
-        state.next_refresh = self._clock() + due.delay_s
-        state.next_refresh_reason = due.reason
+        self.health.schedule(now, due)
         if change.changed or self._persist_due():
             self._persist()
         return Outcome(
@@ -342,16 +344,17 @@ class IssuerRefresher:
 
     def _failed(self, exc: FetchError) -> Outcome:
         state = self.state
-        state.mark_failure(exc, now=self._clock())
+        now = self._clock()
+        self.health.failed(exc, now)
+        state.expire_retained(now)
         self._metrics.fetch_errors_total.labels(state.name, exc.reason).inc()
         due = after_failure(
             state.settings.limits,
-            failures=state.consecutive_failures,
+            failures=self.health.consecutive_failures,
             base_s=self._backoff_base_s,
             rng=self._rng,
         )
-        state.next_refresh = self._clock() + due.delay_s
-        state.next_refresh_reason = due.reason
+        self.health.schedule(now, due)
         kind = "rejected" if isinstance(exc, KeySetRejected) else "upstream"
         return Outcome(
             name=state.name,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jwks_mirror.errors import FetchError, StateRefused
+from jwks_mirror.errors import StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
 from jwks_mirror.persistence import Snapshot, apart_from_current, decode, encode
 from jwks_mirror.settings import IssuerSettings
@@ -81,20 +81,16 @@ def _label(key: Key) -> str:
 
 @dataclass
 class IssuerState:
-    """Everything known about one issuer. Mutated only from the event loop."""
+    """One issuer's key policy: the current, retained and published keys and when the
+    upstream last confirmed them. Fetch health and the schedule are the refresher's
+    (:class:`jwks_mirror.refreshing.Health`). Mutated only from the event loop."""
 
     settings: IssuerSettings
     current: tuple[Key, ...] = ()
     retained: dict[tuple[str | None, str], Retained] = field(default_factory=dict)
     published: Published | None = None
-    last_success: float | None = None
-    last_attempt: float | None = None
+    last_success: float | None = None  # the policy's clock: max_stale counts from it
     last_change: float | None = None
-    last_error: str | None = None
-    last_error_reason: str | None = None
-    consecutive_failures: int = 0
-    next_refresh: float = 0.0
-    next_refresh_reason: str = "start"  # why next_refresh is when it is (refreshing.py)
     # When a key not published before was last added to a set already published: a rotation
     # began, and istiods that have not fetched since lack the key. None: none since start
     # (a replica's first set, fetched or restored, is not a rotation).
@@ -138,12 +134,6 @@ class IssuerState:
         """A set from this replica's own upstream fetch (or a restore of one) is published:
         the only kind a conditional request or an identical body can confirm."""
         return self.published is not None and self.source != "peer"
-
-    def is_stale(self, now: float) -> bool:
-        """The upstream did not confirm the served set at the last attempt, or there is no
-        servable set at all. A stale set is still served until ``max_stale``; this is what
-        operators alert on before it expires."""
-        return self.consecutive_failures > 0 or not self.servable(now)
 
     def next_retention_expiry(self) -> float | None:
         keep = self.settings.limits.retain_removed_keys_s
@@ -237,13 +227,6 @@ class IssuerState:
         self.retained.clear()
         self.source, self.filled_from = None, None
 
-    def mark_failure(self, error: FetchError, *, now: float) -> None:
-        self.last_attempt = now
-        self.last_error = str(error)
-        self.last_error_reason = error.reason
-        self.consecutive_failures += 1
-        self.expire_retained(now)
-
     def expire_retained(self, now: float) -> bool:
         """Drop retained keys older than ``retain_removed_keys``. True if the set changed."""
         return self._drop_expired(now) and self._republish(now)
@@ -264,11 +247,7 @@ class IssuerState:
         return purged
 
     def _mark_success(self, now: float) -> None:
-        self.last_attempt = now
         self.last_success = now
-        self.last_error = None
-        self.last_error_reason = None
-        self.consecutive_failures = 0
         self.source, self.filled_from = "upstream", None
 
     def _republish(self, now: float) -> bool:

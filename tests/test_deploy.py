@@ -75,6 +75,8 @@ def _exported_metrics() -> dict[str, set[str]]:
     """
     from jwks_mirror.keysets import validate
     from jwks_mirror.metrics import Metrics
+    from jwks_mirror.mirror import Issuer
+    from jwks_mirror.refreshing import Health
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState
 
@@ -82,7 +84,9 @@ def _exported_metrics() -> dict[str, set[str]]:
     issuer = parse_settings("issuers: [{name: a, jwks_uri: http://k.ns.svc/}]").issuers[0]
     state = IssuerState(issuer)
     state.requests[200] = 1
-    metrics = Metrics(registry, states=lambda: [state], unknown_requests={}, clock=lambda: 0.0)
+    metrics = Metrics(
+        registry, issuers=lambda: [Issuer(state, Health())], unknown_requests={}, clock=lambda: 0.0
+    )
     body = json.dumps({"keys": [_SAMPLE_JWK]}).encode()
     state.apply(validate(body, max_bytes=1 << 16, max_keys=10), now=0.0)
     # A second set with another key: a rotation, so the key-added gauge shows too.

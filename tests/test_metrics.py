@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import jwks_mirror
 from jwks_mirror.metrics import Metrics
+from jwks_mirror.mirror import Issuer
+from jwks_mirror.refreshing import Health
 
 
 def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -23,7 +25,7 @@ def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str],
 
 @pytest.fixture
 def metrics() -> Metrics:
-    return Metrics(CollectorRegistry(), states=list, unknown_requests={}, clock=lambda: 0.0)
+    return Metrics(CollectorRegistry(), issuers=list, unknown_requests={}, clock=lambda: 0.0)
 
 
 def test_issuer_counters_are_exported_at_scrape_time_without_created_series(metrics):
@@ -92,7 +94,10 @@ def test_exposition_is_byte_for_byte_what_prometheus_client_renders():
         b'"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
     states[0].apply(validate(body, max_bytes=1 << 16, max_keys=10), now=5.0)
     states[0].requests[200] = 7
-    metrics = Metrics(registry, states=lambda: states, unknown_requests={404: 2}, clock=lambda: 9.0)
+    bundled = [Issuer(state, Health()) for state in states]
+    metrics = Metrics(
+        registry, issuers=lambda: bundled, unknown_requests={404: 2}, clock=lambda: 9.0
+    )
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_duration_seconds.observe(0.3)
     metrics.config_reloads_total.labels("success").inc()

@@ -62,11 +62,11 @@ async def test_backoff_grows_exponentially_with_jitter_and_caps(mirror_factory, 
         rng=random.Random(7),
         backoff_base_s=1.0,
     )
-    state = running.mirror.states["a"]
+    health = running.mirror.issuers["a"].health
     steps = []
     for _ in range(7):
         await running.mirror.refresh(["a"])
-        steps.append((state.consecutive_failures, state.next_refresh - clock.now))
+        steps.append((health.consecutive_failures, health.next_refresh - clock.now))
     # Each refresh is one more consecutive failure (the background task may have added the
     # first), and the n-th waits backoff_bound_s(n) x [0.5, 1.0]: 1, 2, 4, 8, 16, then 20.
     counts = [n for n, _ in steps]
@@ -86,7 +86,7 @@ async def test_success_schedules_the_next_fetch_with_jitter(fake_issuer, mirror_
     )
     await running.mirror.refresh()
     now = time.time()
-    delays = [s.next_refresh - now for s in running.mirror.states.values()]
+    delays = [i.health.next_refresh - now for i in running.mirror.issuers.values()]
     assert all(88 <= d <= 111 for d in delays)
     assert max(delays) - min(delays) > 2  # not in lockstep
 
@@ -112,7 +112,7 @@ async def test_a_hanging_issuer_never_delays_another(fake_issuer, mirror_factory
     # All of that happened while the stuck fetch was still in flight: it ends only when its
     # upstream is released (its timeout is five minutes), so no clock is needed to show it.
     assert not stuck_fetch.done()
-    assert stuck_state.published is None and stuck_state.consecutive_failures == 0
+    assert stuck_state.published is None and running.mirror.issuers["stuck"].health.consecutive_failures == 0
     stuck.released.set()
     (stuck_outcome,) = await stuck_fetch
     assert stuck_outcome.outcome == "failed"
@@ -365,9 +365,9 @@ async def test_first_fetches_are_spread_over_a_second(fake_issuer, mirror_factor
         clock=clock,
         rng=random.Random(3),
     )
-    states = running.mirror.states.values()
-    await until(lambda: all(s.next_refresh > 0 for s in states), what="every first fetch to be scheduled")
-    firsts = [s.next_refresh - start for s in states]
+    healths = [i.health for i in running.mirror.issuers.values()]
+    await until(lambda: all(h.next_refresh > 0 for h in healths), what="every first fetch to be scheduled")
+    firsts = [h.next_refresh - start for h in healths]
     assert all(0 <= d <= 1.0 for d in firsts), firsts  # within a second (5 % of 60 s is 3 s)
     assert max(firsts) - min(firsts) > 0.3, firsts  # spread, not lockstep
     assert not issuer.requests  # the clock has not reached any of them

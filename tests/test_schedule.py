@@ -53,8 +53,8 @@ def one_issuer(url: str, *, limits: str = "refresh_interval: 1h") -> str:
 async def scheduled(running, clock: Clock) -> tuple[float, str]:
     (outcome,) = await running.mirror.refresh(["a"])
     assert outcome.outcome != "failed", outcome.error
-    state = running.mirror.states["a"]
-    return state.next_refresh - clock.now, state.next_refresh_reason
+    health = running.mirror.issuers["a"].health
+    return health.next_refresh - clock.now, health.next_refresh_reason
 
 
 async def test_upstream_max_age_bounds_the_next_refresh(fake_issuer, mirror_factory):
@@ -139,9 +139,9 @@ async def test_issuers_told_the_same_instant_do_not_fetch_together(fake_issuer, 
     for step in range(4):  # the fetches happen at different times, as they would
         clock.advance(step)
         await running.mirror.refresh([f"i{n}" for n in range(step, 40, 4)])
-    states = running.mirror.states.values()
-    due = sorted(s.next_refresh - rotation_at for s in states)
-    assert {s.next_refresh_reason for s in states} == {"cache-control"}
+    healths = [i.health for i in running.mirror.issuers.values()]
+    due = sorted(h.next_refresh - rotation_at for h in healths)
+    assert {h.next_refresh_reason for h in healths} == {"cache-control"}
     assert due[0] >= CACHE_MARGIN_S
     assert due[-1] <= CACHE_MARGIN_S + CACHE_SPREAD_S
     assert due[-1] - due[0] > CACHE_SPREAD_S / 2  # spread, not one instant

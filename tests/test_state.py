@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jwks_mirror.errors import KeySetRejected, StateRefused, UpstreamError
+from jwks_mirror.errors import KeySetRejected, StateRefused
 from jwks_mirror.keysets import Validated, render, validate, version_of
 from jwks_mirror.persistence import STATE_FORMAT, StateStore, max_file_bytes
 from jwks_mirror.settings import IssuerSettings, Limits
@@ -74,7 +74,7 @@ def test_apply_publishes_the_canonical_set() -> None:
     assert state.published.version == version_of(state.published.body)
     assert state.published.etag == f'"{state.published.version}"'
     assert state.published.kids == ("a", "b")
-    assert (state.last_success, state.last_attempt, state.last_change) == (100.0, 100.0, 100.0)
+    assert (state.last_success, state.last_change) == (100.0, 100.0)
     assert state.servable(100.0)
 
 
@@ -218,41 +218,31 @@ def test_staleness_boundary_servable_until_not_after() -> None:
     assert not state.servable(deadline + 0.001)
 
 
-def test_mark_failure_keeps_the_published_set_but_not_freshness() -> None:
+def test_a_failed_fetch_keeps_the_published_set_but_not_freshness() -> None:
+    """What a failure does to the policy: nothing but retention (refreshing.Health counts it,
+    tests/test_refreshing.py)."""
     state = make_state()
     state.apply(keyset(A()), now=1000.0)
     before = state.published
-    state.mark_failure(UpstreamError("timeout", "timed out after 5s"), now=2000.0)
-    state.mark_failure(KeySetRejected("private_key", "keys[0] holds d"), now=3000.0)
-    assert state.published is before
-    assert state.consecutive_failures == 2
-    assert state.last_error == "keys[0] holds d"
-    assert state.last_error_reason == "private_key"
-    assert (state.last_attempt, state.last_success) == (3000.0, 1000.0)
+    state.expire_retained(3000.0)
+    assert state.published is before and state.last_success == 1000.0
     assert not state.servable(1000.0 + MAX_STALE + 1)
-    state.apply(keyset(A()), now=4000.0)
-    assert state.consecutive_failures == 0
-    assert state.last_error is None
-    assert state.last_error_reason is None
 
 
-def test_mark_failure_still_expires_retained_keys() -> None:
+def test_retained_keys_expire_without_a_fetch() -> None:
     state = make_state()
     state.apply(keyset(A(), B()), now=0.0)
     state.apply(keyset(B()), now=10.0)
-    state.mark_failure(UpstreamError("connect", "refused"), now=10.0 + RETAIN)
+    assert state.expire_retained(10.0 + RETAIN)
     assert served(state) == body_of(B())
 
 
 def test_mark_unchanged_refreshes_last_success() -> None:
     state = make_state()
     state.apply(keyset(A()), now=1000.0)
-    state.mark_failure(UpstreamError("status", "HTTP 500"), now=1500.0)
     change = state.mark_unchanged(now=5000.0)
     assert change == Change(changed=False, retained=())
-    assert (state.last_success, state.last_attempt) == (5000.0, 5000.0)
-    assert state.consecutive_failures == 0
-    assert state.last_error is None
+    assert state.last_success == 5000.0
     assert state.servable(5000.0 + MAX_STALE)
     assert not state.servable(5000.0 + MAX_STALE + 1)
     assert state.last_change == 1000.0
