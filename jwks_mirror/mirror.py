@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from jwks_mirror.errors import StateRefused, UnknownIssuer
-from jwks_mirror.fetching import Fetcher
+from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.peering import PeerFiller, PeerFinder
@@ -102,8 +102,8 @@ class Mirror:
 
     async def start(self) -> None:
         """Load persisted sets (served at once, within max_stale) and start every issuer."""
-        for state in await self._new_states(self.settings.issuers):
-            self._start_issuer(state)
+        for state, validators in await self._new_states(self.settings.issuers):
+            self._start_issuer(state, validators)
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Shutdown order: cancel the schedules; give fetches that a caller still waits for
@@ -159,8 +159,8 @@ class Mirror:
             state = self.states.get(issuer.name)
             if state is None:
                 added.append(issuer.name)
-                (fresh,) = await self._new_states([issuer])
-                self._start_issuer(fresh)
+                ((fresh, validators),) = await self._new_states([issuer])
+                self._start_issuer(fresh, validators)
             elif state.settings == issuer and old.state_dir == new.state_dir:
                 unchanged.append(issuer.name)
             else:
@@ -168,9 +168,11 @@ class Mirror:
                 await self._stop_issuer(issuer.name)
                 if state.settings.upstream == issuer.upstream:
                     state.settings = issuer
+                    kept = self.issuers[issuer.name].refresher
+                    self._start_issuer(state, kept.validators if kept else NO_VALIDATORS)
                 else:
-                    (state,) = await self._new_states([issuer])
-                self._start_issuer(state)
+                    ((state, validators),) = await self._new_states([issuer])
+                    self._start_issuer(state, validators)
         return ReloadSummary(
             added=tuple(added),
             removed=removed,
@@ -179,7 +181,9 @@ class Mirror:
             restart_needed=restart,
         )
 
-    async def _new_states(self, issuers: Sequence[IssuerSettings]) -> list[IssuerState]:
+    async def _new_states(
+        self, issuers: Sequence[IssuerSettings]
+    ) -> list[tuple[IssuerState, Validators]]:
         """A fresh state per issuer, restored from ``state_dir`` where its file is usable.
 
         A state file is untrusted input (persistence.py bounds it): it is read and decoded in
@@ -188,10 +192,10 @@ class Mirror:
         """
         store = self.store
         if store is None:
-            return [IssuerState(issuer) for issuer in issuers]
+            return [(IssuerState(issuer), NO_VALIDATORS) for issuer in issuers]
         loaded = await asyncio.to_thread(_restore_all, store, issuers, self.clock())
         now = self.clock()
-        for state, refused in loaded:
+        for state, _, refused in loaded:
             if refused is not None:
                 self.metrics.state_ignored_total.labels(state.name, refused.reason).inc()
                 event(
@@ -209,9 +213,9 @@ class Mirror:
                     kids=list(state.published.kids if state.published else ()),
                     servable=state.servable(now),
                 )
-        return [state for state, _ in loaded]
+        return [(state, validators) for state, validators, _ in loaded]
 
-    def _start_issuer(self, state: IssuerState) -> None:
+    def _start_issuer(self, state: IssuerState, validators: Validators) -> None:
         kept = self.issuers.get(state.name)  # a changed issuer keeps its health and schedule
         health = kept.health if kept is not None and kept.state is state else Health()
         refresher = IssuerRefresher(
@@ -224,6 +228,7 @@ class Mirror:
             backoff_base_s=self._backoff_base_s,
             peer_fill=self.peers.fill,
             health=health,
+            validators=validators,
         )
         self.states[state.name] = state
         self.issuers[state.name] = Issuer(state, health, refresher)
@@ -302,18 +307,23 @@ class Mirror:
 
 def _restore_all(
     store: StateStore, issuers: Sequence[IssuerSettings], now: float
-) -> list[tuple[IssuerState, StateRefused | None]]:
-    """Blocking: read and restore each issuer's file (states no other thread sees yet)."""
-    out: list[tuple[IssuerState, StateRefused | None]] = []
+) -> list[tuple[IssuerState, Validators, StateRefused | None]]:
+    """Blocking: read and restore each issuer's file (states no other thread sees yet), with
+    the upstream validators the file saved."""
+    out: list[tuple[IssuerState, Validators, StateRefused | None]] = []
     for issuer in issuers:
         state = IssuerState(issuer)
         cap = max_file_bytes(max_response_bytes=issuer.limits.max_response_bytes)
+        validators = NO_VALIDATORS
         try:
             document = store.load(issuer.name, max_bytes=cap)
             if document is not None:
-                state.restore(document, now=now)
+                saved = state.restore(document, now=now)
+                validators = Validators(
+                    saved.upstream_etag, saved.upstream_last_modified, saved.upstream_digest
+                )
         except StateRefused as exc:
-            out.append((IssuerState(issuer), exc))
+            out.append((IssuerState(issuer), NO_VALIDATORS, exc))
             continue
-        out.append((state, None))
+        out.append((state, validators, None))
     return out

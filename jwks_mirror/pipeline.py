@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jwks_mirror.cachecontrol import freshness_lifetime_s
-from jwks_mirror.fetching import FetchResult
+from jwks_mirror.fetching import FetchResult, Validators
 from jwks_mirror.keysets import validate
 from jwks_mirror.state import Change, IssuerState
 
@@ -20,10 +20,12 @@ from jwks_mirror.state import Change, IssuerState
 @dataclass(frozen=True)
 class Applied:
     """What one fetch result did: the change, how long the upstream says its answer stays
-    fresh (None: it did not say), and the keys the policy dropped (by reason, with notes)."""
+    fresh (None: it did not say), the upstream validators to send next, and the keys the
+    policy dropped (by reason, with notes)."""
 
     change: Change
     fresh_for_s: float | None
+    validators: Validators  # for the next request
     dropped: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -67,37 +69,33 @@ def fresh_for(result: FetchResult) -> float | None:
     return freshness_lifetime_s(result.cache_control, result.age)
 
 
-def apply_result(result: FetchResult, state: IssuerState, *, now: float) -> Applied:
-    """Apply a 200 or a 304 to ``state``. Raises :class:`AskAgain` (see there) or
-    :class:`~jwks_mirror.errors.KeySetRejected` for a body the policy refuses (then the state
-    is unchanged: the last good set stays).
+def apply_result(
+    result: FetchResult, state: IssuerState, *, validators: Validators, now: float
+) -> Applied:
+    """Apply a 200 or a 304 (to a request sent with ``validators``) to ``state``. Raises
+    :class:`AskAgain` (see there) or :class:`~jwks_mirror.errors.KeySetRejected` for a body
+    the policy refuses (then the state is unchanged: the last good set stays).
 
-    Identical bytes to the last set of our own are not validated again. The upstream
-    validators (ETag, Last-Modified) of a 200 are kept for the next conditional request; a 304
-    keeps the ones it confirmed.
+    Identical bytes to the last set of our own are not validated again. A 200 brings the
+    validators for the next conditional request; a 304 keeps the ones it confirmed.
     """
     if result.body is None:
         if not state.has_own_set:
             raise AskAgain
-        # A 304 keeps the validators it confirmed.
-        return Applied(state.mark_unchanged(now=now), fresh_for(result))
+        return Applied(state.mark_unchanged(now=now), fresh_for(result), validators)
     digest = hashlib.sha256(result.body).hexdigest()
-    if digest == state.upstream_digest and state.has_own_set:
-        change = state.mark_unchanged(now=now)
-        _keep_validators(result, state)
-        return Applied(change, fresh_for(result))
+    answered = Validators(result.etag, result.last_modified, digest)
+    if digest == validators.digest and state.has_own_set:
+        return Applied(state.mark_unchanged(now=now), fresh_for(result), answered)
     limits = state.settings.limits
     validated = validate(
         result.body, max_bytes=limits.max_response_bytes, max_keys=limits.max_keys
     )
     change = state.apply(validated, now=now)
-    state.upstream_digest = digest
-    _keep_validators(result, state)
     return Applied(
-        change, fresh_for(result), dropped=dict(validated.dropped), notes=validated.notes[:20]
+        change,
+        fresh_for(result),
+        answered,
+        dropped=dict(validated.dropped),
+        notes=validated.notes[:20],
     )
-
-
-def _keep_validators(result: FetchResult, state: IssuerState) -> None:
-    state.upstream_etag = result.etag
-    state.upstream_last_modified = result.last_modified

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from jwks_mirror.errors import FetchError, KeySetRejected
-from jwks_mirror.fetching import Fetcher
+from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.persistence import StateStore, StateWriter
@@ -148,9 +148,11 @@ class IssuerRefresher:
         backoff_base_s: float = BACKOFF_BASE_S,
         peer_fill: Callable[[IssuerState], Awaitable[None]] | None = None,
         health: Health | None = None,
+        validators: Validators = NO_VALIDATORS,
     ) -> None:
         self.state = state
         self.health = health if health is not None else Health()
+        self.validators = validators  # what the next fetch sends (fetching.py); ours only
         self._peer_fill = peer_fill
         self._fetcher = fetcher
         self._metrics = metrics
@@ -301,6 +303,9 @@ class IssuerRefresher:
         ):
             # Part of this attempt (readiness waits for it), bounded by the fetch timeout.
             await self._peer_fill(state)
+            if state.source == "peer":
+                # The validators belong to the peer's fetch: ours must be unconditional.
+                self.validators = NO_VALIDATORS
         self.reschedule()
         return outcome
 
@@ -308,17 +313,18 @@ class IssuerRefresher:
         """Fetch and apply (pipeline.py); the change, and how long the upstream says its
         answer stays fresh (None: it did not say)."""
         state = self.state
-        result = await self._fetcher.fetch(
-            state.settings, etag=state.upstream_etag, last_modified=state.upstream_last_modified
-        )
+        result = await self._fetcher.fetch(state.settings, validators=self.validators)
         try:
-            applied = apply_result(result, state, now=self._clock())
+            applied = apply_result(
+                result, state, validators=self.validators, now=self._clock()
+            )
         except AskAgain:
-            state.upstream_etag = state.upstream_last_modified = None
+            self.validators = NO_VALIDATORS
             return await self._fetch_and_apply()
         except KeySetRejected as exc:
             self._metrics.keys_rejected_total.labels(state.name, exc.reason).inc()
             raise
+        self.validators = applied.validators
         for reason, count in applied.dropped.items():
             self._metrics.keys_rejected_total.labels(state.name, reason).inc(count)
         if applied.notes:
@@ -381,7 +387,7 @@ class IssuerRefresher:
         if self._writer is None or self.state.published is None or self.state.source == "peer":
             return  # a peer's copy is not ours to persist: a restart asks the peers again
         self._persisted_success = self.state.last_success
-        self._writer.write(self.state.snapshot())
+        self._writer.write(self.state.snapshot(self.validators))
 
     def _persist_failed(self, exc: OSError) -> None:
         name = self.state.name

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jwks_mirror.errors import StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
 from jwks_mirror.persistence import Snapshot, apart_from_current, decode, encode
 from jwks_mirror.settings import IssuerSettings
+
+if TYPE_CHECKING:  # the type only: the key policy imports no network code
+    from jwks_mirror.fetching import Validators
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,6 @@ class IssuerState:
     # began, and istiods that have not fetched since lack the key. None: none since start
     # (a replica's first set, fetched or restored, is not a rotation).
     key_added_at: float | None = None
-    upstream_etag: str | None = None
-    upstream_last_modified: str | None = None
-    upstream_digest: str | None = None
     # When each key (by kid and thumbprint) was first published: for ``explain``.
     first_seen: dict[tuple[str | None, str], float] = field(default_factory=dict)
     # Request counters by status code, read by the metrics collector at scrape time. Plain
@@ -188,8 +188,8 @@ class IssuerState:
         """Publish a set copied from a peer; True if the published bytes changed.
 
         ``last_success`` is the *peer's* last upstream success, never the copy time, so the
-        set fails closed at the moment it does on the peer. The upstream validators are
-        cleared: they belong to the peer's fetch, and our next fetch must be unconditional.
+        set fails closed at the moment it does on the peer. The refresher clears its upstream
+        validators then: our next fetch must be unconditional.
 
         A copy never outlives the outage: the first upstream success (:meth:`apply`) drops
         it whole, so a key known only from the copy is never retained, and while
@@ -199,7 +199,6 @@ class IssuerState:
         for ident in {(k.kid, k.ident) for k in validated.keys} | set(self.retained):
             self.first_seen.setdefault(ident, now)
         self.last_success = min(last_success, now)
-        self.upstream_etag = self.upstream_last_modified = self.upstream_digest = None
         self.source, self.filled_from = "peer", peer
         self._drop_expired(now)
         return self._republish(now)
@@ -295,22 +294,24 @@ class IssuerState:
 
     # -- persistence (the file format is persistence.py's) ------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """The state file's document, taken on the event loop (written by a StateStore)."""
+    def snapshot(self, validators: Validators) -> dict[str, Any]:
+        """The state file's document, with the refresher's upstream ``validators``, taken on
+        the event loop (written by a :class:`~jwks_mirror.persistence.StateWriter`)."""
         saved = Snapshot(
             current=self.current,
             retained=tuple((r.key, r.removed_at) for r in self.retained.values()),
             first_seen=dict(self.first_seen),
             last_success=self.last_success,
             last_change=self.last_change,
-            upstream_etag=self.upstream_etag,
-            upstream_last_modified=self.upstream_last_modified,
-            upstream_digest=self.upstream_digest,
+            upstream_etag=validators.etag,
+            upstream_last_modified=validators.last_modified,
+            upstream_digest=validators.digest,
         )
         return encode(saved, name=self.name, upstream=self.settings.upstream)
 
-    def restore(self, document: Mapping[str, Any], *, now: float) -> None:
-        """Load a state file's document. Raises :class:`~jwks_mirror.errors.StateRefused`
+    def restore(self, document: Mapping[str, Any], *, now: float) -> Snapshot:
+        """Load a state file's document; the decoded snapshot, whose upstream validators are
+        the refresher's to keep. Raises :class:`~jwks_mirror.errors.StateRefused`
         when it is unusable; then nothing changes. Its keys meet the policy
         again, its times are clamped to ``now`` and its retained keys to ``max_keys``
         (:func:`jwks_mirror.persistence.decode`)."""
@@ -325,12 +326,10 @@ class IssuerState:
         if saved.last_success is None:  # decode() refuses such a document; for the type checker
             raise StateRefused("invalid", "no last_success")
         self.last_success = saved.last_success  # never later than now (decode clamps it)
-        self.upstream_etag = saved.upstream_etag
-        self.upstream_last_modified = saved.upstream_last_modified
-        self.upstream_digest = saved.upstream_digest
         self.source, self.filled_from = "state", None
         self._drop_expired(now)
         self._republish(now)
         # Publishing above stamped "now"; the set last changed when the file says it did.
         if saved.last_change is not None:
             self.last_change = saved.last_change
+        return saved
