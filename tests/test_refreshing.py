@@ -4,16 +4,22 @@ tests/test_schedule.py; the refresher over real sockets in tests/test_mirror.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from prometheus_client import CollectorRegistry
 
 from jwks_mirror.errors import KeySetRejected, UpstreamError
+from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.keysets import validate
+from jwks_mirror.metrics import Metrics
 from jwks_mirror.mirror import Issuer
-from jwks_mirror.refreshing import Health, NextRefresh
+from jwks_mirror.refreshing import Health, IssuerRefresher, NextRefresh
 from jwks_mirror.settings import IssuerSettings, Limits
 from jwks_mirror.state import IssuerState
 
 from . import keyfactory as kf
+from .conftest import answer
 
 
 def test_failures_count_up_and_a_success_clears_them() -> None:
@@ -45,3 +51,31 @@ def test_an_issuer_is_stale_after_a_failure_or_without_a_servable_set(
     issuer = Issuer(state, Health(consecutive_failures=failures))
     now = 50.0 if servable else 150.0
     assert issuer.is_stale(now) is stale
+
+
+async def test_after_a_peer_copy_the_next_fetch_is_unconditional(fake_issuer) -> None:
+    """The validators a replica held belong to its own last fetch; once a peer's copy is
+    served, a 304 could not confirm it, so the refresher drops them (pipeline.AskAgain covers
+    a 304 all the same)."""
+    upstream = await fake_issuer(etag='"e1"', behaviour=answer(503))
+    state = IssuerState(IssuerSettings(name="idp", jwks_uri=upstream.url, limits=Limits()))
+    copy = validate(kf.body(kf.jwk("p256", kid="k1")), max_bytes=1 << 16, max_keys=5)
+
+    async def adopt(target: IssuerState) -> None:  # what PeerFiller.fill does with an offer
+        target.adopt_from_peer(copy, retained=(), last_success=time.time(), peer="p", now=time.time())
+
+    fetcher = Fetcher()
+    metrics = Metrics(CollectorRegistry(), issuers=list, unknown_requests={}, clock=time.time)
+    refresher = IssuerRefresher(
+        state, fetcher=fetcher, metrics=metrics, peer_fill=adopt, validators=Validators('"e1"')
+    )
+    try:
+        assert (await refresher.refresh()).outcome == "failed"
+        assert upstream.requests[-1].headers.get("If-None-Match") == '"e1"'
+        assert state.source == "peer" and refresher.validators == NO_VALIDATORS
+        upstream.behaviour = None
+        assert (await refresher.refresh()).outcome == "changed"
+        assert "If-None-Match" not in upstream.requests[-1].headers
+        assert state.source == "upstream" and refresher.validators.etag == '"e1"'
+    finally:
+        await fetcher.close()
