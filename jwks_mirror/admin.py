@@ -124,7 +124,7 @@ def _summary(issuer: Issuer, now: float) -> dict[str, Any]:
         "path": f"/{state.name}/jwks.json",
         "source": state.source,
         "filled_from_peer": state.filled_from,
-        "peer_fill": state.peer_fill.as_json() if state.peer_fill else None,
+        "peer_fill": health.peer_fill.as_json() if health.peer_fill else None,
     }
 
 

@@ -58,7 +58,7 @@ from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.persistence import BadRetained, decode_retained
 from jwks_mirror.settings import IssuerSettings, PeersSettings
-from jwks_mirror.state import IssuerState, PeerFillReport
+from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json
 from jwks_mirror.tls import PeerTLSSettings, build_peer_ssl_context
 
@@ -182,6 +182,28 @@ def _short(value: object) -> str:
     return repr(value)[:80]
 
 
+@dataclass(frozen=True)
+class PeerFillReport:
+    """One peer-fill attempt: when, its outcome, the peer whose copy was adopted, and what
+    each peer answered. :meth:`PeerFiller.fill` returns it, the refresher keeps the last one
+    in its ``Health``, ``/status`` shows it."""
+
+    at: float
+    outcome: str  # filled | no_peers | rejected | no_set | unreachable
+    peer: str | None
+    duration_s: float
+    peers: tuple[Mapping[str, Any], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "outcome": self.outcome,
+            "peer": self.peer,
+            "duration_s": self.duration_s,
+            "peers": [dict(p) for p in self.peers],
+        }
+
+
 # -- finding peers ----------------------------------------------------------------------------
 
 
@@ -282,12 +304,13 @@ class PeerFiller:
             self._session = None
         await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def fill(self, state: IssuerState) -> None:
-        """One peer-fill attempt for ``state``, bounded by its fetch timeout. Never raises
-        for anything a peer does; the outcome goes to the state, the log and the metrics."""
+    async def fill(self, state: IssuerState) -> PeerFillReport | None:
+        """One peer-fill attempt for ``state``, bounded by its fetch timeout; its report (None
+        without peers). Never raises for anything a peer does; the outcome also goes to the
+        log and the metrics."""
         peers = self._peers()
         if not peers.enabled:
-            return
+            return None
         loop = asyncio.get_running_loop()
         timeout = state.settings.limits.timeout_s
         started = loop.time()
@@ -318,7 +341,7 @@ class PeerFiller:
             if result.offer is None and result.result not in _NOTHING_TO_SHARE:
                 self._metrics.peer_errors_total.labels(state.name, result.result).inc()
         duration = loop.time() - started
-        state.peer_fill = PeerFillReport(
+        report = PeerFillReport(
             at=now,
             outcome=outcome,
             peer=best.peer if outcome == "filled" and best else None,
@@ -330,13 +353,14 @@ class PeerFiller:
             "peer_fill",
             issuer=state.name,
             outcome=outcome,
-            peer=state.peer_fill.peer,
+            peer=report.peer,
             last_success=best.last_success if outcome == "filled" and best else None,
             kids=list(state.published.kids) if outcome == "filled" and state.published else [],
             duration_s=round(duration, 4),
             peers=[r.as_json() for r in results],
             level=logging.WARNING if rejected else logging.INFO,
         )
+        return report
 
     @staticmethod
     def _outcome(

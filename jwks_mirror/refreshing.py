@@ -38,6 +38,7 @@ from jwks_mirror.errors import FetchError, KeySetRejected
 from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
+from jwks_mirror.peering import PeerFillReport
 from jwks_mirror.persistence import StateStore, StateWriter
 from jwks_mirror.pipeline import AskAgain, Outcome, apply_result
 from jwks_mirror.settings import Limits
@@ -111,6 +112,7 @@ class Health:
     consecutive_failures: int = 0
     next_refresh: float = 0.0  # wall time the next fetch is due
     next_refresh_reason: str = "start"  # start | interval | cache-control | min | backoff
+    peer_fill: PeerFillReport | None = None  # the last peer-fill attempt (peering.py)
 
     def succeeded(self, now: float) -> None:
         self.last_attempt = now
@@ -146,7 +148,7 @@ class IssuerRefresher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
-        peer_fill: Callable[[IssuerState], Awaitable[None]] | None = None,
+        peer_fill: Callable[[IssuerState], Awaitable[PeerFillReport | None]] | None = None,
         health: Health | None = None,
         validators: Validators = NO_VALIDATORS,
     ) -> None:
@@ -302,7 +304,7 @@ class IssuerRefresher:
             and not state.servable(self._clock())
         ):
             # Part of this attempt (readiness waits for it), bounded by the fetch timeout.
-            await self._peer_fill(state)
+            self.health.peer_fill = await self._peer_fill(state)
             if state.source == "peer":
                 # The validators belong to the peer's fetch: ours must be unconditional.
                 self.validators = NO_VALIDATORS

@@ -51,27 +51,6 @@ class Change:
     retained: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class PeerFillReport:
-    """The last peer-fill attempt of one issuer (peering.py writes it, ``/status`` shows it):
-    when, its outcome, the peer whose copy was adopted, and what each peer answered."""
-
-    at: float
-    outcome: str  # filled | no_peers | rejected | no_set | unreachable
-    peer: str | None
-    duration_s: float
-    peers: tuple[Mapping[str, Any], ...]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "outcome": self.outcome,
-            "peer": self.peer,
-            "duration_s": self.duration_s,
-            "peers": [dict(p) for p in self.peers],
-        }
-
-
 @dataclass
 class Retained:
     key: Key
@@ -108,7 +87,6 @@ class IssuerState:
     # from an upstream or a restore of one are shared with peers.
     source: str | None = None
     filled_from: str | None = None  # the peer's admin URL while source == "peer"
-    peer_fill: PeerFillReport | None = None  # the last peer-fill attempt, for /status
 
     @property
     def name(self) -> str:

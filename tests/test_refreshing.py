@@ -62,7 +62,8 @@ async def test_after_a_peer_copy_the_next_fetch_is_unconditional(fake_issuer) ->
     copy = validate(kf.body(kf.jwk("p256", kid="k1")), max_bytes=1 << 16, max_keys=5)
 
     async def adopt(target: IssuerState) -> None:  # what PeerFiller.fill does with an offer
-        target.adopt_from_peer(copy, retained=(), last_success=time.time(), peer="p", now=time.time())
+        now = time.time()
+        target.adopt_from_peer(copy, retained=(), last_success=now, peer="p", now=now)
 
     fetcher = Fetcher()
     metrics = Metrics(CollectorRegistry(), issuers=list, unknown_requests={}, clock=time.time)
