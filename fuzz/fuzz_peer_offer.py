@@ -2,7 +2,7 @@
 
     python fuzz/fuzz_peer_offer.py -max_total_time=60 [CORPUS_DIR ...]
 
-The bytes are a peer's answer to ``GET /peer/{name}``, checked by ``peering.parse_offer`` as
+The bytes are a peer's answer to ``GET /peer/{name}``, checked by ``offers.parse_offer`` as
 the asking replica checks it. Whatever the bytes, either a ``PeerError`` is raised, or the
 offer:
 
@@ -29,7 +29,7 @@ with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror.errors import PeerError
     from jwks_mirror.fetching import Validators
     from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
-    from jwks_mirror.peering import parse_offer, share
+    from jwks_mirror.offers import parse_offer, share
     from jwks_mirror.settings import IssuerSettings, Limits
     from jwks_mirror.state import IssuerState
 

@@ -21,7 +21,7 @@ from jwks_mirror.errors import UnknownIssuer
 from jwks_mirror.keysets import Key
 from jwks_mirror.metrics import exposition
 from jwks_mirror.mirror import Issuer, Mirror
-from jwks_mirror.peering import share
+from jwks_mirror.offers import share
 
 MIRROR = web.AppKey("mirror", Mirror)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})

@@ -38,7 +38,7 @@ from jwks_mirror.errors import FetchError, KeySetRejected
 from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
-from jwks_mirror.peering import PeerFillReport
+from jwks_mirror.offers import PeerFillReport
 from jwks_mirror.persistence import StateStore, StateWriter
 from jwks_mirror.pipeline import AskAgain, Outcome, apply_result
 from jwks_mirror.settings import Limits
@@ -115,14 +115,11 @@ class Health:
     peer_fill: PeerFillReport | None = None  # the last peer-fill attempt (peering.py)
 
     def succeeded(self, now: float) -> None:
-        self.last_attempt = now
+        self.last_attempt, self.consecutive_failures = now, 0
         self.last_error = self.last_error_reason = None
-        self.consecutive_failures = 0
 
     def failed(self, error: FetchError, now: float) -> None:
-        self.last_attempt = now
-        self.last_error = str(error)
-        self.last_error_reason = error.reason
+        self.last_attempt, self.last_error, self.last_error_reason = now, str(error), error.reason
         self.consecutive_failures += 1
 
     def schedule(self, now: float, due: NextRefresh) -> None:
@@ -217,8 +214,8 @@ class IssuerRefresher:
 
     def reschedule(self) -> None:
         """Re-read the schedule (after a triggered refresh or a purge)."""
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        if self._wake is not None:
+            _wake_up(self._wake)
 
     async def _sleep(self, delay_s: float) -> None:
         """Until ``delay_s`` passes or :meth:`reschedule` is called. One future and one timer:

@@ -24,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jwks_mirror.cli.admin_client import format_status
 from jwks_mirror.errors import ConfigError, PeerError
-from jwks_mirror.peering import PeerFinder, parse_offer, share
+from jwks_mirror.offers import parse_offer, share
+from jwks_mirror.peering import PeerFinder
 from jwks_mirror.settings import PeersSettings, parse_settings
 from jwks_mirror.state import IssuerState
 from jwks_mirror.tls import PeerTLSSettings

@@ -10,7 +10,7 @@ import pytest
 
 from jwks_mirror.errors import PeerError
 from jwks_mirror.keysets import key_from_jwk
-from jwks_mirror.peering import parse_offer
+from jwks_mirror.offers import parse_offer
 from jwks_mirror.persistence import (
     BadRetained,
     StateStore,
