@@ -13,7 +13,7 @@ from typing import Any
 
 from jwks_mirror.errors import KeySetRejected, PeerError
 from jwks_mirror.keysets import Key, Validated, render, validate
-from jwks_mirror.persistence import BadRetained, decode_retained
+from jwks_mirror.persistence import decode_retained
 from jwks_mirror.settings import IssuerSettings
 from jwks_mirror.state import IssuerState
 from jwks_mirror.strictjson import parse_json
@@ -115,9 +115,8 @@ def _retained(
     policy refuses refuses the whole answer, with the policy's reason."""
     try:
         return decode_retained(value, max_keys=issuer.limits.max_keys, now=now)
-    except BadRetained as exc:
-        where = "retained" if exc.index is None else f"retained[{exc.index}]"
-        raise PeerError(exc.reason, f"{where}: {exc.detail}") from exc
+    except KeySetRejected as exc:
+        raise PeerError(exc.reason, str(exc)) from exc
 
 
 def _time(value: object, what: str) -> float:

@@ -123,8 +123,8 @@ def _decode(
         raise ValueError(f"invalid key set ({exc.reason}): {exc}") from exc
     try:
         retained = decode_retained(document.get("retained", []), max_keys=max_keys, now=now)
-    except BadRetained as exc:
-        raise ValueError(exc.described()) from exc
+    except KeySetRejected as exc:
+        raise ValueError(f"invalid {exc}") from exc
     last_change = document.get("last_change")
     validators = {n: v if isinstance(v := document.get(n), str) else None for n in _VALIDATORS}
     return Snapshot(
@@ -141,19 +141,6 @@ def _decode(
     )
 
 
-class BadRetained(ValueError):
-    """A ``retained`` list that refuses its whole document: ``reason`` is the policy's reason
-    (``weak_key``, ``private_key``...) or ``malformed``; ``index`` names the entry."""
-
-    def __init__(self, reason: str, index: int | None, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.index, self.detail = reason, index, detail
-
-    def described(self) -> str:
-        where = "retained" if self.index is None else f"retained[{self.index}]"
-        return f"invalid {where} ({self.reason}): {self.detail}"
-
-
 def decode_retained(value: object, *, max_keys: int, now: float) -> tuple[tuple[Key, float], ...]:
     """The one rule for a ``retained: [{jwk, removed_at}]`` list, in a state file or a peer's
     offer: each key passes the policy strictly on its own (two retained keys may share a kid),
@@ -161,24 +148,26 @@ def decode_retained(value: object, *, max_keys: int, now: float) -> tuple[tuple[
     Every ``removed_at`` must be a finite time and is clamped to ``now``, so neither a clock
     that went back nor a tampered input extends how long a removed key is published; the list
     keeps the ``max_keys`` keys removed last (a stable sort keeps the input's order among equal
-    times). Raises :class:`BadRetained`."""
+    times). Raises :class:`KeySetRejected`: its reason is the policy's (``weak_key``,
+    ``private_key``...) or ``malformed``, its message starts ``retained[i] (reason): ``."""
     if not isinstance(value, list):
-        raise BadRetained("malformed", None, "not a list")
+        raise KeySetRejected("malformed", "retained (malformed): not a list")
     out: list[tuple[Key, float]] = []
     for index, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("jwk"), dict):
-            raise BadRetained("malformed", index, "no jwk")
+            raise KeySetRejected("malformed", f"retained[{index}] (malformed): no jwk")
         removed_at = item.get("removed_at")
         if (
             isinstance(removed_at, bool)
             or not isinstance(removed_at, int | float)
             or not math.isfinite(removed_at)
         ):
-            raise BadRetained("malformed", index, f"removed_at {removed_at!r} is not a finite time")
+            detail = f"removed_at {removed_at!r} is not a finite time"
+            raise KeySetRejected("malformed", f"retained[{index}] (malformed): {detail}")
         try:
             key = key_from_jwk(item["jwk"])
         except KeySetRejected as exc:
-            raise BadRetained(exc.reason, index, str(exc)) from exc
+            raise KeySetRejected(exc.reason, f"retained[{index}] ({exc.reason}): {exc}") from exc
         out.append((key, min(float(removed_at), now)))
     out.sort(key=lambda entry: entry[1], reverse=True)
     return tuple(out[:max_keys])

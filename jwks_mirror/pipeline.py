@@ -58,12 +58,6 @@ class Outcome:
         }
 
 
-class AskAgain(Exception):
-    """A 304 with nothing of this replica's own to fall back on (validators from another
-    replica's state file, say; a peer's copy is not ours): the caller clears the validators
-    and fetches again, unconditionally."""
-
-
 def fresh_for(result: FetchResult) -> float | None:
     """The upstream's freshness lifetime for this answer (cachecontrol.py), None if none."""
     return freshness_lifetime_s(result.cache_control, result.age)
@@ -71,17 +65,19 @@ def fresh_for(result: FetchResult) -> float | None:
 
 def apply_result(
     result: FetchResult, state: IssuerState, *, validators: Validators, now: float
-) -> Applied:
-    """Apply a 200 or a 304 (to a request sent with ``validators``) to ``state``. Raises
-    :class:`AskAgain` (see there) or :class:`~jwks_mirror.errors.KeySetRejected` for a body
-    the policy refuses (then the state is unchanged: the last good set stays).
+) -> Applied | None:
+    """Apply a 200 or a 304 (to a request sent with ``validators``) to ``state``. None for a
+    304 with nothing of this replica's own to fall back on (validators from another replica's
+    state file, say; a peer's copy is not ours): the caller asks again, unconditionally.
+    Raises :class:`~jwks_mirror.errors.KeySetRejected` for a body the policy refuses (then
+    the state is unchanged: the last good set stays).
 
     Identical bytes to the last set of our own are not validated again. A 200 brings the
     validators for the next conditional request; a 304 keeps the ones it confirmed.
     """
     if result.body is None:
         if not state.has_own_set:
-            raise AskAgain
+            return None
         return Applied(state.mark_unchanged(now=now), fresh_for(result), validators)
     digest = hashlib.sha256(result.body).hexdigest()
     answered = Validators(result.etag, result.last_modified, digest)

@@ -40,7 +40,7 @@ from jwks_mirror.logs import event
 from jwks_mirror.metrics import Metrics
 from jwks_mirror.offers import PeerFillReport
 from jwks_mirror.persistence import StateStore, StateWriter
-from jwks_mirror.pipeline import AskAgain, Outcome, apply_result
+from jwks_mirror.pipeline import Outcome, apply_result
 from jwks_mirror.settings import Limits
 from jwks_mirror.state import Change, IssuerState
 
@@ -317,12 +317,12 @@ class IssuerRefresher:
             applied = apply_result(
                 result, state, validators=self.validators, now=self._clock()
             )
-        except AskAgain:
-            self.validators = NO_VALIDATORS
-            return await self._fetch_and_apply()
         except KeySetRejected as exc:
             self._metrics.keys_rejected_total.labels(state.name, exc.reason).inc()
             raise
+        if applied is None:  # a 304 that cannot confirm anything of ours
+            self.validators = NO_VALIDATORS
+            return await self._fetch_and_apply()
         self.validators = applied.validators
         for reason, count in applied.dropped.items():
             self._metrics.keys_rejected_total.labels(state.name, reason).inc(count)

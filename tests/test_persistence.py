@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from jwks_mirror.errors import PeerError
+from jwks_mirror.errors import KeySetRejected, PeerError
 from jwks_mirror.keysets import key_from_jwk
 from jwks_mirror.offers import parse_offer
 from jwks_mirror.persistence import (
-    BadRetained,
     StateStore,
     StateWriter,
     apart_from_current,
@@ -45,9 +44,11 @@ def test_removal_times_are_clamped_to_now_and_the_newest_removals_kept() -> None
     ],
 )
 def test_a_bad_entry_refuses_the_list_with_a_reason(value, reason, index) -> None:
-    with pytest.raises(BadRetained) as caught:
+    with pytest.raises(KeySetRejected) as caught:
         decode_retained(value, max_keys=5, now=10.0)
-    assert (caught.value.reason, caught.value.index) == (reason, index)
+    where = "retained" if index is None else f"retained[{index}]"
+    assert caught.value.reason == reason
+    assert str(caught.value).startswith(f"{where} ({reason}): ")
 
 
 def test_a_peer_offer_is_refused_for_a_retained_key_exactly_as_a_state_file_is() -> None:
@@ -67,7 +68,7 @@ def test_a_peer_offer_is_refused_for_a_retained_key_exactly_as_a_state_file_is()
     with pytest.raises(PeerError) as caught:
         parse_offer(json.dumps(document).encode(), issuer=issuer, peer="p", now=time.time())
     assert caught.value.reason == "weak_key"
-    assert str(caught.value).startswith("retained[0]: ")
+    assert str(caught.value).startswith("retained[0] (weak_key): ")
 
 
 def test_retained_keys_that_are_current_again_are_left_out() -> None:

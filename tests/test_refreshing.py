@@ -55,7 +55,7 @@ def test_an_issuer_is_stale_after_a_failure_or_without_a_servable_set(
 
 async def test_after_a_peer_copy_the_next_fetch_is_unconditional(fake_issuer) -> None:
     """The validators a replica held belong to its own last fetch; once a peer's copy is
-    served, a 304 could not confirm it, so the refresher drops them (pipeline.AskAgain covers
+    served, a 304 could not confirm it, so the refresher drops them (apply_result's None covers
     a 304 all the same)."""
     upstream = await fake_issuer(etag='"e1"', behaviour=answer(503))
     state = IssuerState(IssuerSettings(name="idp", jwks_uri=upstream.url, limits=Limits()))
