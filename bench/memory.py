@@ -98,9 +98,9 @@ async def _measure(config: Path, issuers: int, timeout_s: float) -> tuple[
     running = await server.start(load_settings(config))
     try:
         deadline = time.monotonic() + timeout_s
-        while running.mirror.not_ready():
+        while running.mirror.not_servable():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(running.mirror.not_ready())} issuers never servable")
+                raise RuntimeError(f"{len(running.mirror.not_servable())} issuers never servable")
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # let the last fetches' connections and log lines settle
         gc.collect()

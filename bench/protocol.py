@@ -36,6 +36,8 @@ import asyncio, json, sys, time
 from jwks_mirror import http1, public
 from jwks_mirror.counters import new_registry
 from jwks_mirror.mirror import Mirror
+from jwks_mirror.mirror import Issuer, Mirror
+from jwks_mirror.refreshing import Health
 from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState, Published
 
@@ -46,9 +48,10 @@ settings = parse_settings(
     "issuers:\\n  - {name: a, jwks_uri: 'http://a.ns.svc/jwks.json'}\\n"
 )
 mirror = Mirror(settings, registry=new_registry(), clock=lambda: now)
-state = IssuerState(settings.issuers[0], last_success=now, next_refresh=now + 300)
+state = IssuerState(settings.issuers[0], last_success=now)
 state.published = Published(body=b'{"keys":[]}', version="v1", etag='"v1"', kids=())
 mirror.states["a"] = state
+mirror.issuers["a"] = Issuer(state, Health(next_refresh=now + 300))
 server = public.PublicServer(mirror)
 
 class Transport(asyncio.Transport):

@@ -39,7 +39,8 @@ with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror.admin import create_admin_app
     from jwks_mirror.counters import new_registry
     from jwks_mirror.keysets import validate
-    from jwks_mirror.mirror import Mirror
+    from jwks_mirror.mirror import Issuer, Mirror
+    from jwks_mirror.refreshing import Health
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState
 
@@ -81,6 +82,7 @@ class Admin:
         state = IssuerState(settings.issuers[0])
         state.apply(validate(KEY, max_bytes=1 << 16, max_keys=10), now=NOW - 10)
         mirror.states = {"idp": state}
+        mirror.issuers = {"idp": Issuer(state, Health())}
         self.runner = web.AppRunner(create_admin_app(mirror), access_log=None,
                                     keepalive_timeout=READ_TIMEOUT_S)
         self.loop.run_until_complete(self._start())

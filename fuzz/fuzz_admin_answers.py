@@ -69,8 +69,9 @@ def _real_answers() -> dict[str, Any]:
     from jwks_mirror import admin
     from jwks_mirror.counters import new_registry
     from jwks_mirror.keysets import validate
-    from jwks_mirror.mirror import Mirror
-    from jwks_mirror.refreshing import Outcome
+    from jwks_mirror.mirror import Issuer, Mirror
+    from jwks_mirror.pipeline import Outcome
+    from jwks_mirror.refreshing import Health
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState
 
@@ -82,9 +83,14 @@ def _real_answers() -> dict[str, Any]:
     key = jwk.JWK.generate(kty="RSA", size=2048, kid="k1")
     body = json.dumps({"keys": [json.loads(key.export_public())]}).encode()
     served, empty = settings.issuers
-    state = IssuerState(served, next_refresh=NOW + 300)
+    state = IssuerState(served)
     state.apply(validate(body, max_bytes=1 << 20, max_keys=100), now=NOW)
-    mirror.states = {"idp": state, "down": IssuerState(empty, next_refresh=NOW + 5)}
+    down = IssuerState(empty)
+    mirror.states = {"idp": state, "down": down}
+    mirror.issuers = {
+        "idp": Issuer(state, Health(next_refresh=NOW + 300)),
+        "down": Issuer(down, Health(next_refresh=NOW + 5)),
+    }
     app = admin.create_admin_app(mirror)
 
     async def answer(handler: Any, path: str, **match: str) -> bytes:

@@ -33,7 +33,8 @@ import harness
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror import http1, public
     from jwks_mirror.counters import new_registry
-    from jwks_mirror.mirror import Mirror
+    from jwks_mirror.mirror import Issuer, Mirror
+    from jwks_mirror.refreshing import Health
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState, Published
 
@@ -54,9 +55,14 @@ def _server() -> public.PublicServer:
     settings = parse_settings(CONFIG)
     mirror = Mirror(settings, registry=new_registry(), clock=lambda: NOW)
     served, empty = settings.issuers
-    state = IssuerState(served, last_success=NOW, next_refresh=NOW + 300)
+    state = IssuerState(served, last_success=NOW)
     state.published = Published(body=b'{"keys":[]}', version="v1", etag='"v1"', kids=())
-    mirror.states = {"a": state, "b": IssuerState(empty, next_refresh=NOW + 5)}
+    down = IssuerState(empty)
+    mirror.states = {"a": state, "b": down}
+    mirror.issuers = {
+        "a": Issuer(state, Health(next_refresh=NOW + 300)),
+        "b": Issuer(down, Health(next_refresh=NOW + 5)),
+    }
     return public.PublicServer(mirror)
 
 

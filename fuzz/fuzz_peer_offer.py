@@ -2,7 +2,7 @@
 
     python fuzz/fuzz_peer_offer.py -max_total_time=60 [CORPUS_DIR ...]
 
-The bytes are a peer's answer to ``GET /peer/{name}``, checked by ``peering.parse_offer`` as
+The bytes are a peer's answer to ``GET /peer/{name}``, checked by ``offers.parse_offer`` as
 the asking replica checks it. Whatever the bytes, either a ``PeerError`` is raised, or the
 offer:
 
@@ -28,8 +28,9 @@ import harness
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror.configmodel import IssuerSettings, Limits
     from jwks_mirror.errors import PeerError
+    from jwks_mirror.fetching import Validators
     from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
-    from jwks_mirror.peering import parse_offer, share
+    from jwks_mirror.offers import parse_offer, share
     from jwks_mirror.state import IssuerState
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
@@ -84,7 +85,7 @@ def seed(directory: Path) -> None:
         state.apply(validate(body, max_bytes=1 << 20, max_keys=4), now=NOW - 300 + index)
         (directory / f"upstream-{index}").write_bytes(answer(state, NOW))
     restored = IssuerState(ISSUER)
-    restored.restore(json.loads(json.dumps(state.snapshot())), now=NOW)
+    restored.restore(json.loads(json.dumps(state.snapshot(Validators()))), now=NOW)
     (directory / "restored").write_bytes(answer(restored, NOW))
     (directory / "no-set").write_bytes(answer(IssuerState(ISSUER), NOW))
     private = json.loads(ec.export_private())

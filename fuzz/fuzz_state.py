@@ -30,6 +30,7 @@ import harness
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror.configmodel import IssuerSettings, Limits
     from jwks_mirror.errors import KeySetRejected, StateRefused
+    from jwks_mirror.fetching import Validators
     from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
     from jwks_mirror.persistence import StateStore, parse_document
     from jwks_mirror.state import IssuerState
@@ -78,8 +79,7 @@ def seed(directory: Path) -> None:
         state = IssuerState(ISSUER)
         for index, body in enumerate(bodies):
             state.apply(validate(body, max_bytes=1 << 20, max_keys=4), now=NOW - 600 + index)
-            state.upstream_etag = f'"v{index}"'
-            store.save("keys", state.snapshot())
+            store.save("keys", state.snapshot(Validators(etag=f'"v{index}"')))
             (directory / f"written-{index}").write_bytes(store.path("keys").read_bytes())
         for index, published in enumerate(sorted(x5c.glob("*.json"))[:3]):
             try:
@@ -88,7 +88,7 @@ def seed(directory: Path) -> None:
                 continue
             one = IssuerState(ISSUER)
             one.apply(validated, now=NOW - 60)
-            store.save("keys", one.snapshot())
+            store.save("keys", one.snapshot(Validators()))
             (directory / f"corpus-{index}").write_bytes(store.path("keys").read_bytes())
 
 

@@ -20,9 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from jwks_mirror.errors import UnknownIssuer
 from jwks_mirror.exposition import exposition
 from jwks_mirror.keysets import Key
-from jwks_mirror.mirror import Mirror
-from jwks_mirror.peering import share
-from jwks_mirror.state import IssuerState
+from jwks_mirror.mirror import Issuer, Mirror
+from jwks_mirror.offers import share
 
 MIRROR = web.AppKey("mirror", Mirror)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
@@ -84,7 +83,7 @@ async def readyz(request: web.Request) -> web.Response:
         "ready": ready,
         "draining": mirror.draining,
         "pending": mirror.pending(),
-        "not_servable": mirror.not_ready(),
+        "not_servable": mirror.not_servable(),
     }
     return _json(body, status=200 if ready else 503)
 
@@ -97,7 +96,8 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def _summary(state: IssuerState, now: float) -> dict[str, Any]:
+def _summary(issuer: Issuer, now: float) -> dict[str, Any]:
+    state, health = issuer.state, issuer.health
     published = state.published
     return {
         "name": state.name,
@@ -109,29 +109,29 @@ def _summary(state: IssuerState, now: float) -> dict[str, Any]:
         "etag": published.etag if published else None,
         "version": published.version if published else None,
         "keys": len(state.current),
-        "last_attempt": state.last_attempt,
+        "last_attempt": health.last_attempt,
         "last_success": state.last_success,
         "last_change": state.last_change,
         "last_key_added": state.key_added_at,
-        "last_error": state.last_error,
-        "last_error_reason": state.last_error_reason,
-        "consecutive_failures": state.consecutive_failures,
-        "stale": state.is_stale(now),
+        "last_error": health.last_error,
+        "last_error_reason": health.last_error_reason,
+        "consecutive_failures": health.consecutive_failures,
+        "stale": issuer.is_stale(now),
         "servable": state.servable(now),
         "expired": state.is_expired(now),
-        "next_refresh": state.next_refresh,
-        "next_refresh_reason": state.next_refresh_reason,
+        "next_refresh": health.next_refresh,
+        "next_refresh_reason": health.next_refresh_reason,
         "path": f"/{state.name}/jwks.json",
         "source": state.source,
         "filled_from_peer": state.filled_from,
-        "peer_fill": state.peer_fill,
+        "peer_fill": health.peer_fill.as_json() if health.peer_fill else None,
     }
 
 
 async def status(request: web.Request) -> web.Response:
     mirror = request.app[MIRROR]
     now = mirror.clock()
-    issuers = [_summary(state, now) for state in mirror.states.values()]
+    issuers = [_summary(issuer, now) for issuer in mirror.issuers.values()]
     return _json({"now": now, "draining": mirror.draining, "issuers": issuers})
 
 
@@ -161,7 +161,7 @@ async def status_one(request: web.Request) -> web.Response:
         }
         for r in state.retained.values()
     ]
-    detail = _summary(state, now)
+    detail = _summary(mirror.issuers[state.name], now)
     detail["now"] = now
     detail["key_history"] = keys
     detail["jwks"] = json.loads(state.published.body) if state.published else None

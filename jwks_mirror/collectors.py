@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jwks_mirror.state import IssuerState
+if TYPE_CHECKING:  # mirror.py imports this module (through counters): the type only
+    from jwks_mirror.mirror import Issuer
 
 PREFIX = "jwks_mirror_"
 # last_key_added_timestamp_seconds is exported this long at least after a key is added (or
@@ -35,55 +36,55 @@ PerIssuer = Callable[[], str]  # "compact" or "full", read at each scrape (a rel
 When = Literal["always", "unhealthy", "full"]
 ALWAYS: When = "always"  # in both modes
 UNHEALTHY: When = "unhealthy"  # compact: only while the value is not the family's healthy one
-Value = Callable[[IssuerState, float], "float | Mapping[str, float] | None"]
+Value = Callable[["Issuer", float], "float | Mapping[str, float] | None"]
 
 
 # -- value functions: where each per-issuer value lives ---------------------------------
 
 
-def _keys(s: IssuerState, now: float) -> float:
-    return len(s.current)
+def _keys(i: Issuer, now: float) -> float:
+    return len(i.state.current)
 
 
-def _retained(s: IssuerState, now: float) -> float:
-    return len(s.retained)
+def _retained(i: Issuer, now: float) -> float:
+    return len(i.state.retained)
 
 
-def _last_success(s: IssuerState, now: float) -> float | None:
-    return s.last_success
+def _last_success(i: Issuer, now: float) -> float | None:
+    return i.state.last_success
 
 
-def _stale(s: IssuerState, now: float) -> float:
-    return 1.0 if s.is_stale(now) else 0.0
+def _stale(i: Issuer, now: float) -> float:
+    return 1.0 if i.is_stale(now) else 0.0
 
 
-def _servable(s: IssuerState, now: float) -> float:
-    return 1.0 if s.servable(now) else 0.0
+def _servable(i: Issuer, now: float) -> float:
+    return 1.0 if i.state.servable(now) else 0.0
 
 
-def _failures(s: IssuerState, now: float) -> float:
-    return s.consecutive_failures
+def _failures(i: Issuer, now: float) -> float:
+    return i.health.consecutive_failures
 
 
-def _next_refresh(s: IssuerState, now: float) -> float:
-    return s.next_refresh
+def _next_refresh(i: Issuer, now: float) -> float:
+    return i.health.next_refresh
 
 
-def _etag(s: IssuerState, now: float) -> Mapping[str, float] | None:
-    return None if s.published is None else {s.published.etag: 1.0}
+def _etag(i: Issuer, now: float) -> Mapping[str, float] | None:
+    return None if i.state.published is None else {i.state.published.etag: 1.0}
 
 
-def _key_added(s: IssuerState, now: float) -> float | None:
-    added = s.key_added_at
-    shown = max(KEY_ADDED_SHOWN_S, s.settings.limits.retain_removed_keys_s)
+def _key_added(i: Issuer, now: float) -> float | None:
+    added = i.state.key_added_at
+    shown = max(KEY_ADDED_SHOWN_S, i.state.settings.limits.retain_removed_keys_s)
     return added if added is not None and now - added < shown else None
 
 
-def _from_peer(s: IssuerState, now: float) -> float:
-    return 1.0 if s.source == "peer" else 0.0
+def _from_peer(i: Issuer, now: float) -> float:
+    return 1.0 if i.state.source == "peer" else 0.0
 
 
-def _counted_apart(s: IssuerState, now: float) -> None:
+def _counted_apart(i: Issuer, now: float) -> None:
     """Requests are the public server's (``PublicServer.requests``), read by the collector."""
     return None
 
@@ -186,12 +187,12 @@ class StateCollector(Collector):
 
     def __init__(
         self,
-        states: Callable[[], Iterable[IssuerState]],
+        issuers: Callable[[], Iterable[Issuer]],
         requests: Callable[[str | None], Mapping[int, int]],
         clock: Callable[[], float],
         per_issuer: PerIssuer = lambda: "compact",
     ) -> None:
-        self._states = states
+        self._issuers = issuers
         self._requests_of = requests  # by issuer name; None: names not configured
         self._clock = clock
         self._per_issuer = per_issuer
@@ -200,33 +201,33 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         full = self._per_issuer() == "full"
-        states = list(self._states())
+        issuers = list(self._issuers())
         for family in FAMILIES:
             if family.when == "full" and not full:
                 continue
             out = _new(family, family.labels)
-            for state in states:
-                value = family.value(state, now)
+            for issuer in issuers:
+                value = family.value(issuer, now)
                 if value is None:
                     continue
                 if isinstance(value, Mapping):
                     for extra, number in value.items():
-                        out.add_metric([state.name, extra], number)
+                        out.add_metric([issuer.state.name, extra], number)
                 elif full or family.when == ALWAYS or value != family.healthy:
-                    out.add_metric([state.name], value)
+                    out.add_metric([issuer.state.name], value)
             if family is _REQUESTS:
-                for name in [*(state.name for state in states), None]:
+                for name in [*(issuer.state.name for issuer in issuers), None]:
                     for code, count in sorted(self._requests_of(name).items()):
                         out.add_metric([name or UNKNOWN_ISSUER, str(code)], count)
             yield out
         if not full:
-            yield self._requests_by_code(states)
+            yield self._requests_by_code(issuers)
 
-    def _requests_by_code(self, states: list[IssuerState]) -> Metric:
+    def _requests_by_code(self, issuers: list[Issuer]) -> Metric:
         """``requests_total{code}``: every issuer's requests (and the unknown names') summed."""
         current: dict[tuple[str, ...], float] = {
             (name or UNKNOWN_ISSUER, str(code)): float(count)
-            for name in [*(state.name for state in states), None]
+            for name in [*(issuer.state.name for issuer in issuers), None]
             for code, count in self._requests_of(name).items()
         }
         out = _new(_REQUESTS, ("code",))

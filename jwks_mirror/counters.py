@@ -20,14 +20,16 @@ issuer.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jwks_mirror.collectors import PREFIX, MonotonicSum, PerIssuer, StateCollector
-from jwks_mirror.state import IssuerState
+
+if TYPE_CHECKING:  # mirror.py imports this module: the type only
+    from jwks_mirror.mirror import Issuer
 
 __all__ = ["PREFIX", "IssuerCounter", "Metrics", "new_registry"]
 
@@ -39,7 +41,7 @@ class Metrics:
         self,
         registry: CollectorRegistry,
         *,
-        states: Callable[[], Iterable[IssuerState]],
+        issuers: Callable[[], Iterable[Issuer]],
         clock: Callable[[], float],
         per_issuer: PerIssuer = lambda: "compact",
     ) -> None:
@@ -146,7 +148,7 @@ class Metrics:
             self.peer_errors_total,
         )
         registry.register(
-            StateCollector(states, lambda name: self.requests(name), clock, per_issuer)
+            StateCollector(issuers, lambda name: self.requests(name), clock, per_issuer)
         )
         registry.register(_CounterCollector(self._counters, per_issuer))
 

@@ -50,6 +50,20 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
+class Validators:
+    """What makes the next fetch conditional: the ``ETag`` and ``Last-Modified`` of the last
+    set this replica fetched itself (never a peer's), and the SHA-256 of that body (identical
+    bytes are not validated again). The refresher keeps them; the state file saves them."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    digest: str | None = None
+
+
+NO_VALIDATORS = Validators()
+
+
+@dataclass(frozen=True)
 class FetchResult:
     """A 200 (``body`` set) or a 304 to our conditional request (``body`` None)."""
 
@@ -99,10 +113,11 @@ class Fetcher:
         self,
         issuer: IssuerSettings,
         *,
-        etag: str | None = None,
-        last_modified: str | None = None,
+        validators: Validators = NO_VALIDATORS,
     ) -> FetchResult:
-        """Fetch the issuer's JWKS once (after discovery, when configured)."""
+        """Fetch the issuer's JWKS once (after discovery, when configured), conditionally
+        when ``validators`` name an ETag or a Last-Modified time."""
+        etag, last_modified = validators.etag, validators.last_modified
         release = await self._admission.enter()
         try:
             session = self._session(issuer.tls)

@@ -19,12 +19,13 @@ from prometheus_client import CollectorRegistry
 from jwks_mirror.configmodel import IssuerSettings, Settings
 from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import StateRefused, UnknownIssuer
-from jwks_mirror.fetching import Fetcher
+from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.logs import event
 from jwks_mirror.peerfinder import PeerFinder
 from jwks_mirror.peering import PeerFiller
 from jwks_mirror.persistence import StateStore, max_file_bytes
-from jwks_mirror.refreshing import BACKOFF_BASE_S, IssuerRefresher, Outcome
+from jwks_mirror.pipeline import Outcome
+from jwks_mirror.refreshing import BACKOFF_BASE_S, Health, IssuerRefresher
 from jwks_mirror.state import IssuerState
 
 
@@ -35,6 +36,27 @@ class ReloadSummary:
     changed: tuple[str, ...]
     unchanged: tuple[str, ...]
     restart_needed: tuple[str, ...]
+
+
+@dataclass
+class Issuer:
+    """One mirrored issuer, for readers (``/status``, the metrics, the public port): its key
+    policy (:class:`IssuerState`), its fetch health and schedule (:class:`Health`) and the
+    refresher that writes both."""
+
+    state: IssuerState
+    health: Health
+    refresher: IssuerRefresher | None = None  # None only for a reader built in a test
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def is_stale(self, now: float) -> bool:
+        """The upstream did not confirm the served set at the last attempt, or there is no
+        servable set at all. A stale set is still served until ``max_stale``; this is what
+        operators alert on before it expires."""
+        return self.health.consecutive_failures > 0 or not self.state.servable(now)
 
 
 class Mirror:
@@ -52,12 +74,13 @@ class Mirror:
     ) -> None:
         self.settings = settings
         self.states: dict[str, IssuerState] = {}
+        self.issuers: dict[str, Issuer] = {}  # the same issuers, bundled for readers
         self.draining = False
         self._was_ready = False
         self.clock = clock
         self.metrics = Metrics(
             registry,
-            states=lambda: list(self.states.values()),
+            issuers=lambda: list(self.issuers.values()),
             clock=clock,
             per_issuer=lambda: self.settings.metrics.per_issuer,
         )
@@ -79,8 +102,8 @@ class Mirror:
 
     async def start(self) -> None:
         """Load persisted sets (served at once, within max_stale) and start every issuer."""
-        for state in await self._new_states(self.settings.issuers):
-            self._start_issuer(state)
+        for state, validators in await self._new_states(self.settings.issuers):
+            self._start_issuer(state, validators)
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Shutdown order: cancel the schedules; give fetches that a caller still waits for
@@ -129,14 +152,15 @@ class Mirror:
         for name in removed:
             await self._stop_issuer(name)
             del self.states[name]
+            del self.issuers[name]
             self.metrics.forget(name)
         added, changed, unchanged = [], [], []
         for issuer in new.issuers:
             state = self.states.get(issuer.name)
             if state is None:
                 added.append(issuer.name)
-                (fresh,) = await self._new_states([issuer])
-                self._start_issuer(fresh)
+                ((fresh, validators),) = await self._new_states([issuer])
+                self._start_issuer(fresh, validators)
             elif state.settings == issuer and old.state_dir == new.state_dir:
                 unchanged.append(issuer.name)
             else:
@@ -144,9 +168,11 @@ class Mirror:
                 await self._stop_issuer(issuer.name)
                 if state.settings.upstream == issuer.upstream:
                     state.settings = issuer
+                    kept = self.issuers[issuer.name].refresher
+                    self._start_issuer(state, kept.validators if kept else NO_VALIDATORS)
                 else:
-                    (state,) = await self._new_states([issuer])
-                self._start_issuer(state)
+                    ((state, validators),) = await self._new_states([issuer])
+                    self._start_issuer(state, validators)
         return ReloadSummary(
             added=tuple(added),
             removed=removed,
@@ -155,7 +181,9 @@ class Mirror:
             restart_needed=restart,
         )
 
-    async def _new_states(self, issuers: Sequence[IssuerSettings]) -> list[IssuerState]:
+    async def _new_states(
+        self, issuers: Sequence[IssuerSettings]
+    ) -> list[tuple[IssuerState, Validators]]:
         """A fresh state per issuer, restored from ``state_dir`` where its file is usable.
 
         A state file is untrusted input (persistence.py bounds it): it is read and decoded in
@@ -164,10 +192,10 @@ class Mirror:
         """
         store = self.store
         if store is None:
-            return [IssuerState(issuer) for issuer in issuers]
+            return [(IssuerState(issuer), NO_VALIDATORS) for issuer in issuers]
         loaded = await asyncio.to_thread(_restore_all, store, issuers, self.clock())
         now = self.clock()
-        for state, refused in loaded:
+        for state, _, refused in loaded:
             if refused is not None:
                 self.metrics.state_ignored_total.labels(state.name, refused.reason).inc()
                 event(
@@ -185,9 +213,11 @@ class Mirror:
                     kids=list(state.published.kids if state.published else ()),
                     servable=state.servable(now),
                 )
-        return [state for state, _ in loaded]
+        return [(state, validators) for state, validators, _ in loaded]
 
-    def _start_issuer(self, state: IssuerState) -> None:
+    def _start_issuer(self, state: IssuerState, validators: Validators) -> None:
+        kept = self.issuers.get(state.name)  # a changed issuer keeps its health and schedule
+        health = kept.health if kept is not None and kept.state is state else Health()
         refresher = IssuerRefresher(
             state,
             fetcher=self._fetcher,
@@ -197,8 +227,11 @@ class Mirror:
             rng=self._rng,
             backoff_base_s=self._backoff_base_s,
             peer_fill=self.peers.fill,
+            health=health,
+            validators=validators,
         )
         self.states[state.name] = state
+        self.issuers[state.name] = Issuer(state, health, refresher)
         self._refreshers[state.name] = refresher
         task = asyncio.get_running_loop().create_task(
             self._guarded(refresher), name=f"refresh:{state.name}"
@@ -246,7 +279,7 @@ class Mirror:
             await asyncio.gather(*(r.refresh(purge_retained=purge_retained) for r in refreshers))
         )
 
-    def not_ready(self) -> list[str]:
+    def not_servable(self) -> list[str]:
         """Issuers without a servable set: each fails closed on its own path (503)."""
         now = self.clock()
         return [name for name, state in self.states.items() if not state.servable(now)]
@@ -274,18 +307,23 @@ class Mirror:
 
 def _restore_all(
     store: StateStore, issuers: Sequence[IssuerSettings], now: float
-) -> list[tuple[IssuerState, StateRefused | None]]:
-    """Blocking: read and restore each issuer's file (states no other thread sees yet)."""
-    out: list[tuple[IssuerState, StateRefused | None]] = []
+) -> list[tuple[IssuerState, Validators, StateRefused | None]]:
+    """Blocking: read and restore each issuer's file (states no other thread sees yet), with
+    the upstream validators the file saved."""
+    out: list[tuple[IssuerState, Validators, StateRefused | None]] = []
     for issuer in issuers:
         state = IssuerState(issuer)
         cap = max_file_bytes(max_response_bytes=issuer.limits.max_response_bytes)
+        validators = NO_VALIDATORS
         try:
             document = store.load(issuer.name, max_bytes=cap)
             if document is not None:
-                state.restore(document, now=now)
+                saved = state.restore(document, now=now)
+                validators = Validators(
+                    saved.upstream_etag, saved.upstream_last_modified, saved.upstream_digest
+                )
         except StateRefused as exc:
-            out.append((IssuerState(issuer), exc))
+            out.append((IssuerState(issuer), NO_VALIDATORS, exc))
             continue
-        out.append((state, None))
+        out.append((state, validators, None))
     return out

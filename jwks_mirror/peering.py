@@ -6,7 +6,7 @@ down would answer 503 for that issuer, although its peer one pod away still serv
 istiod's first fetch of a *new* ``jwksUri`` may land on it and then push a key set that
 rejects every token.
 
-The peer side, ``GET /peer/{name}`` on the admin port (:func:`share`)::
+The peer side, ``GET /peer/{name}`` on the admin port (:func:`jwks_mirror.offers.share`)::
 
     200 {"name", "upstream", "source": "upstream" | "state",
          "last_success": <the peer's last upstream success, epoch seconds>,
@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,16 +49,14 @@ import aiohttp
 from jwks_mirror import __version__
 from jwks_mirror.configmodel import IssuerSettings, PeersSettings, PeerTLSSettings
 from jwks_mirror.counters import Metrics
-from jwks_mirror.errors import KeySetRejected, PeerError, UpstreamError
+from jwks_mirror.errors import PeerError, UpstreamError
 from jwks_mirror.httpclient import Sessions, client_errors, file_stamps, read_body
-from jwks_mirror.keysets import Key, Validated, render, validate
 from jwks_mirror.logs import event
+from jwks_mirror.offers import Offer, PeerFillReport, parse_offer
 from jwks_mirror.peerfinder import PeerFinder
 from jwks_mirror.state import IssuerState
-from jwks_mirror.strictjson import parse_json
 from jwks_mirror.tls import build_peer_ssl_context
 
-SHAREABLE_SOURCES = frozenset({"upstream", "state"})
 # The answer holds the current keys and the retained ones: at most twice the upstream cap,
 # plus room for the JSON around them.
 _ENVELOPE_BYTES = 65_536
@@ -68,128 +65,6 @@ _NOTHING_TO_SHARE = frozenset({"no_set", "expired", "filled_from_peer"})
 # Reasons (httpclient.CLIENT_ERRORS) for a peer that gave no answer at all.
 _UNREACHABLE = frozenset({"timeout", "connect", "connection", "protocol"})
 
-# -- the peer side ----------------------------------------------------------------------------
-
-
-def share(state: IssuerState, now: float) -> tuple[int, dict[str, Any]]:
-    """The ``GET /peer/{name}`` answer: (HTTP status, JSON document)."""
-    if state.published is None or state.last_success is None:
-        return 503, {"error": "no key set yet", "reason": "no_set"}
-    if state.is_expired(now):
-        return 503, {"error": "the key set is older than max_stale", "reason": "expired"}
-    if state.source not in SHAREABLE_SOURCES:
-        return 503, {
-            "error": "this set was copied from a peer; only upstream sets are shared",
-            "reason": "filled_from_peer",
-        }
-    return 200, {
-        "name": state.name,
-        "upstream": state.settings.upstream,
-        "source": state.source,
-        "last_success": state.last_success,
-        "jwks": render(state.current).decode(),
-        "retained": [
-            {"jwk": dict(r.key.jwk), "removed_at": r.removed_at} for r in state.retained.values()
-        ],
-    }
-
-
-# -- the asking side: what an answer must be ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Offer:
-    """A peer's answer that passed every check, ready for :meth:`IssuerState.adopt_from_peer`."""
-
-    peer: str
-    validated: Validated
-    retained: tuple[tuple[Key, float], ...]
-    last_success: float
-    source: str
-
-
-def parse_offer(body: bytes, *, issuer: IssuerSettings, peer: str, now: float) -> Offer:
-    """Check a peer's ``/peer/{name}`` answer. Raises :class:`PeerError` (``reason`` says why)."""
-    limits = issuer.limits
-    try:
-        document = parse_json(body)
-    except KeySetRejected as exc:
-        raise PeerError(exc.reason, f"answer: {exc}") from exc
-    if not isinstance(document, dict):
-        raise PeerError("malformed", "answer is not a JSON object")
-    if document.get("name") != issuer.name:
-        raise PeerError("malformed", f"answer names issuer {_short(document.get('name'))}")
-    if document.get("upstream") != issuer.upstream:
-        raise PeerError(
-            "upstream_mismatch",
-            f"peer fetches {_short(document.get('upstream'))}, this replica {issuer.upstream!r}",
-        )
-    source = document.get("source")
-    if source not in SHAREABLE_SOURCES:
-        raise PeerError("malformed", f"set of source {_short(source)} is not shareable")
-    last_success = _time(document.get("last_success"), "last_success")
-    # A peer clock ahead of ours (or a lie) must not extend how long the copy is served.
-    last_success = min(last_success, now)
-    if last_success + limits.max_stale_s <= now:
-        raise PeerError(
-            "older_than_max_stale",
-            f"the peer's last upstream success was {now - last_success:.0f}s ago, "
-            f"over max_stale ({limits.max_stale_s:g}s)",
-        )
-    jwks = document.get("jwks")
-    if not isinstance(jwks, str):
-        raise PeerError("malformed", 'answer has no "jwks" string')
-    try:
-        validated = validate(
-            jwks.encode(), max_bytes=limits.max_response_bytes, max_keys=limits.max_keys
-        )
-    except KeySetRejected as exc:
-        raise PeerError(exc.reason, f"key set rejected: {exc}") from exc
-    retained = _retained(document.get("retained", []), issuer=issuer, now=now)
-    return Offer(
-        peer=peer,
-        validated=validated,
-        retained=retained,
-        last_success=last_success,
-        source=source,
-    )
-
-
-def _retained(
-    value: object, *, issuer: IssuerSettings, now: float
-) -> tuple[tuple[Key, float], ...]:
-    """Each retained key passes the policy on its own (two retained keys may share a kid).
-
-    A private or symmetric key rejects the whole answer, as it would an upstream body; a key
-    a newer policy drops is only dropped.
-    """
-    limits = issuer.limits
-    if not isinstance(value, list) or len(value) > limits.max_keys:
-        raise PeerError("malformed", f'"retained" is not a list of at most {limits.max_keys}')
-    out: list[tuple[Key, float]] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("jwk"), dict):
-            raise PeerError("malformed", f"retained[{index}] has no jwk")
-        removed_at = min(_time(item.get("removed_at"), f"retained[{index}].removed_at"), now)
-        body = json.dumps({"keys": [item["jwk"]]}).encode()
-        try:
-            (key,) = validate(body, max_bytes=limits.max_response_bytes, max_keys=1).keys
-        except KeySetRejected as exc:
-            if exc.reason in ("private_key", "symmetric_key"):
-                raise PeerError(exc.reason, f"retained[{index}]: {exc}") from exc
-            continue
-        out.append((key, removed_at))
-    return tuple(out)
-
-
-def _time(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PeerError("malformed", f"{what} is not a finite time")
-    return float(value)
-
-
-def _short(value: object) -> str:
-    return repr(value)[:80]
 
 
 # -- asking -----------------------------------------------------------------------------------
@@ -235,12 +110,13 @@ class PeerFiller:
     async def close(self) -> None:
         await self._sessions.close()
 
-    async def fill(self, state: IssuerState) -> None:
-        """One peer-fill attempt for ``state``, bounded by its fetch timeout. Never raises
-        for anything a peer does; the outcome goes to the state, the log and the metrics."""
+    async def fill(self, state: IssuerState) -> PeerFillReport | None:
+        """One peer-fill attempt for ``state``, bounded by its fetch timeout; its report (None
+        without peers). Never raises for anything a peer does; the outcome also goes to the
+        log and the metrics."""
         peers = self._peers()
         if not peers.enabled:
-            return
+            return None
         loop = asyncio.get_running_loop()
         timeout = state.settings.limits.timeout_s
         started = loop.time()
@@ -271,25 +147,26 @@ class PeerFiller:
             if result.offer is None and result.result not in _NOTHING_TO_SHARE:
                 self._metrics.peer_errors_total.labels(state.name, result.result).inc()
         duration = loop.time() - started
-        state.peer_fill = {
-            "at": now,
-            "outcome": outcome,
-            "peer": best.peer if outcome == "filled" and best else None,
-            "duration_s": round(duration, 4),
-            "peers": [r.as_json() for r in results],
-        }
+        report = PeerFillReport(
+            at=now,
+            outcome=outcome,
+            peer=best.peer if outcome == "filled" and best else None,
+            duration_s=round(duration, 4),
+            peers=tuple(r.as_json() for r in results),
+        )
         rejected = any(r.offer is None and r.result not in _NOTHING_TO_SHARE for r in results)
         event(
             "peer_fill",
             issuer=state.name,
             outcome=outcome,
-            peer=state.peer_fill["peer"],
+            peer=report.peer,
             last_success=best.last_success if outcome == "filled" and best else None,
             kids=list(state.published.kids) if outcome == "filled" and state.published else [],
             duration_s=round(duration, 4),
             peers=[r.as_json() for r in results],
             level=logging.WARNING if rejected else logging.INFO,
         )
+        return report
 
     @staticmethod
     def _outcome(

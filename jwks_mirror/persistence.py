@@ -18,6 +18,7 @@ there were no file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -25,7 +26,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,28 +121,15 @@ def _decode(
         current = validate_keys(keys, max_keys=max_keys, strict=True).keys
     except KeySetRejected as exc:
         raise ValueError(f"invalid key set ({exc.reason}): {exc}") from exc
-    retained: list[tuple[Key, float]] = []
-    items = document.get("retained", [])
-    if not isinstance(items, list):
-        raise ValueError('"retained" is not a list')
-    for index, item in enumerate(items):
-        try:
-            key = key_from_jwk(item["jwk"])
-            removed_at = float(item["removed_at"])
-        except KeySetRejected as exc:
-            raise ValueError(f"invalid retained[{index}] ({exc.reason}): {exc}") from exc
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"invalid retained[{index}]: {exc!r}") from exc
-        if not math.isfinite(removed_at):
-            raise ValueError(f"retained[{index}].removed_at {removed_at!r} is not a finite time")
-        retained.append((key, min(removed_at, now)))
-    # Removed last first; a stable sort keeps the file's order among equal times.
-    retained.sort(key=lambda item: item[1], reverse=True)
+    try:
+        retained = decode_retained(document.get("retained", []), max_keys=max_keys, now=now)
+    except KeySetRejected as exc:
+        raise ValueError(f"invalid {exc}") from exc
     last_change = document.get("last_change")
     validators = {n: v if isinstance(v := document.get(n), str) else None for n in _VALIDATORS}
     return Snapshot(
         current=current,
-        retained=tuple(retained[:max_keys]),
+        retained=retained,
         first_seen=_first_seen(document.get("first_seen")),
         last_success=min(float(last_success), now),
         last_change=(
@@ -151,6 +139,51 @@ def _decode(
         ),
         **validators,
     )
+
+
+def decode_retained(value: object, *, max_keys: int, now: float) -> tuple[tuple[Key, float], ...]:
+    """The one rule for a ``retained: [{jwk, removed_at}]`` list, in a state file or a peer's
+    offer: each key passes the policy strictly on its own (two retained keys may share a kid),
+    and any key it refuses refuses the whole list, as the writer kept only keys it published.
+    Every ``removed_at`` must be a finite time and is clamped to ``now``, so neither a clock
+    that went back nor a tampered input extends how long a removed key is published; the list
+    keeps the ``max_keys`` keys removed last (a stable sort keeps the input's order among equal
+    times). Raises :class:`KeySetRejected`: its reason is the policy's (``weak_key``,
+    ``private_key``...) or ``malformed``, its message starts ``retained[i] (reason): ``."""
+    if not isinstance(value, list):
+        raise KeySetRejected("malformed", "retained (malformed): not a list")
+    out: list[tuple[Key, float]] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("jwk"), dict):
+            raise KeySetRejected("malformed", f"retained[{index}] (malformed): no jwk")
+        removed_at = item.get("removed_at")
+        if (
+            isinstance(removed_at, bool)
+            or not isinstance(removed_at, int | float)
+            or not math.isfinite(removed_at)
+        ):
+            detail = f"removed_at {removed_at!r} is not a finite time"
+            raise KeySetRejected("malformed", f"retained[{index}] (malformed): {detail}")
+        try:
+            key = key_from_jwk(item["jwk"])
+        except KeySetRejected as exc:
+            raise KeySetRejected(exc.reason, f"retained[{index}] ({exc.reason}): {exc}") from exc
+        out.append((key, min(float(removed_at), now)))
+    out.sort(key=lambda entry: entry[1], reverse=True)
+    return tuple(out[:max_keys])
+
+
+def apart_from_current(
+    current: tuple[Key, ...], retained: tuple[tuple[Key, float], ...]
+) -> dict[tuple[str | None, str], tuple[Key, float]]:
+    """Retained keys by (kid, thumbprint), without those that are current again: a key is
+    retained only while the upstream no longer serves it (of duplicates, the last listed wins)."""
+    now_current = {(k.kid, k.ident) for k in current}
+    out: dict[tuple[str | None, str], tuple[Key, float]] = {}
+    for key, removed_at in retained:
+        if (key.kid, key.ident) not in now_current:
+            out[(key.kid, key.ident)] = (key, removed_at)
+    return out
 
 
 def _first_seen(value: object) -> dict[tuple[str | None, str], float]:
@@ -260,3 +293,36 @@ def _read_regular(fd: int, max_bytes: int) -> bytes:
     except OSError as exc:
         raise StateRefused("unreadable", f"cannot read: {exc.strerror}") from exc
     return b"".join(parts)
+
+
+class StateWriter:
+    """Writes one issuer's state file off the event loop, in order: a newer snapshot is never
+    overwritten by an older one. A failed write is logged and counted (``on_error``), never
+    fatal: the mirror serves on, and a restart only fetches afresh."""
+
+    def __init__(
+        self, store: StateStore, name: str, *, on_error: Callable[[OSError], None]
+    ) -> None:
+        self._store, self._name, self._on_error = store, name, on_error
+        self._pending: asyncio.Task[None] | None = None
+
+    def write(self, document: Mapping[str, Any]) -> None:
+        """Queue ``document`` (taken on the event loop) behind any pending write."""
+        previous = self._pending
+
+        async def chained() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            try:
+                await asyncio.to_thread(self._store.save, self._name, document)
+            except OSError as exc:
+                self._on_error(exc)
+
+        self._pending = asyncio.get_running_loop().create_task(chained())
+
+    async def drain(self) -> None:
+        """Wait for the pending write (on shutdown)."""
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                await self._pending

@@ -64,6 +64,7 @@ class PublicServer:
         self.states = mirror.states
         self.counts = RequestCounts()
         mirror.metrics.requests = self.requests
+        self.issuers = mirror.issuers  # the schedule (Retry-After, max-age) is the refresher's
         self.clock = DateClock(mirror.clock)
         self.cache: dict[str, Responses] = {}
         aborts = mirror.metrics.public_aborts_total
@@ -178,7 +179,7 @@ class PublicServer:
         published = state.published
         if published is None or now > state.stale_deadline():
             counts[503] = counts.get(503, 0) + 1
-            retry = max(1, math.ceil(state.next_refresh - now))
+            retry = max(1, math.ceil(self.issuers[state.name].health.next_refresh - now))
             extra = f"Retry-After: {retry}\r\nCache-Control: no-store\r\n".encode()
             body = b"no servable key set\n"
             return self.simple(
@@ -200,7 +201,7 @@ class PublicServer:
         return answer
 
     def _responses(self, state: IssuerState, published: Published, now: float) -> Responses:
-        max_age = max(0, int(state.next_refresh - now))
+        max_age = max(0, int(self.issuers[state.name].health.next_refresh - now))
         date = self.clock.date(now)
         cached = self.cache.get(state.name)
         if (

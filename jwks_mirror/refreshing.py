@@ -28,22 +28,20 @@ reason each issuer's next refresh is when it is):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from jwks_mirror.cachecontrol import freshness_lifetime_s
 from jwks_mirror.configmodel import Limits
 from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import FetchError, KeySetRejected
-from jwks_mirror.fetching import Fetcher, FetchResult
-from jwks_mirror.keysets import validate
+from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.logs import event
-from jwks_mirror.persistence import StateStore
+from jwks_mirror.offers import PeerFillReport
+from jwks_mirror.persistence import StateStore, StateWriter
+from jwks_mirror.pipeline import Outcome, apply_result
 from jwks_mirror.state import Change, IssuerState
 
 BACKOFF_BASE_S = 1.0
@@ -70,13 +68,27 @@ def after_success(
     interval = limits.refresh_interval_s * rng.uniform(0.9, 1.1)
     if fresh_for_s is None:
         return NextRefresh(interval, "interval")
-    earliest, reason = fresh_for_s + CACHE_MARGIN_S, "cache-control"
-    if earliest < limits.refresh_floor_s:
-        earliest, reason = limits.refresh_floor_s, "min"
+    earliest, reason = cache_bound(fresh_for_s, floor_s=limits.refresh_floor_s)
     bounded = earliest + rng.uniform(0.0, min(CACHE_SPREAD_S, 0.1 * limits.refresh_interval_s))
     if interval <= bounded:
         return NextRefresh(interval, "interval")
     return NextRefresh(bounded, reason)
+
+
+def cache_bound(fresh_for_s: float, *, floor_s: float) -> tuple[float, str]:
+    """The earliest next fetch the upstream's freshness lifetime allows, before the spread:
+    ``CACHE_MARGIN_S`` after it ends ("cache-control"), never sooner than ``floor_s``
+    (``min_refresh_interval``: "min")."""
+    earliest = fresh_for_s + CACHE_MARGIN_S
+    if earliest < floor_s:
+        return floor_s, "min"
+    return earliest, "cache-control"
+
+
+def backoff_bound_s(failures: int, *, base_s: float, cap_s: float) -> float:
+    """The longest wait after the ``failures``-th consecutive failure (the jitter takes it down
+    to half): ``base_s`` doubled per failure after the first, capped at ``cap_s``."""
+    return min(cap_s, base_s * 2.0 ** min(failures - 1, 30))
 
 
 def after_failure(
@@ -84,37 +96,35 @@ def after_failure(
 ) -> NextRefresh:
     """The next fetch after the ``failures``-th consecutive failure: exponential backoff with
     jitter, capped at ``refresh_interval``."""
-    exponent = min(failures - 1, 30)
-    delay = min(limits.refresh_interval_s, base_s * 2**exponent) * rng.uniform(0.5, 1.0)
+    bound = backoff_bound_s(failures, base_s=base_s, cap_s=limits.refresh_interval_s)
+    delay = bound * rng.uniform(0.5, 1.0)
     return NextRefresh(delay, "backoff")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The result of one refresh, as ``POST /refresh`` and the CLI report it."""
+@dataclass
+class Health:
+    """One issuer's fetch health and schedule. Written by its :class:`IssuerRefresher` only;
+    ``/status`` and the metrics read it (through ``mirror.Issuer``)."""
 
-    name: str
-    outcome: str  # changed | unchanged | failed
-    kids: tuple[str, ...] = ()
-    error: str | None = None
-    reason: str | None = None
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    retained: tuple[str, ...] = ()
-    purged: tuple[str, ...] = ()
+    last_attempt: float | None = None
+    last_error: str | None = None
+    last_error_reason: str | None = None
+    consecutive_failures: int = 0
+    next_refresh: float = 0.0  # wall time the next fetch is due
+    next_refresh_reason: str = "start"  # start | interval | cache-control | min | backoff
+    peer_fill: PeerFillReport | None = None  # the last peer-fill attempt (peering.py)
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "outcome": self.outcome,
-            "kids": list(self.kids),
-            "error": self.error,
-            "reason": self.reason,
-            "added": list(self.added),
-            "removed": list(self.removed),
-            "retained": list(self.retained),
-            "purged": list(self.purged),
-        }
+    def succeeded(self, now: float) -> None:
+        self.last_attempt, self.consecutive_failures = now, 0
+        self.last_error = self.last_error_reason = None
+
+    def failed(self, error: FetchError, now: float) -> None:
+        self.last_attempt, self.last_error, self.last_error_reason = now, str(error), error.reason
+        self.consecutive_failures += 1
+
+    def schedule(self, now: float, due: NextRefresh) -> None:
+        self.next_refresh = now + due.delay_s
+        self.next_refresh_reason = due.reason
 
 
 def _wake_up(wake: asyncio.Future[None]) -> None:
@@ -135,20 +145,25 @@ class IssuerRefresher:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
-        peer_fill: Callable[[IssuerState], Awaitable[None]] | None = None,
+        peer_fill: Callable[[IssuerState], Awaitable[PeerFillReport | None]] | None = None,
+        health: Health | None = None,
+        validators: Validators = NO_VALIDATORS,
     ) -> None:
         self.state = state
+        self.health = health if health is not None else Health()
+        self.validators = validators  # what the next fetch sends (fetching.py); ours only
         self._peer_fill = peer_fill
         self._fetcher = fetcher
         self._metrics = metrics
-        self._store = store
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._backoff_base_s = backoff_base_s
         self._inflight: asyncio.Task[Outcome] | None = None
         self._waiters = 0  # callers awaiting the in-flight fetch (the schedule included)
         self._wake: asyncio.Future[None] | None = None  # set while run() sleeps
-        self._persisting: asyncio.Task[None] | None = None
+        self._writer = (
+            None if store is None else StateWriter(store, state.name, on_error=self._persist_failed)
+        )
         self._persisted_success: float | None = None  # last_success in the newest write
         # A set restored from state_dir (or kept across a reload) counts as settled at once.
         self._settled = state.servable(clock())
@@ -168,11 +183,10 @@ class IssuerRefresher:
         (until cancelled). A triggered refresh does not wait for the spread."""
         interval = self.state.settings.limits.refresh_interval_s
         spread = min(START_SPREAD_S, interval * 0.05)
-        self.state.next_refresh = self._clock() + self._rng.uniform(0.0, spread)
-        self.state.next_refresh_reason = "start"
+        self.health.schedule(self._clock(), NextRefresh(self._rng.uniform(0.0, spread), "start"))
         while True:
             now = self._clock()
-            due = self.state.next_refresh
+            due = self.health.next_refresh
             expiry = self.state.next_retention_expiry()
             wake_at = due if expiry is None else min(due, expiry)
             if wake_at > now:
@@ -200,8 +214,8 @@ class IssuerRefresher:
 
     def reschedule(self) -> None:
         """Re-read the schedule (after a triggered refresh or a purge)."""
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        if self._wake is not None:
+            _wake_up(self._wake)
 
     async def _sleep(self, delay_s: float) -> None:
         """Until ``delay_s`` passes or :meth:`reschedule` is called. One future and one timer:
@@ -277,9 +291,9 @@ class IssuerRefresher:
             kids_removed=list(outcome.removed),
             reason=outcome.reason,
             error=outcome.error,
-            consecutive_failures=state.consecutive_failures,
-            next_refresh_in_s=round(state.next_refresh - self._clock(), 3),
-            next_refresh_reason=state.next_refresh_reason,
+            consecutive_failures=self.health.consecutive_failures,
+            next_refresh_in_s=round(self.health.next_refresh - self._clock(), 3),
+            next_refresh_reason=self.health.next_refresh_reason,
         )
         if (
             outcome.outcome == "failed"
@@ -287,53 +301,41 @@ class IssuerRefresher:
             and not state.servable(self._clock())
         ):
             # Part of this attempt (readiness waits for it), bounded by the fetch timeout.
-            await self._peer_fill(state)
+            self.health.peer_fill = await self._peer_fill(state)
+            if state.source == "peer":
+                # The validators belong to the peer's fetch: ours must be unconditional.
+                self.validators = NO_VALIDATORS
         self.reschedule()
         return outcome
 
     async def _fetch_and_apply(self) -> tuple[Change, float | None]:
-        """Fetch and apply; the change, and how long the upstream says its answer stays
-        fresh (None: it did not say)."""
+        """Fetch and apply (pipeline.py); the change, and how long the upstream says its
+        answer stays fresh (None: it did not say)."""
         state = self.state
-        limits = state.settings.limits
-        result = await self._fetcher.fetch(
-            state.settings, etag=state.upstream_etag, last_modified=state.upstream_last_modified
-        )
-        now = self._clock()
-        if result.body is None:
-            if not state.has_own_set:
-                # A 304 with nothing of our own to fall back on (validators from another
-                # replica's state file, say; a peer's copy is not ours): ask again
-                # unconditionally.
-                state.upstream_etag = state.upstream_last_modified = None
-                return await self._fetch_and_apply()
-            return state.mark_unchanged(now=now), _fresh_for(result)
-        digest = hashlib.sha256(result.body).hexdigest()
-        if digest == state.upstream_digest and state.has_own_set:
-            change = state.mark_unchanged(now=now)  # same bytes: skip re-validation
-        else:
-            try:
-                validated = validate(
-                    result.body, max_bytes=limits.max_response_bytes, max_keys=limits.max_keys
-                )
-            except KeySetRejected as exc:
-                self._metrics.keys_rejected_total.labels(state.name, exc.reason).inc()
-                raise
-            for reason, count in validated.dropped.items():
-                self._metrics.keys_rejected_total.labels(state.name, reason).inc(count)
-            if validated.notes:
-                event("keys_dropped", issuer=state.name, notes=list(validated.notes[:20]))
-            change = state.apply(validated, now=now)
-            state.upstream_digest = digest
-        state.upstream_etag = result.etag
-        state.upstream_last_modified = result.last_modified
-        return change, _fresh_for(result)
+        result = await self._fetcher.fetch(state.settings, validators=self.validators)
+        try:
+            applied = apply_result(
+                result, state, validators=self.validators, now=self._clock()
+            )
+        except KeySetRejected as exc:
+            self._metrics.keys_rejected_total.labels(state.name, exc.reason).inc()
+            raise
+        if applied is None:  # a 304 that cannot confirm anything of ours
+            self.validators = NO_VALIDATORS
+            return await self._fetch_and_apply()
+        self.validators = applied.validators
+        for reason, count in applied.dropped.items():
+            self._metrics.keys_rejected_total.labels(state.name, reason).inc(count)
+        if applied.notes:
+            event("keys_dropped", issuer=state.name, notes=list(applied.notes))
+        return applied.change, applied.fresh_for_s
 
     def _succeeded(self, change: Change, *, fresh_for_s: float | None) -> Outcome:
         state = self.state
+        now = self._clock()
+        self.health.succeeded(now)
         due = after_success(state.settings.limits, fresh_for_s=fresh_for_s, rng=self._rng)
-        state.next_refresh = self._clock() + due.delay_s
-        state.next_refresh_reason = due.reason
+        self.health.schedule(now, due)
         if change.changed or self._persist_due():
             self._persist()
         return Outcome(
@@ -347,16 +349,17 @@ class IssuerRefresher:
 
     def _failed(self, exc: FetchError) -> Outcome:
         state = self.state
-        state.mark_failure(exc, now=self._clock())
+        now = self._clock()
+        self.health.failed(exc, now)
+        state.expire_retained(now)
         self._metrics.fetch_errors_total.labels(state.name, exc.reason).inc()
         due = after_failure(
             state.settings.limits,
-            failures=state.consecutive_failures,
+            failures=self.health.consecutive_failures,
             base_s=self._backoff_base_s,
             rng=self._rng,
         )
-        state.next_refresh = self._clock() + due.delay_s
-        state.next_refresh_reason = due.reason
+        self.health.schedule(now, due)
         kind = "rejected" if isinstance(exc, KeySetRejected) else "upstream"
         return Outcome(
             name=state.name,
@@ -379,37 +382,18 @@ class IssuerRefresher:
         return age >= self.state.settings.limits.max_stale_s * PERSIST_UNCHANGED_FRACTION
 
     def _persist(self) -> None:
-        """Write the state file in a thread; a failure is logged and counted, never fatal."""
-        if self._store is None or self.state.published is None or self.state.source == "peer":
+        """Write the state file (:class:`StateWriter`); a failure is logged and counted."""
+        if self._writer is None or self.state.published is None or self.state.source == "peer":
             return  # a peer's copy is not ours to persist: a restart asks the peers again
-        document = self.state.snapshot()
         self._persisted_success = self.state.last_success
-        store, name = self._store, self.state.name
+        self._writer.write(self.state.snapshot(self.validators))
 
-        async def write() -> None:
-            try:
-                await asyncio.to_thread(store.save, name, document)
-            except OSError as exc:
-                self._metrics.persist_errors_total.labels(name).inc()
-                event("persist_failed", issuer=name, error=f"{exc.strerror or exc}", level=40)
-
-        previous = self._persisting
-
-        async def chained() -> None:
-            # Writes of one issuer happen in order, so an older snapshot never wins.
-            if previous is not None:
-                with contextlib.suppress(Exception):
-                    await previous
-            await write()
-
-        self._persisting = asyncio.get_running_loop().create_task(chained())
+    def _persist_failed(self, exc: OSError) -> None:
+        name = self.state.name
+        self._metrics.persist_errors_total.labels(name).inc()
+        event("persist_failed", issuer=name, error=f"{exc.strerror or exc}", level=40)
 
     async def drain(self) -> None:
         """Wait for the pending state write (on shutdown)."""
-        if self._persisting is not None:
-            with contextlib.suppress(Exception):
-                await self._persisting
-
-
-def _fresh_for(result: FetchResult) -> float | None:
-    return freshness_lifetime_s(result.cache_control, result.age)
+        if self._writer is not None:
+            await self._writer.drain()

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jwks_mirror.configmodel import IssuerSettings
-from jwks_mirror.errors import FetchError, StateRefused
+from jwks_mirror.errors import StateRefused
 from jwks_mirror.keysets import Key, Validated, render, version_of
-from jwks_mirror.persistence import Snapshot, decode, encode
+from jwks_mirror.persistence import Snapshot, apart_from_current, decode, encode
+
+if TYPE_CHECKING:  # the type only: the key policy imports no network code
+    from jwks_mirror.fetching import Validators
 
 
 @dataclass(frozen=True)
@@ -60,27 +63,20 @@ def _label(key: Key) -> str:
 
 @dataclass
 class IssuerState:
-    """Everything known about one issuer. Mutated only from the event loop."""
+    """One issuer's key policy: the current, retained and published keys and when the
+    upstream last confirmed them. Fetch health and the schedule are the refresher's
+    (:class:`jwks_mirror.refreshing.Health`). Mutated only from the event loop."""
 
     settings: IssuerSettings
     current: tuple[Key, ...] = ()
     retained: dict[tuple[str | None, str], Retained] = field(default_factory=dict)
     published: Published | None = None
-    last_success: float | None = None
-    last_attempt: float | None = None
+    last_success: float | None = None  # the policy's clock: max_stale counts from it
     last_change: float | None = None
-    last_error: str | None = None
-    last_error_reason: str | None = None
-    consecutive_failures: int = 0
-    next_refresh: float = 0.0
-    next_refresh_reason: str = "start"  # why next_refresh is when it is (refreshing.py)
     # When a key not published before was last added to a set already published: a rotation
     # began, and istiods that have not fetched since lack the key. None: none since start
     # (a replica's first set, fetched or restored, is not a rotation).
     key_added_at: float | None = None
-    upstream_etag: str | None = None
-    upstream_last_modified: str | None = None
-    upstream_digest: str | None = None
     # When each key (by kid and thumbprint) was first published: for ``explain``.
     first_seen: dict[tuple[str | None, str], float] = field(default_factory=dict)
     # Where the published set came from: "upstream" (a fetch), "state" (state_dir, written
@@ -88,7 +84,6 @@ class IssuerState:
     # from an upstream or a restore of one are shared with peers.
     source: str | None = None
     filled_from: str | None = None  # the peer's admin URL while source == "peer"
-    peer_fill: dict[str, Any] | None = None  # the last peer-fill attempt, for /status
 
     @property
     def name(self) -> str:
@@ -114,12 +109,6 @@ class IssuerState:
         """A set from this replica's own upstream fetch (or a restore of one) is published:
         the only kind a conditional request or an identical body can confirm."""
         return self.published is not None and self.source != "peer"
-
-    def is_stale(self, now: float) -> bool:
-        """The upstream did not confirm the served set at the last attempt, or there is no
-        servable set at all. A stale set is still served until ``max_stale``; this is what
-        operators alert on before it expires."""
-        return self.consecutive_failures > 0 or not self.servable(now)
 
     def next_retention_expiry(self) -> float | None:
         keep = self.settings.limits.retain_removed_keys_s
@@ -174,27 +163,29 @@ class IssuerState:
         """Publish a set copied from a peer; True if the published bytes changed.
 
         ``last_success`` is the *peer's* last upstream success, never the copy time, so the
-        set fails closed at the moment it does on the peer. The upstream validators are
-        cleared: they belong to the peer's fetch, and our next fetch must be unconditional.
+        set fails closed at the moment it does on the peer. The refresher clears its upstream
+        validators then: our next fetch must be unconditional.
 
         A copy never outlives the outage: the first upstream success (:meth:`apply`) drops
         it whole, so a key known only from the copy is never retained, and while
         ``source == "peer"`` the set is neither written to ``state_dir`` nor shared.
         """
-        self.current = validated.keys
-        current = {(k.kid, k.ident) for k in validated.keys}
-        self.retained = {
-            (key.kid, key.ident): Retained(key, removed_at)
-            for key, removed_at in retained
-            if (key.kid, key.ident) not in current
-        }
-        for ident in current | set(self.retained):
+        self._load(validated.keys, tuple(retained))
+        for ident in {(k.kid, k.ident) for k in validated.keys} | set(self.retained):
             self.first_seen.setdefault(ident, now)
         self.last_success = min(last_success, now)
-        self.upstream_etag = self.upstream_last_modified = self.upstream_digest = None
         self.source, self.filled_from = "peer", peer
         self._drop_expired(now)
         return self._republish(now)
+
+    def _load(self, current: tuple[Key, ...], retained: tuple[tuple[Key, float], ...]) -> None:
+        """Take a decoded snapshot's keys (a restore or a peer's copy). A retained key that is
+        current again is not retained, as in :meth:`apply`."""
+        self.current = current
+        self.retained = {
+            ident: Retained(key, removed_at)
+            for ident, (key, removed_at) in apart_from_current(current, retained).items()
+        }
 
     def mark_unchanged(self, *, now: float) -> Change:
         """The upstream confirmed the set (304, or identical bytes). Never for a peer's copy:
@@ -209,13 +200,6 @@ class IssuerState:
         self.current = ()
         self.retained.clear()
         self.source, self.filled_from = None, None
-
-    def mark_failure(self, error: FetchError, *, now: float) -> None:
-        self.last_attempt = now
-        self.last_error = str(error)
-        self.last_error_reason = error.reason
-        self.consecutive_failures += 1
-        self.expire_retained(now)
 
     def expire_retained(self, now: float) -> bool:
         """Drop retained keys older than ``retain_removed_keys``. True if the set changed."""
@@ -237,11 +221,7 @@ class IssuerState:
         return purged
 
     def _mark_success(self, now: float) -> None:
-        self.last_attempt = now
         self.last_success = now
-        self.last_error = None
-        self.last_error_reason = None
-        self.consecutive_failures = 0
         self.source, self.filled_from = "upstream", None
 
     def _republish(self, now: float) -> bool:
@@ -289,22 +269,24 @@ class IssuerState:
 
     # -- persistence (the file format is persistence.py's) ------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """The state file's document, taken on the event loop (written by a StateStore)."""
+    def snapshot(self, validators: Validators) -> dict[str, Any]:
+        """The state file's document, with the refresher's upstream ``validators``, taken on
+        the event loop (written by a :class:`~jwks_mirror.persistence.StateWriter`)."""
         saved = Snapshot(
             current=self.current,
             retained=tuple((r.key, r.removed_at) for r in self.retained.values()),
             first_seen=dict(self.first_seen),
             last_success=self.last_success,
             last_change=self.last_change,
-            upstream_etag=self.upstream_etag,
-            upstream_last_modified=self.upstream_last_modified,
-            upstream_digest=self.upstream_digest,
+            upstream_etag=validators.etag,
+            upstream_last_modified=validators.last_modified,
+            upstream_digest=validators.digest,
         )
         return encode(saved, name=self.name, upstream=self.settings.upstream)
 
-    def restore(self, document: Mapping[str, Any], *, now: float) -> None:
-        """Load a state file's document. Raises :class:`~jwks_mirror.errors.StateRefused`
+    def restore(self, document: Mapping[str, Any], *, now: float) -> Snapshot:
+        """Load a state file's document; the decoded snapshot, whose upstream validators are
+        the refresher's to keep. Raises :class:`~jwks_mirror.errors.StateRefused`
         when it is unusable; then nothing changes. Its keys meet the policy
         again, its times are clamped to ``now`` and its retained keys to ``max_keys``
         (:func:`jwks_mirror.persistence.decode`)."""
@@ -314,24 +296,15 @@ class IssuerState:
             max_keys=self.settings.limits.max_keys,
             now=now,
         )
-        current = {(k.kid, k.ident) for k in saved.current}
-        self.current = saved.current
-        # A retained key that is current again is not retained, as in apply().
-        self.retained = {
-            (key.kid, key.ident): Retained(key, removed_at)
-            for key, removed_at in saved.retained
-            if (key.kid, key.ident) not in current
-        }
+        self._load(saved.current, saved.retained)
         self.first_seen = dict(saved.first_seen)
         if saved.last_success is None:  # decode() refuses such a document; for the type checker
             raise StateRefused("invalid", "no last_success")
         self.last_success = saved.last_success  # never later than now (decode clamps it)
-        self.upstream_etag = saved.upstream_etag
-        self.upstream_last_modified = saved.upstream_last_modified
-        self.upstream_digest = saved.upstream_digest
         self.source, self.filled_from = "state", None
         self._drop_expired(now)
         self._republish(now)
         # Publishing above stamped "now"; the set last changed when the file says it did.
         if saved.last_change is not None:
             self.last_change = saved.last_change
+        return saved

@@ -23,7 +23,7 @@ def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str],
 
 @pytest.fixture
 def metrics() -> Metrics:
-    return Metrics(CollectorRegistry(), states=list, clock=lambda: 0.0, per_issuer=lambda: "full")
+    return Metrics(CollectorRegistry(), issuers=list, clock=lambda: 0.0, per_issuer=lambda: "full")
 
 
 def test_issuer_counters_are_exported_at_scrape_time_without_created_series(metrics):

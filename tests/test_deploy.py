@@ -80,6 +80,8 @@ def _exported_metrics(per_issuer: str) -> dict[str, set[str]]:
     from jwks_mirror.counters import Metrics
     from jwks_mirror.errors import FetchError
     from jwks_mirror.keysets import validate
+    from jwks_mirror.mirror import Issuer
+    from jwks_mirror.refreshing import Health
     from jwks_mirror.settings import parse_settings
     from jwks_mirror.state import IssuerState
 
@@ -88,8 +90,11 @@ def _exported_metrics(per_issuer: str) -> dict[str, set[str]]:
         "issuers: [{name: a, jwks_uri: http://k.ns.svc/}, {name: b, jwks_uri: http://l.ns.svc/}]"
     ).issuers
     state, unserved = IssuerState(issuers[0]), IssuerState(issuers[1])  # b: no set yet
+    health = Health()
     metrics = Metrics(
-        registry, states=lambda: [state, unserved], clock=lambda: 0.0,
+        registry,
+        issuers=lambda: [Issuer(state, health), Issuer(unserved, Health())],
+        clock=lambda: 0.0,
         per_issuer=lambda: per_issuer,
     )
     metrics.requests = lambda name: {200: 1} if name == "a" else {}
@@ -101,7 +106,7 @@ def _exported_metrics(per_issuer: str) -> dict[str, set[str]]:
     state.apply(validate(rotated, max_bytes=1 << 16, max_keys=10), now=1.0)
     only_second = json.dumps({"keys": [second]}).encode()  # k1 removed: retained
     state.apply(validate(only_second, max_bytes=1 << 16, max_keys=10), now=1.0)
-    state.mark_failure(FetchError("timeout", "timed out"), now=1.0)
+    health.failed(FetchError("timeout", "timed out"), now=1.0)
     metrics.fetch_total.labels("a", "changed").inc()
     metrics.fetch_errors_total.labels("a", "timeout").inc()
     metrics.fetch_duration_seconds.observe(0.1)

@@ -17,7 +17,7 @@ from jwks_mirror.admission import Admission
 from jwks_mirror.configmodel import IssuerSettings
 from jwks_mirror.discovery import MAX_TTL_S, DiscoveryCache, max_age_s, rebase_origin
 from jwks_mirror.errors import UpstreamError
-from jwks_mirror.fetching import Fetcher
+from jwks_mirror.fetching import Fetcher, Validators
 from jwks_mirror.settings import parse_settings
 
 from .conftest import (
@@ -62,11 +62,13 @@ async def test_plain_http_fetch_returns_body_and_validators(fake_issuer, fetcher
 async def test_conditional_get_sends_validators_and_maps_304(fake_issuer, fetcher):
     issuer = await fake_issuer(etag='"v1"')
     settings = issuer_settings(f"    jwks_uri: {issuer.url}\n")
-    result = await fetcher.fetch(settings, etag='"v1"')
+    result = await fetcher.fetch(settings, validators=Validators(etag='"v1"'))
     assert result.not_modified
     assert issuer.requests[0].headers["If-None-Match"] == '"v1"'
     issuer.etag, issuer.last_modified = None, "Sat, 28 Nov 2026 10:00:00 GMT"
-    result = await fetcher.fetch(settings, last_modified="Sat, 28 Nov 2026 10:00:00 GMT")
+    result = await fetcher.fetch(
+        settings, validators=Validators(last_modified="Sat, 28 Nov 2026 10:00:00 GMT")
+    )
     assert result.not_modified
     assert issuer.requests[1].headers["If-Modified-Since"] == "Sat, 28 Nov 2026 10:00:00 GMT"
 

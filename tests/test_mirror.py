@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jwks_mirror.refreshing import backoff_bound_s
 from jwks_mirror.server import ConfigWatcher
 
 from .conftest import Clock, config_text, gated, hang, jwks, until
@@ -61,19 +62,19 @@ async def test_backoff_grows_exponentially_with_jitter_and_caps(mirror_factory, 
         rng=random.Random(7),
         backoff_base_s=1.0,
     )
-    state = running.mirror.states["a"]
-    delays = []
+    health = running.mirror.issuers["a"].health
+    steps = []
     for _ in range(7):
         await running.mirror.refresh(["a"])
-        delays.append(state.next_refresh - clock.now)
-    failures = state.consecutive_failures
-    assert failures >= 7
-    # The n-th failure waits min(20, 2^(n-1)) x [0.5, 1.0]; the first few double.
-    first = failures - 6
-    for offset, delay in enumerate(delays):
-        bound = min(20.0, 2.0 ** (first + offset - 1))
-        assert 0.5 * bound <= delay <= bound, (offset, delay, bound)
-    assert delays[-1] <= 20.0
+        steps.append((health.consecutive_failures, health.next_refresh - clock.now))
+    # Each refresh is one more consecutive failure (the background task may have added the
+    # first), and the n-th waits backoff_bound_s(n) x [0.5, 1.0]: 1, 2, 4, 8, 16, then 20.
+    counts = [n for n, _ in steps]
+    assert counts == list(range(counts[0], counts[0] + 7))
+    for n, delay in steps:
+        bound = backoff_bound_s(n, base_s=1.0, cap_s=20.0)
+        assert bound == min(20.0, 2.0 ** (n - 1))
+        assert 0.5 * bound <= delay <= bound, (n, delay, bound)
 
 
 async def test_success_schedules_the_next_fetch_with_jitter(fake_issuer, mirror_factory):
@@ -85,7 +86,7 @@ async def test_success_schedules_the_next_fetch_with_jitter(fake_issuer, mirror_
     )
     await running.mirror.refresh()
     now = time.time()
-    delays = [s.next_refresh - now for s in running.mirror.states.values()]
+    delays = [i.health.next_refresh - now for i in running.mirror.issuers.values()]
     assert all(88 <= d <= 111 for d in delays)
     assert max(delays) - min(delays) > 2  # not in lockstep
 
@@ -111,7 +112,7 @@ async def test_a_hanging_issuer_never_delays_another(fake_issuer, mirror_factory
     # All of that happened while the stuck fetch was still in flight: it ends only when its
     # upstream is released (its timeout is five minutes), so no clock is needed to show it.
     assert not stuck_fetch.done()
-    assert stuck_state.published is None and stuck_state.consecutive_failures == 0
+    assert stuck_state.published is None and running.mirror.issuers["stuck"].health.consecutive_failures == 0
     stuck.released.set()
     (stuck_outcome,) = await stuck_fetch
     assert stuck_outcome.outcome == "failed"
@@ -364,14 +365,14 @@ async def test_first_fetches_are_spread_over_a_second(fake_issuer, mirror_factor
         clock=clock,
         rng=random.Random(3),
     )
-    states = running.mirror.states.values()
-    await until(lambda: all(s.next_refresh > 0 for s in states), what="every first fetch to be scheduled")
-    firsts = [s.next_refresh - start for s in states]
+    healths = [i.health for i in running.mirror.issuers.values()]
+    await until(lambda: all(h.next_refresh > 0 for h in healths), what="every first fetch to be scheduled")
+    firsts = [h.next_refresh - start for h in healths]
     assert all(0 <= d <= 1.0 for d in firsts), firsts  # within a second (5 % of 60 s is 3 s)
     assert max(firsts) - min(firsts) > 0.3, firsts  # spread, not lockstep
     assert not issuer.requests  # the clock has not reached any of them
     clock.advance(1.0)
-    await until(lambda: not running.mirror.not_ready(), what="every issuer to be fetched")
+    await until(lambda: not running.mirror.not_servable(), what="every issuer to be fetched")
     assert len(issuer.requests) == 30
 
 

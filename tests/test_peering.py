@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jwks_mirror.cli.admin_client import format_status
 from jwks_mirror.errors import ConfigError, PeerError
+from jwks_mirror.offers import parse_offer, share
 from jwks_mirror.peerfinder import PeerFinder
-from jwks_mirror.peering import parse_offer, share
 from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState
 
@@ -263,7 +263,7 @@ async def test_readiness_waits_for_the_peer_fill(fake_issuer, mirror_factory, re
     await poll(lambda: asyncio.sleep(0, bool(peer.requests)), what="the peer to be asked")
     code, _, body = await get(f"{running.admin_url}/readyz")
     assert code == 503 and json.loads(body)["pending"] == ["idp"]
-    assert running.mirror.states["idp"].consecutive_failures == 1  # the fetch is over
+    assert running.mirror.issuers["idp"].health.consecutive_failures == 1  # the fetch is over
 
     gate.set()
     await poll(lambda: ready(running), what="readiness after the peer answered")

@@ -20,6 +20,8 @@ from jwks_mirror.refreshing import (
     CACHE_SPREAD_S,
     after_failure,
     after_success,
+    backoff_bound_s,
+    cache_bound,
 )
 from jwks_mirror.settings import parse_settings
 
@@ -52,8 +54,8 @@ def one_issuer(url: str, *, limits: str = "refresh_interval: 1h") -> str:
 async def scheduled(running, clock: Clock) -> tuple[float, str]:
     (outcome,) = await running.mirror.refresh(["a"])
     assert outcome.outcome != "failed", outcome.error
-    state = running.mirror.states["a"]
-    return state.next_refresh - clock.now, state.next_refresh_reason
+    health = running.mirror.issuers["a"].health
+    return health.next_refresh - clock.now, health.next_refresh_reason
 
 
 async def test_upstream_max_age_bounds_the_next_refresh(fake_issuer, mirror_factory):
@@ -138,9 +140,9 @@ async def test_issuers_told_the_same_instant_do_not_fetch_together(fake_issuer, 
     for step in range(4):  # the fetches happen at different times, as they would
         clock.advance(step)
         await running.mirror.refresh([f"i{n}" for n in range(step, 40, 4)])
-    states = running.mirror.states.values()
-    due = sorted(s.next_refresh - rotation_at for s in states)
-    assert {s.next_refresh_reason for s in states} == {"cache-control"}
+    healths = [i.health for i in running.mirror.issuers.values()]
+    due = sorted(h.next_refresh - rotation_at for h in healths)
+    assert {h.next_refresh_reason for h in healths} == {"cache-control"}
     assert due[0] >= CACHE_MARGIN_S
     assert due[-1] <= CACHE_MARGIN_S + CACHE_SPREAD_S
     assert due[-1] - due[0] > CACHE_SPREAD_S / 2  # spread, not one instant
@@ -271,3 +273,33 @@ def test_check_config_refuses_a_floor_above_the_interval(tmp_path, capsys) -> No
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "min_refresh_interval" in err
     assert "Traceback" not in err
+
+
+def test_backoff_steps_double_from_the_base_and_stop_at_the_cap() -> None:
+    steps = [backoff_bound_s(n, base_s=1.0, cap_s=20.0) for n in range(1, 9)]
+    assert steps == [1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0, 20.0]
+    assert backoff_bound_s(10_000, base_s=0.5, cap_s=3600.0) == 3600.0  # no overflow
+
+
+def test_after_failure_jitters_each_step_down_to_half_its_bound() -> None:
+    limits = Limits(refresh_interval_s=20.0, max_stale_s=3600.0)
+    rng = random.Random(3)
+    for n in range(1, 9):
+        bound = backoff_bound_s(n, base_s=1.0, cap_s=20.0)
+        delays = [after_failure(limits, failures=n, base_s=1.0, rng=rng).delay_s for _ in range(50)]
+        assert all(0.5 * bound <= d <= bound for d in delays), n
+        assert max(delays) > 0.9 * bound and min(delays) < 0.6 * bound, n
+
+
+@pytest.mark.parametrize(
+    ("fresh_for", "floor", "expected"),
+    [
+        (100.0, 30.0, (100.0 + CACHE_MARGIN_S, "cache-control")),
+        (0.0, 30.0, (30.0, "min")),
+        (28.5, 30.0, (30.0, "min")),
+        (29.0, 30.0, (30.0, "cache-control")),
+        (29.0 - CACHE_MARGIN_S + 2, 30.0, (30.0 + 1, "cache-control")),
+    ],
+)
+def test_the_cache_control_bound(fresh_for, floor, expected) -> None:
+    assert cache_bound(fresh_for, floor_s=floor) == expected

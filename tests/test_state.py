@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from jwks_mirror.configmodel import IssuerSettings, Limits
-from jwks_mirror.errors import KeySetRejected, StateRefused, UpstreamError
+from jwks_mirror.errors import KeySetRejected, StateRefused
+from jwks_mirror.fetching import Validators
 from jwks_mirror.keysets import Validated, render, validate, version_of
 from jwks_mirror.persistence import STATE_FORMAT, StateStore, max_file_bytes
 from jwks_mirror.state import Change, IssuerState
@@ -74,7 +75,7 @@ def test_apply_publishes_the_canonical_set() -> None:
     assert state.published.version == version_of(state.published.body)
     assert state.published.etag == f'"{state.published.version}"'
     assert state.published.kids == ("a", "b")
-    assert (state.last_success, state.last_attempt, state.last_change) == (100.0, 100.0, 100.0)
+    assert (state.last_success, state.last_change) == (100.0, 100.0)
     assert state.servable(100.0)
 
 
@@ -218,41 +219,31 @@ def test_staleness_boundary_servable_until_not_after() -> None:
     assert not state.servable(deadline + 0.001)
 
 
-def test_mark_failure_keeps_the_published_set_but_not_freshness() -> None:
+def test_a_failed_fetch_keeps_the_published_set_but_not_freshness() -> None:
+    """What a failure does to the policy: nothing but retention (refreshing.Health counts it,
+    tests/test_refreshing.py)."""
     state = make_state()
     state.apply(keyset(A()), now=1000.0)
     before = state.published
-    state.mark_failure(UpstreamError("timeout", "timed out after 5s"), now=2000.0)
-    state.mark_failure(KeySetRejected("private_key", "keys[0] holds d"), now=3000.0)
-    assert state.published is before
-    assert state.consecutive_failures == 2
-    assert state.last_error == "keys[0] holds d"
-    assert state.last_error_reason == "private_key"
-    assert (state.last_attempt, state.last_success) == (3000.0, 1000.0)
+    state.expire_retained(3000.0)
+    assert state.published is before and state.last_success == 1000.0
     assert not state.servable(1000.0 + MAX_STALE + 1)
-    state.apply(keyset(A()), now=4000.0)
-    assert state.consecutive_failures == 0
-    assert state.last_error is None
-    assert state.last_error_reason is None
 
 
-def test_mark_failure_still_expires_retained_keys() -> None:
+def test_retained_keys_expire_without_a_fetch() -> None:
     state = make_state()
     state.apply(keyset(A(), B()), now=0.0)
     state.apply(keyset(B()), now=10.0)
-    state.mark_failure(UpstreamError("connect", "refused"), now=10.0 + RETAIN)
+    assert state.expire_retained(10.0 + RETAIN)
     assert served(state) == body_of(B())
 
 
 def test_mark_unchanged_refreshes_last_success() -> None:
     state = make_state()
     state.apply(keyset(A()), now=1000.0)
-    state.mark_failure(UpstreamError("status", "HTTP 500"), now=1500.0)
     change = state.mark_unchanged(now=5000.0)
     assert change == Change(changed=False, retained=())
-    assert (state.last_success, state.last_attempt) == (5000.0, 5000.0)
-    assert state.consecutive_failures == 0
-    assert state.last_error is None
+    assert state.last_success == 5000.0
     assert state.servable(5000.0 + MAX_STALE)
     assert not state.servable(5000.0 + MAX_STALE + 1)
     assert state.last_change == 1000.0
@@ -274,10 +265,10 @@ def populated() -> IssuerState:
     state = make_state()
     state.apply(keyset(A(), B(), kf.x5c_key(kid="x")), now=1000.0)
     state.apply(keyset(B(), kf.x5c_key(kid="x"), C()), now=2000.0)  # A retained
-    state.upstream_etag = '"up-1"'
-    state.upstream_last_modified = "Sun, 29 Nov 2026 04:00:00 GMT"
-    state.upstream_digest = "abc123"
     return state
+
+
+VALIDATORS = Validators('"up-1"', "Sun, 29 Nov 2026 04:00:00 GMT", "abc123")
 
 
 def through_json(document: dict[str, Any]) -> dict[str, Any]:
@@ -287,11 +278,11 @@ def through_json(document: dict[str, Any]) -> dict[str, Any]:
 
 def test_snapshot_restore_round_trip() -> None:
     source = populated()
-    document = through_json(source.snapshot())
+    document = through_json(source.snapshot(VALIDATORS))
     assert document["format"] == STATE_FORMAT
     assert document["upstream"] == UPSTREAM
     restored = make_state()
-    restored.restore(document, now=2500.0)
+    saved = restored.restore(document, now=2500.0)
     assert served(restored) == served(source)
     assert restored.published == source.published
     assert restored.current == source.current
@@ -299,9 +290,9 @@ def test_snapshot_restore_round_trip() -> None:
     assert restored.next_retention_expiry() == 2000.0 + RETAIN
     assert restored.last_success == 2000.0
     assert (
-        restored.upstream_etag,
-        restored.upstream_last_modified,
-        restored.upstream_digest,
+        saved.upstream_etag,
+        saved.upstream_last_modified,
+        saved.upstream_digest,
     ) == ('"up-1"', "Sun, 29 Nov 2026 04:00:00 GMT", "abc123")
     assert restored.servable(2000.0 + MAX_STALE)
     assert not restored.servable(2000.0 + MAX_STALE + 1)
@@ -309,7 +300,7 @@ def test_snapshot_restore_round_trip() -> None:
 
 def test_restore_drops_retained_keys_that_expired_while_down() -> None:
     restored = make_state()
-    restored.restore(through_json(populated().snapshot()), now=2000.0 + RETAIN)
+    restored.restore(through_json(populated().snapshot(VALIDATORS)), now=2000.0 + RETAIN)
     assert restored.retained == {}
     assert served(restored) == body_of(B(), kf.x5c_key(kid="x"), C())
 
@@ -397,24 +388,24 @@ TAMPERED = [
 
 @pytest.mark.parametrize("change", TAMPERED)
 def test_restore_refuses_a_bad_snapshot_and_changes_nothing(change: str) -> None:
-    document = _tamper(populated().snapshot(), change)
+    document = _tamper(populated().snapshot(VALIDATORS), change)
     state = make_state()
     state.apply(keyset(C()), now=50.0)
-    before = (state.snapshot(), state.published, state.last_success, state.last_change)
+    before = (state.snapshot(VALIDATORS), state.published, state.last_success, state.last_change)
     with pytest.raises(StateRefused):
         state.restore(document, now=2100.0)
-    after = (state.snapshot(), state.published, state.last_success, state.last_change)
+    after = (state.snapshot(VALIDATORS), state.published, state.last_success, state.last_change)
     assert after == before
 
 
 def test_restore_into_a_fresh_state_refuses_and_serves_nothing() -> None:
     state = make_state()
     with pytest.raises(StateRefused, match="written for another upstream"):
-        state.restore(_tamper(populated().snapshot(), "upstream"), now=2100.0)
+        state.restore(_tamper(populated().snapshot(VALIDATORS), "upstream"), now=2100.0)
     with pytest.raises(StateRefused, match=r"unknown format 2"):
-        state.restore(_tamper(populated().snapshot(), "format"), now=2100.0)
+        state.restore(_tamper(populated().snapshot(VALIDATORS), "format"), now=2100.0)
     with pytest.raises(StateRefused, match=r"^invalid key set \(private_key\): "):
-        state.restore(_tamper(populated().snapshot(), "private-d"), now=2100.0)
+        state.restore(_tamper(populated().snapshot(VALIDATORS), "private-d"), now=2100.0)
     assert state.published is None
     assert state.current == ()
     assert not state.servable(2100.0)
@@ -436,7 +427,7 @@ SAME_RULE = [
 def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
     keys: Any, reason: str
 ) -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     document["keys"] = keys()
     state = make_state()
     with pytest.raises(StateRefused, match=rf"^invalid key set \({reason}\): ") as info:
@@ -457,14 +448,14 @@ def test_restore_refuses_a_key_by_the_same_rule_and_reason_as_an_upstream_body(
 
 
 def test_restore_refuses_a_retained_key_the_policy_refuses() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     document["retained"][0]["jwk"] = kf.jwk("rsa1024", kid="a")
     with pytest.raises(StateRefused, match=r"^invalid retained\[0\] \(weak_key\): "):
         make_state().restore(document, now=2100.0)
 
 
 def test_restore_refuses_more_keys_than_max_keys() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=2)
     state = IssuerState(IssuerSettings(name="keys", jwks_uri=UPSTREAM, limits=limits))
     assert len(document["keys"]) > 2
@@ -473,7 +464,7 @@ def test_restore_refuses_more_keys_than_max_keys() -> None:
 
 
 def test_restore_does_not_publish_a_current_key_twice_when_also_retained() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     document["retained"].append({"jwk": document["keys"][0], "removed_at": 1500.0})
     state = make_state()
     state.restore(document, now=2100.0)
@@ -482,11 +473,9 @@ def test_restore_does_not_publish_a_current_key_twice_when_also_retained() -> No
 
 
 def test_restore_ignores_non_string_upstream_validators() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     document["upstream_etag"] = 5
-    state = make_state()
-    state.restore(document, now=2100.0)
-    assert state.upstream_etag is None
+    assert make_state().restore(document, now=2100.0).upstream_etag is None
 
 
 # -- StateStore ------------------------------------------------------------------------------
@@ -494,7 +483,7 @@ def test_restore_ignores_non_string_upstream_validators() -> None:
 
 def test_store_save_and_load(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     store.save("keys", document)
     assert os.listdir(tmp_path) == ["keys.json"]
     assert store.path("keys") == tmp_path / "keys.json"
@@ -570,7 +559,7 @@ def test_store_load_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) 
 @pytest.mark.parametrize("target", ["/dev/zero", "elsewhere.json", "missing.json"])
 def test_store_load_never_follows_a_symlink(tmp_path: Path, target: str) -> None:
     store = StateStore(tmp_path)
-    store.save("elsewhere", through_json(populated().snapshot()))
+    store.save("elsewhere", through_json(populated().snapshot(VALIDATORS)))
     (tmp_path / "keys.json").symlink_to(target)
     with pytest.raises(StateRefused, match=r"^a symbolic link \(not followed\)$") as info:
         store.load("keys", max_bytes=CAP)
@@ -597,7 +586,7 @@ def test_the_cap_holds_a_full_set_and_as_many_retained_keys() -> None:
     state.apply(old, now=1000.0)
     state.apply(new, now=2000.0)
     assert len(state.retained) == 100
-    written = json.dumps(state.snapshot(), sort_keys=True, separators=(",", ":")).encode()
+    written = json.dumps(state.snapshot(VALIDATORS), sort_keys=True, separators=(",", ":")).encode()
     assert len(written) <= max_file_bytes(max_response_bytes=body_bytes)
     assert max_file_bytes(max_response_bytes=Limits().max_response_bytes) == 1_114_112
 
@@ -605,7 +594,7 @@ def test_the_cap_holds_a_full_set_and_as_many_retained_keys() -> None:
 def test_store_round_trip_restores_the_same_bytes(tmp_path: Path) -> None:
     source = populated()
     store = StateStore(tmp_path)
-    store.save("keys", source.snapshot())
+    store.save("keys", source.snapshot(VALIDATORS))
     document = store.load("keys", max_bytes=CAP)
     assert document is not None
     restored = make_state()
@@ -617,7 +606,7 @@ def test_restore_never_moves_last_success_into_the_future() -> None:
     source = make_state()
     source.apply(keyset(A()), now=5000.0)
     restored = make_state()
-    restored.restore(through_json(source.snapshot()), now=1000.0)
+    restored.restore(through_json(source.snapshot(VALIDATORS)), now=1000.0)
     assert restored.last_success == 1000.0
     assert restored.is_expired(1000.0 + MAX_STALE + 1)
 
@@ -626,7 +615,7 @@ def test_restore_keeps_when_the_set_last_changed() -> None:
     source = make_state()
     source.apply(keyset(A()), now=1000.0)
     restored = make_state()
-    restored.restore(through_json(source.snapshot()), now=1500.0)
+    restored.restore(through_json(source.snapshot(VALIDATORS)), now=1500.0)
     assert restored.last_change == 1000.0
     assert restored.first_seen == source.first_seen
 
@@ -664,7 +653,7 @@ def test_snapshot_restore_round_trip_of_a_multi_alg_key() -> None:
     source.apply(keyset(*_multi_alg(), B()), now=1000.0)
     source.apply(keyset(*_multi_alg(kid="c"), B()), now=2000.0)  # "a" retained, both algs
     restored = make_state()
-    restored.restore(through_json(source.snapshot()), now=2500.0)
+    restored.restore(through_json(source.snapshot(VALIDATORS)), now=2500.0)
     assert served(restored) == served(source)
     assert len(json.loads(served(restored))["keys"]) == 5
     assert restored.current == source.current
@@ -674,7 +663,7 @@ def test_snapshot_restore_round_trip_of_a_multi_alg_key() -> None:
 
 
 def test_a_retained_key_removed_in_the_future_is_kept_only_for_retain_removed_keys() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     document["retained"][0]["removed_at"] = 10_000_000_000.0  # the year 2286
     state = make_state()
     state.restore(document, now=2100.0)
@@ -684,11 +673,11 @@ def test_a_retained_key_removed_in_the_future_is_kept_only_for_retain_removed_ke
     assert state.expire_retained(2100.0 + RETAIN)
     assert state.retained == {}
     assert served(state) == body_of(B(), kf.x5c_key(kid="x"), C())
-    assert all(r["removed_at"] <= 2100.0 + RETAIN for r in state.snapshot()["retained"])
+    assert all(r["removed_at"] <= 2100.0 + RETAIN for r in state.snapshot(VALIDATORS)["retained"])
 
 
 def test_a_last_success_in_the_future_is_clamped_to_now() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     document["last_success"] = 10_000_000_000.0
     state = make_state()
     state.restore(document, now=2100.0)
@@ -697,7 +686,7 @@ def test_a_last_success_in_the_future_is_clamped_to_now() -> None:
 
 
 def test_the_retained_list_is_capped_at_max_keys_newest_removals_first() -> None:
-    document = through_json(populated().snapshot())
+    document = through_json(populated().snapshot(VALIDATORS))
     limits = Limits(refresh_interval_s=60.0, max_stale_s=MAX_STALE, max_keys=3)
     document["keys"] = document["keys"][:1]
     extra = [kf.jwk("p256", kid=f"r{i}", index=10 + i) for i in range(5)]
@@ -722,8 +711,8 @@ def test_the_first_upstream_set_after_a_peer_copy_replaces_it_whole() -> None:
     assert state.retained == {} and change.retained == ()
     assert served(state) == body_of(B())
     assert state.source == "upstream" and state.filled_from is None and state.has_own_set
-    assert [k["kid"] for k in state.snapshot()["keys"]] == ["b"]
-    assert state.snapshot()["retained"] == []
+    assert [k["kid"] for k in state.snapshot(VALIDATORS)["keys"]] == ["b"]
+    assert state.snapshot(VALIDATORS)["retained"] == []
 
 
 def test_the_upstream_cannot_confirm_a_peer_copy() -> None:

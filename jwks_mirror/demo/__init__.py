@@ -130,7 +130,7 @@ issuers:
         # Joins the fetch the mirror started on its own, so this waits for the first set.
         (outcome,) = await running.mirror.refresh(["demo"])
         self.check(
-            outcome.outcome != "failed" and not running.mirror.not_ready(),
+            outcome.outcome != "failed" and not running.mirror.not_servable(),
             f"the mirror is ready (key set fetched over mTLS){_why(outcome.error)}",
         )
         url = f"{running.public_url}/demo/jwks.json"
