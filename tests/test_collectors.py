@@ -9,6 +9,8 @@ from jwks_mirror.collectors import FAMILIES, MonotonicSum
 from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import FetchError
 from jwks_mirror.keysets import validate
+from jwks_mirror.mirror import Issuer
+from jwks_mirror.refreshing import Health
 from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState
 
@@ -28,12 +30,13 @@ class Scene:
         self.now = 10.0
         self.mode = mode
         self.states = [IssuerState(i) for i in parse_settings(ISSUERS).issuers]
+        self.health = {state.name: Health() for state in self.states}
         # the public server's request counts by issuer (None: names not configured)
         self.requests: dict[str | None, dict[int, int]] = {None: {}}
         self.unknown = self.requests[None]
         self.metrics = Metrics(
             CollectorRegistry(),
-            states=lambda: self.states,
+            issuers=lambda: [Issuer(state, self.health[state.name]) for state in self.states],
             clock=lambda: self.now,
             per_issuer=lambda: self.mode,
         )
@@ -111,7 +114,7 @@ def test_a_failing_issuers_detail_appears_and_disappears():
     scene = Scene()
     scene.healthy()
     a = scene.states[0]
-    a.mark_failure(FetchError("timeout", "timed out"), now=scene.now)
+    scene.health["a"].failed(FetchError("timeout", "timed out"), now=scene.now)
     scene.metrics.fetch_errors_total.labels("a", "timeout").inc()
     scene.metrics.fetch_total.labels("a", "failed").inc()
     failing = scene.series("a")
@@ -122,6 +125,7 @@ def test_a_failing_issuers_detail_appears_and_disappears():
     }
     assert "jwks_mirror_stale" not in scene.series("b")  # the healthy one is unchanged
     a.mark_unchanged(now=scene.now + 60)
+    scene.health["a"].succeeded(now=scene.now + 60)
     recovered = scene.series("a")
     assert "jwks_mirror_consecutive_failures" not in recovered
     assert "jwks_mirror_stale" not in recovered

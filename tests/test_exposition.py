@@ -7,6 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from jwks_mirror.counters import Metrics, new_registry
 from jwks_mirror.exposition import exposition
 from jwks_mirror.keysets import validate
+from jwks_mirror.mirror import Issuer
+from jwks_mirror.refreshing import Health
 from jwks_mirror.settings import parse_settings
 from jwks_mirror.state import IssuerState
 
@@ -24,7 +26,12 @@ def scrape(mode: str) -> bytes:
     ).issuers
     states = [IssuerState(issuer) for issuer in issuers]
     states[0].apply(validate(BODY, max_bytes=1 << 16, max_keys=10), now=5.0)
-    metrics = Metrics(registry, states=lambda: states, clock=lambda: 9.0, per_issuer=lambda: mode)
+    metrics = Metrics(
+        registry,
+        issuers=lambda: [Issuer(state, Health()) for state in states],
+        clock=lambda: 9.0,
+        per_issuer=lambda: mode,
+    )
     requests = {"a": {200: 7}, None: {404: 2}}  # the public server's counts
     metrics.requests = lambda name: requests.get(name, {})
     metrics.fetch_total.labels("a", "changed").inc()

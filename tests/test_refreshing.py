@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from jwks_mirror.metrics import Metrics
 from prometheus_client import CollectorRegistry
 
+from jwks_mirror.counters import Metrics
 from jwks_mirror.errors import KeySetRejected, UpstreamError
 from jwks_mirror.fetching import NO_VALIDATORS, Fetcher, Validators
 from jwks_mirror.keysets import validate
@@ -66,7 +66,7 @@ async def test_after_a_peer_copy_the_next_fetch_is_unconditional(fake_issuer) ->
         target.adopt_from_peer(copy, retained=(), last_success=now, peer="p", now=now)
 
     fetcher = Fetcher()
-    metrics = Metrics(CollectorRegistry(), issuers=list, unknown_requests={}, clock=time.time)
+    metrics = Metrics(CollectorRegistry(), issuers=list, clock=time.time)
     refresher = IssuerRefresher(
         state, fetcher=fetcher, metrics=metrics, peer_fill=adopt, validators=Validators('"e1"')
     )
