@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 _MEASURE = """
 import json, sys, time
-from jwks_mirror import configfields
-from jwks_mirror.settings import load_settings
+from jwks_mirror.core.config import fields as configfields
+from jwks_mirror.core.config.loader import load_settings
 path, repeat = sys.argv[1], int(sys.argv[2])
 text = open(path, encoding="utf-8").read()
 def best(call):

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
 from bench.upstream import issuer_name
-from jwks_mirror import server
-from jwks_mirror.logs import log
-from jwks_mirror.settings import load_settings
+from jwks_mirror.core.config.loader import load_settings
+from jwks_mirror.core.logs import log
+from jwks_mirror.serving import server
 
 _PACKAGE = "/jwks_mirror/"
 _FRAMES = 25

@@ -33,13 +33,13 @@ REQUESTS = {
 # Runs in a child process whose working directory is the package to measure.
 _CHILD = """
 import asyncio, json, sys, time
-from jwks_mirror import http1, public
-from jwks_mirror.counters import new_registry
-from jwks_mirror.mirror import Mirror
-from jwks_mirror.mirror import Issuer, Mirror
-from jwks_mirror.refreshing import Health
-from jwks_mirror.settings import parse_settings
-from jwks_mirror.state import IssuerState, Published
+from jwks_mirror.serving.http import http1, public
+from jwks_mirror.serving.counters import new_registry
+from jwks_mirror.serving.mirror import Mirror
+from jwks_mirror.serving.mirror import Issuer, Mirror
+from jwks_mirror.serving.refreshing import Health
+from jwks_mirror.core.config.loader import parse_settings
+from jwks_mirror.serving.state import IssuerState, Published
 
 requests, count = json.loads(sys.argv[1]), int(sys.argv[2])
 now = time.time()

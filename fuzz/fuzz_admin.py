@@ -36,13 +36,13 @@ import harness
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from aiohttp import web
 
-    from jwks_mirror.admin import create_admin_app
-    from jwks_mirror.counters import new_registry
-    from jwks_mirror.keysets import validate
-    from jwks_mirror.mirror import Issuer, Mirror
-    from jwks_mirror.refreshing import Health
-    from jwks_mirror.settings import parse_settings
-    from jwks_mirror.state import IssuerState
+    from jwks_mirror.core.config.loader import parse_settings
+    from jwks_mirror.core.keysets import validate
+    from jwks_mirror.serving.counters import new_registry
+    from jwks_mirror.serving.http.admin import create_admin_app
+    from jwks_mirror.serving.mirror import Issuer, Mirror
+    from jwks_mirror.serving.refreshing import Health
+    from jwks_mirror.serving.state import IssuerState
 
 TOKEN = b"s3cret-admin-token"
 NOW = 1_800_000_000.0

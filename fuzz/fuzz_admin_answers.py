@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=["jwks_mirror"]):
         format_status,
     )
     from jwks_mirror.cli.explain import explain
-    from jwks_mirror.errors import AdminError, UsageError
+    from jwks_mirror.core.errors import AdminError, UsageError
 
 NOW = 1_800_000_000.0
 # An unsigned RS256 token of the issuer below (kid k1): explain reaches the key checks.
@@ -66,14 +66,14 @@ def _real_answers() -> dict[str, Any]:
     from aiohttp.test_utils import make_mocked_request
     from jwcrypto import jwk
 
-    from jwks_mirror import admin
-    from jwks_mirror.counters import new_registry
-    from jwks_mirror.keysets import validate
-    from jwks_mirror.mirror import Issuer, Mirror
-    from jwks_mirror.pipeline import Outcome
-    from jwks_mirror.refreshing import Health
-    from jwks_mirror.settings import parse_settings
-    from jwks_mirror.state import IssuerState
+    from jwks_mirror.core.config.loader import parse_settings
+    from jwks_mirror.core.keysets import validate
+    from jwks_mirror.serving.counters import new_registry
+    from jwks_mirror.serving.http import admin
+    from jwks_mirror.serving.mirror import Issuer, Mirror
+    from jwks_mirror.serving.pipeline import Outcome
+    from jwks_mirror.serving.refreshing import Health
+    from jwks_mirror.serving.state import IssuerState
 
     settings = parse_settings(
         "issuers:\n  - {name: idp, jwks_uri: 'http://keys.myns.svc/jwks.json', "

@@ -20,7 +20,7 @@ import atheris
 import harness
 
 with atheris.instrument_imports():
-    from jwks_mirror.errors import ManifestError
+    from jwks_mirror.core.errors import ManifestError
     from jwks_mirror.gitops.analyze import analyze
     from jwks_mirror.gitops.findings import CODES, SEVERITIES
     from jwks_mirror.gitops.roundtrip import parse_stream

@@ -17,7 +17,7 @@ import atheris
 import harness
 
 with atheris.instrument_imports():
-    from jwks_mirror.cachecontrol import MAX_DELTA_S, directives, freshness_lifetime_s
+    from jwks_mirror.core.cachecontrol import MAX_DELTA_S, directives, freshness_lifetime_s
 
 
 def check(data: bytes) -> None:

@@ -2,7 +2,7 @@
 
     python fuzz/fuzz_config.py -max_total_time=60 [CORPUS_DIR ...]
 
-Whatever the bytes, ``parse_settings`` (through ``jwks_mirror.yamlsafe``'s bounds) either
+Whatever the bytes, ``parse_settings`` (through ``jwks_mirror.core.yamlsafe``'s bounds) either
 returns settings or raises ``ConfigError`` with a one-line message: no other exception, no
 crash, no stall (libFuzzer's ``-timeout`` catches a slow input). The seeds are the repository's
 real configs (deploy/), plus the hostile shapes of tests/hostile_yaml.py.
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 with atheris.instrument_imports():
-    from jwks_mirror.errors import ConfigError
-    from jwks_mirror.settings import parse_settings
+    from jwks_mirror.core.config.loader import parse_settings
+    from jwks_mirror.core.errors import ConfigError
 
 
 def check(data: bytes) -> None:

@@ -24,7 +24,7 @@ import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
     from jwks_mirror.cli.explain import decode_unverified, explain
-    from jwks_mirror.errors import UsageError
+    from jwks_mirror.core.errors import UsageError
 
 ISSUER = "https://issuer.test"
 NOW = 1_800_000_000.0

@@ -31,12 +31,12 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
-    from jwks_mirror import http1, public
-    from jwks_mirror.counters import new_registry
-    from jwks_mirror.mirror import Issuer, Mirror
-    from jwks_mirror.refreshing import Health
-    from jwks_mirror.settings import parse_settings
-    from jwks_mirror.state import IssuerState, Published
+    from jwks_mirror.core.config.loader import parse_settings
+    from jwks_mirror.serving.counters import new_registry
+    from jwks_mirror.serving.http import http1, public
+    from jwks_mirror.serving.mirror import Issuer, Mirror
+    from jwks_mirror.serving.refreshing import Health
+    from jwks_mirror.serving.state import IssuerState, Published
 
 CONFIG = """\
 public: {host: 127.0.0.1, port: 0}

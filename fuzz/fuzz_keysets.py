@@ -17,8 +17,8 @@ import atheris
 import harness
 
 with atheris.instrument_imports():
-    from jwks_mirror.errors import KeySetRejected
-    from jwks_mirror.keysets import PRIVATE_MEMBERS, render, validate
+    from jwks_mirror.core.errors import KeySetRejected
+    from jwks_mirror.core.keysets import PRIVATE_MEMBERS, render, validate
 
 MAX_BYTES = 1 << 16
 

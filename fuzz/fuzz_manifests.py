@@ -2,7 +2,7 @@
 
     python fuzz/fuzz_manifests.py -max_total_time=60 [CORPUS_DIR ...]
 
-Whatever the bytes, ``parse_stream`` (through ``jwks_mirror.yamlsafe``'s bounds) either raises
+Whatever the bytes, ``parse_stream`` (through ``jwks_mirror.core.yamlsafe``'s bounds) either raises
 ``ManifestError`` with a one-line message or gives a stream that renders back to the same
 text, and whose walk (``iter_rules``) visits each rule once: no other exception, no crash, no
 stall. The seeds are the real manifests of tests/data/manifests, plus the hostile shapes of
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 with atheris.instrument_imports():
-    from jwks_mirror.errors import ManifestError
+    from jwks_mirror.core.errors import ManifestError
     from jwks_mirror.gitops.manifests import iter_rules
     from jwks_mirror.gitops.roundtrip import parse_stream
 

@@ -26,12 +26,12 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
-    from jwks_mirror.configmodel import IssuerSettings, Limits
-    from jwks_mirror.errors import PeerError
-    from jwks_mirror.fetching import Validators
-    from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
-    from jwks_mirror.offers import parse_offer, share
-    from jwks_mirror.state import IssuerState
+    from jwks_mirror.core.config.model import IssuerSettings, Limits
+    from jwks_mirror.core.errors import PeerError
+    from jwks_mirror.core.keysets import PRIVATE_MEMBERS, validate
+    from jwks_mirror.serving.fetching import Validators
+    from jwks_mirror.serving.offers import parse_offer, share
+    from jwks_mirror.serving.state import IssuerState
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
 NOW = 1_800_000_000.0

@@ -20,7 +20,7 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
-    from jwks_mirror.errors import UsageError
+    from jwks_mirror.core.errors import UsageError
     from jwks_mirror.gitops.manifests import ANNOTATION, iter_request_authentications
     from jwks_mirror.gitops.restoring import check_restored, restore
     from jwks_mirror.gitops.roundtrip import parse_stream

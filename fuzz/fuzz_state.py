@@ -28,12 +28,12 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["jwks_mirror"]):
-    from jwks_mirror.configmodel import IssuerSettings, Limits
-    from jwks_mirror.errors import KeySetRejected, StateRefused
-    from jwks_mirror.fetching import Validators
-    from jwks_mirror.keysets import PRIVATE_MEMBERS, validate
-    from jwks_mirror.persistence import StateStore, parse_document
-    from jwks_mirror.state import IssuerState
+    from jwks_mirror.core.config.model import IssuerSettings, Limits
+    from jwks_mirror.core.errors import KeySetRejected, StateRefused
+    from jwks_mirror.core.keysets import PRIVATE_MEMBERS, validate
+    from jwks_mirror.serving.fetching import Validators
+    from jwks_mirror.serving.persistence import StateStore, parse_document
+    from jwks_mirror.serving.state import IssuerState
 
 UPSTREAM = "http://keys.myns.svc.cluster.local/jwks.json"
 NOW = 1_800_000_000.0

@@ -23,13 +23,13 @@ import pytest
 from aiohttp import web
 from jwcrypto import jwk
 
-from jwks_mirror import server
-from jwks_mirror.configmodel import Settings
-from jwks_mirror.counters import new_registry
+from jwks_mirror.core.config.loader import parse_settings
+from jwks_mirror.core.config.model import Settings
 from jwks_mirror.demo.pki import MeshCA
-from jwks_mirror.mirror import Mirror
-from jwks_mirror.server import Running, start
-from jwks_mirror.settings import parse_settings
+from jwks_mirror.serving import server
+from jwks_mirror.serving.counters import new_registry
+from jwks_mirror.serving.mirror import Mirror
+from jwks_mirror.serving.server import Running, start
 
 ISSUER_HOST = "keys.myns.svc.cluster.local"
 
@@ -392,7 +392,7 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test runs on the image's loop (:data:`IMAGE_LOOP`). One marked
     ``@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)`` runs on each loop (the public port
-    accepts differently on uvloop: jwks_mirror/listening.py); uvloop's run is skipped where
+    accepts differently on uvloop: jwks_mirror/serving/http/listening.py); uvloop's run is skipped where
     it is not installed."""
     marker = item.get_closest_marker("asyncio")
     if marker is None or "loop_factories" not in marker.kwargs:

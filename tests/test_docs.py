@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jwks_mirror.configmodel import Limits, Settings
-from jwks_mirror.errors import ConfigError
-from jwks_mirror.settings import parse_settings
+from jwks_mirror.core.config.loader import parse_settings
+from jwks_mirror.core.config.model import Limits, Settings
+from jwks_mirror.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
@@ -139,8 +139,8 @@ def test_the_readme_links_every_reference_doc() -> None:
 async def test_metrics_md_names_every_series_the_registry_exports() -> None:
     """Every family on a mirror's registry (the scrape-time collectors included) is in
     docs/metrics.md, and every series the doc names exists."""
-    from jwks_mirror.counters import PREFIX, new_registry
-    from jwks_mirror.mirror import Mirror
+    from jwks_mirror.serving.counters import PREFIX, new_registry
+    from jwks_mirror.serving.mirror import Mirror
 
     registry = new_registry()
     # full: every family (compact leaves next_refresh_timestamp_seconds out altogether)
@@ -176,9 +176,9 @@ def test_metrics_md_explains_every_alert_with_its_runbook() -> None:
 
 
 async def test_http_api_md_names_every_admin_route() -> None:
-    from jwks_mirror.admin import create_admin_app
-    from jwks_mirror.counters import new_registry
-    from jwks_mirror.mirror import Mirror
+    from jwks_mirror.serving.counters import new_registry
+    from jwks_mirror.serving.http.admin import create_admin_app
+    from jwks_mirror.serving.mirror import Mirror
 
     app = create_admin_app(Mirror(parse_settings("issuers: []\n"), registry=new_registry()))
     routes = {

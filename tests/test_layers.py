@@ -1,5 +1,6 @@
-"""The import-linter contracts name the serving modules one by one: a module added to the
-package must join its layer's lists, or the contracts would silently not look at it."""
+"""The tree states the layers: every module lives in a layer's package, and the one `layers`
+contract in pyproject.toml (which `lint-imports` enforces) names exactly those packages, so a
+new module joins its layer by where it is written, with no list to keep."""
 
 from __future__ import annotations
 
@@ -7,37 +8,32 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "jwks_mirror"
 CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
     "importlinter"
 ]["contracts"]
-PACKAGES = {"jwks_mirror.gitops", "jwks_mirror.cli", "jwks_mirror.demo"}
-ENTRY_POINTS = {"jwks_mirror", "jwks_mirror.__main__"}
 
 
-def contract(name_start: str) -> dict[str, list[str]]:
-    return next(c for c in CONTRACTS if c["name"].startswith(name_start))
+def layer_packages() -> set[str]:
+    (layers,) = [c for c in CONTRACTS if c["type"] == "layers"]
+    assert layers["containers"] == ["jwks_mirror"]
+    return {name.strip() for layer in layers["layers"] for name in layer.split("|")}
 
 
-def top_level_modules() -> set[str]:
-    modules = {f"jwks_mirror.{p.stem}" for p in (ROOT / "jwks_mirror").glob("*.py")}
-    return {m.replace(".__init__", "") for m in modules} - ENTRY_POINTS
+def test_the_layers_contract_names_every_package_of_the_tree() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert layer_packages() == packages
 
 
-def test_every_module_is_in_exactly_one_layer() -> None:
-    serving = set(contract("The serving side")["source_modules"])
-    core = set(contract("The shared core")["source_modules"])
-    assert not serving & core
-    assert serving | core == top_level_modules(), "a module is missing from the contracts"
-    for path in (ROOT / "jwks_mirror").iterdir():
-        if path.is_dir() and (path / "__init__.py").exists():
-            assert f"jwks_mirror.{path.name}" in PACKAGES, path
+def test_no_module_lives_outside_a_layer() -> None:
+    """Only the entry points sit at the top: a module beside them would be in no layer."""
+    top = {p.name for p in PACKAGE.glob("*.py")}
+    assert top == {"__init__.py", "__main__.py"}
 
 
-def test_the_forbidden_lists_agree_with_the_layers() -> None:
-    serving = set(contract("The serving side")["source_modules"])
-    products = serving | {"jwks_mirror.cli", "jwks_mirror.demo"}
-    assert set(contract("The GitOps tooling")["forbidden_modules"]) == products
-    assert set(contract("The shared core")["forbidden_modules"]) == products | {
-        "jwks_mirror.gitops"
-    }
-    assert set(contract("The serving side")["forbidden_modules"]) == PACKAGES
+def test_the_pure_modules_exist() -> None:
+    """The purity contract names modules by path: each must exist, or it would check nothing."""
+    (pure,) = [c for c in CONTRACTS if c["type"] == "forbidden"]
+    for module in pure["source_modules"]:
+        path = ROOT / module.replace(".", "/")
+        assert path.with_suffix(".py").exists() or (path / "__init__.py").exists(), module

@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MirrorError, UsageError
-from jwks_mirror.settings import CONFIG_ENV, load_settings
-from jwks_mirror.text import inert
+from jwks_mirror.core.config.loader import CONFIG_ENV, load_settings
+from jwks_mirror.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MirrorError, UsageError
+from jwks_mirror.core.text import inert
 
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
 DEFAULT_CONFIG = "/etc/jwks-mirror/config.yaml"
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    # The one place errors become exit codes (the tree is drawn in jwks_mirror.errors).
+    # The one place errors become exit codes (the tree is drawn in jwks_mirror.core.errors).
     try:
         return func(args)
     except UsageError as exc:  # arguments, configuration, manifests, a token that is no JWT
@@ -174,7 +174,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from jwks_mirror.server import run
+    from jwks_mirror.serving.server import run
 
     path = _config_path(args)
     return run(load_settings(path), config_path=path)

@@ -4,7 +4,7 @@ An admin port's answer is input like any other: the client follows no redirect (
 error, so the bearer token never leaves the host given with ``--admin`` and a 303 never turns
 ``refresh``'s POST into a GET), reads at most :data:`MAX_ANSWER_BYTES`, gives the whole
 command one deadline (a server that drips its answer a byte at a time cannot keep it running),
-parses with :func:`~jwks_mirror.strictjson.parse_json` and checks every field it uses for its
+parses with :func:`~jwks_mirror.core.strictjson.parse_json` and checks every field it uses for its
 type before anything is printed. Anything else is an :class:`AdminError`: one line, exit 1.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from jwks_mirror.errors import AdminError, KeySetRejected, UsageError
-from jwks_mirror.strictjson import parse_json
-from jwks_mirror.text import inert, one_line
+from jwks_mirror.core.errors import AdminError, KeySetRejected, UsageError
+from jwks_mirror.core.strictjson import parse_json
+from jwks_mirror.core.text import inert, one_line
 
 DEADLINE_S = 10.0  # status, explain, pin: the whole command, every request included
 REFRESH_DEADLINE_S = 120.0  # refresh and rotate wait for the upstream fetches

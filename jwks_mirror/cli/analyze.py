@@ -15,7 +15,8 @@ import json
 import sys
 from typing import Any
 
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
+from jwks_mirror.core.config.loader import load_settings
+from jwks_mirror.core.errors import EXIT_FAILED, EXIT_OK, UsageError
 from jwks_mirror.gitops.analyze import analyze
 from jwks_mirror.gitops.cidrs import (
     DEFAULT_BLOCKED,
@@ -26,7 +27,6 @@ from jwks_mirror.gitops.cidrs import (
 )
 from jwks_mirror.gitops.files import read_streams
 from jwks_mirror.gitops.findings import SEVERITIES, Finding
-from jwks_mirror.settings import load_settings
 
 JSON_VERSION = 1
 

@@ -4,7 +4,7 @@ The token is decoded without being trusted, matched to a mirrored issuer by ``is
 key by ``kid``, and its signature checked against the keys the mirror publishes, i.e. the keys
 istiod hands to Envoy. The checks follow Envoy's ``jwt_authn`` order: issuer, key, algorithm,
 signature, time (with Envoy's default 60 s of clock skew). Which algorithm a key can verify is
-the validation policy's table (:func:`jwks_mirror.keysets.verifies`), not a copy of it.
+the validation policy's table (:func:`jwks_mirror.core.keysets.verifies`), not a copy of it.
 Audiences are not known to the mirror (they live in the RequestAuthentication), so they are
 shown, not judged.
 """
@@ -22,10 +22,10 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
 from jwks_mirror.cli.admin_client import human_duration
-from jwks_mirror.errors import KeySetRejected, UsageError
-from jwks_mirror.keysets import never_allowed, verifies
-from jwks_mirror.strictjson import parse_json
-from jwks_mirror.text import inert, one_line
+from jwks_mirror.core.errors import KeySetRejected, UsageError
+from jwks_mirror.core.keysets import never_allowed, verifies
+from jwks_mirror.core.strictjson import parse_json
+from jwks_mirror.core.text import inert, one_line
 
 CLOCK_SKEW_S = 60  # Envoy jwt_authn's default clock_skew_seconds
 
@@ -47,7 +47,7 @@ class Verdict:
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims of a compact JWS, without any verification. UsageError if not one.
 
-    The JSON is read strictly (:func:`~jwks_mirror.strictjson.parse_json`: bounded nesting, no
+    The JSON is read strictly (:func:`~jwks_mirror.core.strictjson.parse_json`: bounded nesting, no
     duplicate members, no NaN): the token is whatever was pasted, and the fuzz target
     ``fuzz/fuzz_explain_token.py`` feeds this function.
     """

@@ -21,7 +21,9 @@ from jwks_mirror.cli.admin_client import (
     deadline_after,
 )
 from jwks_mirror.cli.rewrite import mirror_url_option, read_manifests
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, KeySetRejected, UsageError
+from jwks_mirror.core.errors import EXIT_FAILED, EXIT_OK, KeySetRejected, UsageError
+from jwks_mirror.core.strictjson import parse_json
+from jwks_mirror.core.text import inert
 from jwks_mirror.gitops.files import emit, outputs_for
 from jwks_mirror.gitops.pinning import (
     Pin,
@@ -31,8 +33,6 @@ from jwks_mirror.gitops.pinning import (
     plan_pins,
     versions_from_statuses,
 )
-from jwks_mirror.strictjson import parse_json
-from jwks_mirror.text import inert
 
 
 def _stderr(line: str) -> None:

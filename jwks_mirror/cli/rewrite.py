@@ -12,7 +12,8 @@ import re
 import sys
 from pathlib import Path
 
-from jwks_mirror.errors import EXIT_FAILED, EXIT_OK, UsageError
+from jwks_mirror.core.errors import EXIT_FAILED, EXIT_OK, UsageError
+from jwks_mirror.core.text import inert
 from jwks_mirror.gitops.files import Input, emit, outputs_for, read_streams, recover
 from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, MeshPolicy, http_url
 from jwks_mirror.gitops.restoring import check_restored, restore, restores
@@ -25,7 +26,6 @@ from jwks_mirror.gitops.rewrite import (
     read_config,
 )
 from jwks_mirror.gitops.roundtrip import ManifestStream
-from jwks_mirror.text import inert
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,10 +21,10 @@ import aiohttp
 from aiohttp import web
 from jwcrypto import jwk, jws, jwt
 
+from jwks_mirror.core.config.loader import parse_settings
+from jwks_mirror.core.keysets import PRIVATE_MEMBERS
 from jwks_mirror.demo.pki import MeshCA
-from jwks_mirror.keysets import PRIVATE_MEMBERS
-from jwks_mirror.server import Running, start
-from jwks_mirror.settings import parse_settings
+from jwks_mirror.serving.server import Running, start
 
 ISSUER_HOST = "keys.demo.svc.cluster.local"
 ISSUER = f"https://{ISSUER_HOST}"

@@ -12,8 +12,9 @@ are in-mesh and which are the mirror's is :mod:`~jwks_mirror.gitops.mesh`'s answ
 
 from __future__ import annotations
 
-from jwks_mirror.configmodel import Settings
-from jwks_mirror.errors import ConfigError
+from jwks_mirror.core.config.loader import parse_settings
+from jwks_mirror.core.config.model import Settings
+from jwks_mirror.core.errors import ConfigError
 from jwks_mirror.gitops.findings import NO_MIRROR, AtMirror, Context, Finding, Mirror
 from jwks_mirror.gitops.inventory import Inventory, Obj, mapping, selector_labels
 from jwks_mirror.gitops.istiopolicy import mtls_mode
@@ -21,7 +22,6 @@ from jwks_mirror.gitops.manifests import RuleRef, iter_rules
 from jwks_mirror.gitops.mesh import MeshPolicy, http_url, mirror_name
 from jwks_mirror.gitops.mirrorchecks import check_blocked_cidrs, check_mirror_port, check_refresh
 from jwks_mirror.gitops.roundtrip import ManifestStream
-from jwks_mirror.settings import parse_settings
 
 __all__ = ["analyze"]
 

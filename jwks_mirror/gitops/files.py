@@ -21,10 +21,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jwks_mirror import yamlsafe
-from jwks_mirror.errors import ManifestError
+from jwks_mirror.core import yamlsafe
+from jwks_mirror.core.errors import ManifestError
+from jwks_mirror.core.text import inert
 from jwks_mirror.gitops.roundtrip import ManifestStream, parse_stream
-from jwks_mirror.text import inert
 
 __all__ = [
     "STDIN", "Input", "Output", "emit", "outputs_for", "read_inputs", "read_streams",

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jwks_mirror.configmodel import Settings
+from jwks_mirror.core.config.model import Settings
+from jwks_mirror.core.text import inert
 from jwks_mirror.gitops.inventory import MIRROR_LABEL, Inventory, Obj, mapping, text
 from jwks_mirror.gitops.manifests import RuleRef
 from jwks_mirror.gitops.mesh import MeshPolicy, http_url, under_mirror
-from jwks_mirror.text import inert
 
 __all__ = [
     "CODES", "NO_MIRROR", "SEVERITIES", "AtMirror", "Context", "Finding", "Mirror",

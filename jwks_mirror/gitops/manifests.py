@@ -21,7 +21,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from jwks_mirror.errors import ManifestError
+from jwks_mirror.core.errors import ManifestError
 from jwks_mirror.gitops.edits import append_key, pop_key, replace_value, set_value
 from jwks_mirror.gitops.roundtrip import Document, ManifestStream, YamlNull
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from jwks_mirror.configfields import DNS_LABEL as _LABEL
+from jwks_mirror.core.config.fields import DNS_LABEL as _LABEL
 
 __all__ = [
     "DEFAULT_MIRROR_URL", "MeshPolicy", "Upstream", "dns_label", "http_url", "mirror_jwks_uri",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from jwks_mirror.configmodel import Limits
+from jwks_mirror.core.config.model import Limits
 from jwks_mirror.gitops.cidrs import IPNetwork, blocked_except, parse_cidr
 from jwks_mirror.gitops.findings import AtMirror, Context
 from jwks_mirror.gitops.inventory import (

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from jwks_mirror.errors import ManifestError, UsageError
+from jwks_mirror.core.errors import ManifestError, UsageError
 from jwks_mirror.gitops.manifests import MAX_JWKS_URI, RuleRef, iter_rules, read_originals
 from jwks_mirror.gitops.mesh import DEFAULT_MIRROR_URL, mirror_name, under_mirror
 from jwks_mirror.gitops.roundtrip import ManifestStream

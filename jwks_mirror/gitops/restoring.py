@@ -15,7 +15,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from jwks_mirror.errors import ManifestError
+from jwks_mirror.core.errors import ManifestError
 from jwks_mirror.gitops.edits import pop_key, replace_value
 from jwks_mirror.gitops.manifests import (
     ANNOTATION,

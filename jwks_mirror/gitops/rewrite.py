@@ -23,8 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from jwks_mirror.configmodel import well_known_url
-from jwks_mirror.errors import ManifestError
+from jwks_mirror.core.config.loader import parse_settings
+from jwks_mirror.core.config.model import well_known_url
+from jwks_mirror.core.errors import ManifestError
 from jwks_mirror.gitops.files import Output, read_text
 from jwks_mirror.gitops.manifests import (
     ANNOTATION,
@@ -49,7 +50,6 @@ from jwks_mirror.gitops.roundtrip import (
     dump_yaml,
     parse_stream,
 )
-from jwks_mirror.settings import parse_settings
 
 __all__ = [
     "Plan", "Target", "apply_rewrite", "known_names", "merge_config", "original_upstream",

@@ -24,9 +24,9 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from jwks_mirror import yamlsafe
-from jwks_mirror.errors import ManifestError
-from jwks_mirror.text import one_line
+from jwks_mirror.core import yamlsafe
+from jwks_mirror.core.errors import ManifestError
+from jwks_mirror.core.text import one_line
 
 # Layouts (mapping indent, sequence indent, dash offset) tried in order: kubectl's output
 # first, then the common hand-written styles. The first that reproduces a document is used.
@@ -260,7 +260,7 @@ def parse_stream(
 ) -> ManifestStream:
     """Split ``text`` into documents and load each one; YAML errors become ``file:line:col``.
 
-    The whole text is measured against ``bounds`` first (:func:`jwks_mirror.yamlsafe.measure`:
+    The whole text is measured against ``bounds`` first (:func:`jwks_mirror.core.yamlsafe.measure`:
     size, depth, documents, aliases, merge keys), so the recursive round-trip composer only
     ever sees what fits. Text that holds no content (markers, comments, directives, blank
     lines) is kept verbatim in the prefix of the next document or in the trailer.

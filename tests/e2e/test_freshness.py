@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from jwks_mirror.configmodel import MIN_REFRESH_INTERVAL_S, Limits
+from jwks_mirror.core.config.model import MIN_REFRESH_INTERVAL_S, Limits
 
 from .harness.envoy import Provider
 from .harness.freshness import IstiodResolver, ScheduledIdP, TokenStream, add_idp

@@ -26,7 +26,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwcrypto import jwk, jwt
 
-from jwks_mirror.keysets import render, validate
+from jwks_mirror.core.keysets import render, validate
 
 from .harness import envoy as envoy_config
 from .harness import http

@@ -1,4 +1,4 @@
-"""The hostile-upstream corpus (tests/test_hostile.py), played through ``jwks-mirror serve``
+"""The hostile-upstream corpus (tests/serving/test_fetching_hostile.py), played through ``jwks-mirror serve``
 running as a process (the image's entrypoint and event loop in CI).
 
 One mirror process for the module, one upstream per case, all serving a good set at start.
@@ -28,7 +28,7 @@ from ..conftest import ISSUER_HOST, FakeIssuer, Pki, answer
 from ..e2e.harness import http
 from ..e2e.harness.mirror import Mirror
 from ..e2e.harness.procs import wait_until
-from ..test_hostile import CASES, GOOD, Case
+from ..serving.test_fetching_hostile import CASES, GOOD, Case
 from .conftest import Upstreams, errors_logged, start_mirror
 
 # One serve process with an issuer per case; each case then takes a fraction of a second
@@ -102,7 +102,7 @@ def test_hostile_upstream_publishes_nothing_new_under_serve(
     assert errors_logged(mirror) == []
 
 
-# -- TLS trouble: the unit suite's four cases (tests/test_hostile.py), through serve ----------
+# -- TLS trouble: the unit suite's four cases (tests/serving/test_fetching_hostile.py), through serve ----------
 
 TLS_TROUBLES = ["wrong-ca", "wrong-name", "expired", "no-client-cert-accepted"]
 
@@ -145,7 +145,7 @@ def tls_hostile(
 
 
 def _troubled_context(trouble: str, pki: Pki, directory: Path) -> ssl.SSLContext:
-    """The issuer's TLS gone wrong in one way (as tests/test_hostile.py makes them)."""
+    """The issuer's TLS gone wrong in one way (as tests/serving/test_fetching_hostile.py makes them)."""
     if trouble == "expired":
         return pki.expired_server_context()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,4 +1,4 @@
-"""Every HTTP/1.1 conformance vector (tests/test_http1_conformance.py), sent to the public port
+"""Every HTTP/1.1 conformance vector (tests/serving/http/test_http1_conformance.py), sent to the public port
 of ``jwks-mirror serve`` running as a process (the image's entrypoint and event loop in CI).
 
 The unit suite sends the same vectors to a mirror started in-process; this one proves that
@@ -21,7 +21,7 @@ from ..conftest import jwks
 from ..e2e.harness.mirror import Mirror
 from ..e2e.harness.procs import wait_until
 from ..rawhttp import closed, read_response
-from ..test_http1_conformance import PROBE, VECTORS, Vector
+from ..serving.http.test_http1_conformance import PROBE, VECTORS, Vector
 from .conftest import Upstreams, errors_logged, start_mirror
 
 # One serve process for the module (a second or two to start), then milliseconds a vector.

@@ -105,7 +105,7 @@ class HostilePeer:
 
 def offer(*, name: str, upstream: str, keys: list[dict[str, Any]],
           last_success: float | None = None) -> dict[str, Any]:
-    """A ``/peer/{name}`` answer in the format ``jwks_mirror.offers.share`` writes."""
+    """A ``/peer/{name}`` answer in the format ``jwks_mirror.serving.offers.share`` writes."""
     return {
         "name": name,
         "upstream": upstream,

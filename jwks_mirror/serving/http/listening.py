@@ -1,0 +1,417 @@
+"""Accepting connections, for both ports: a cap on open connections, bounded socket buffers,
+accept errors (out of descriptors) counted and logged at most once a second, and descriptors
+kept for the rest of the process.
+
+One accept loop per case:
+
+* **The plain public port on uvloop** (no ``public.tls``; the port istiod reaches, a new
+  connection per fetch) uses the loop's own accept loop, libuv's, in C:
+  ``loop.create_server`` on the listening sockets bound here (:class:`NativeListener`). A
+  new connection costs about a quarter less CPU than through an accept loop in Python (a
+  socket object, a task and a future per connection). The cap is enforced where the
+  protocol's ``connection_made`` runs (:meth:`NativeListener.admit`): without TLS that
+  comes right after the accept, and the count (the connections admitted) is exact because
+  each connection is admitted or refused in turn, in one place.
+* **Every other case** uses this module's accept loop (:class:`Listener`): the TLS public
+  port (a connection must count from its accept: a handshake in progress holds a descriptor
+  and memory), the admin port (aiohttp's request handler has no place to refuse one), and
+  the plain public port on asyncio, where ``create_server`` would save little (its accept
+  loop is Python too, with a task per connection) and handles running out of descriptors
+  badly (below).
+
+Either way:
+
+* A connection accepted while the port already holds ``max_connections`` (answered or, with
+  :class:`Listener`, still in the TLS handshake) is closed at once and counted
+  (``jwks_mirror_connections_rejected_total{port}``).
+* Accepted sockets have bounded kernel buffers (``SEND_BUFFER_BYTES``,
+  ``RECEIVE_BUFFER_BYTES``, set on the listening socket before ``listen``, which they
+  inherit; Linux doubles each for its bookkeeping), so a client that pipelines requests and
+  never reads pins at most that much kernel memory until the idle sweep aborts it, instead of
+  what TCP autotuning would grow (megabytes a socket).
+* Accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) are counted
+  (``jwks_mirror_accept_errors_total{port}``) and logged at most once a second per port, as
+  one ``accept_failed`` line with the number of failures it stands for (:class:`AcceptErrors`).
+* The public port leaves the last ``DESCRIPTOR_RESERVE`` descriptors the process may open
+  to the rest of it (the admin port's probes, upstream fetches, state writes): a connection
+  accepted into one of them is closed at once and reported as an accept failure (EMFILE).
+  Linux hands out the lowest free number, so a descriptor numbered that high means that
+  fewer are free.
+
+What each accept loop does when accept fails:
+
+* :class:`Listener` stops accepting on that socket for ``RETRY_S`` (also when a public
+  connection lands in the reserve): the kernel keeps queueing connections in the backlog,
+  and the next try accepts again once descriptors are free. :class:`NativeListener` closes
+  each connection that lands in the reserve as it comes.
+* uvloop's (libuv's ``uv__server_io``) reports nothing to Python: on EMFILE or ENFILE it
+  closes a spare descriptor it keeps, accepts and closes every pending connection (their
+  clients see the connection closed at once) and opens the spare again; other errors are
+  tried again at the next wake-up. Nothing can count those, which is why the reserve
+  exists: on the plain public port, running out is seen at the reserve, before libuv's
+  accept fails. Only when the rest of the process takes the reserve too does libuv shed
+  connections, uncounted.
+* asyncio's (``BaseSelectorEventLoop._accept_connection``), which is why it is not used:
+  it tries up to ``backlog`` accepts per wake-up and hands each failure to the loop's
+  exception handler (by default a traceback in the log: about a thousand a second with a
+  backlog of 1024), each with its own retry a second later, so the failed accepts keep
+  coming thousands a second for as long as descriptors are short.
+
+The protocol factory is the port's own: ``http1.Connection`` on the public port, aiohttp's
+request handler (``web.Server``) on the admin port; a TLS handshake, when the port has one, is
+the loop's (``connect_accepted_socket``), limited to ``ssl_handshake_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import resource
+import socket
+import ssl
+from collections.abc import Callable
+
+from prometheus_client import Counter
+
+from jwks_mirror.core.logs import event
+
+ACCEPT_BATCH = 64  # accepts per wake-up: a burst is taken quickly, other work still runs
+SEND_BUFFER_BYTES = 32768  # a JWKS answer is a few KB; the kernel reserves twice this
+# The admin port's answers are large (/metrics is MBs with thousands of issuers, /status and
+# /peer too): through 64 KiB, loopback's delayed ACKs made a 7.5 MB scrape take 3.6 s instead
+# of 0.44 s (bench/issuers10k.py). Its cap is small, so 64 connections reserve 32 MB at most.
+ADMIN_SEND_BUFFER_BYTES = 262144
+RECEIVE_BUFFER_BYTES = 32768  # a request head is ~200 bytes, at most 16 KiB
+RETRY_S = 0.1  # out of descriptors: stop accepting this long, then try again
+LOG_EVERY_S = 1.0  # at most one accept_failed line a second per port
+# The plain public port leaves this many descriptors to the rest of the process.
+DESCRIPTOR_RESERVE = 32
+
+
+def native_accept(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the plain public port uses the loop's own accept loop: on uvloop."""
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
+def descriptor_ceiling(reserve: int) -> int:
+    """The lowest descriptor number that leaves fewer than ``reserve`` free."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (soft if soft != resource.RLIM_INFINITY else 1 << 30) - reserve
+
+
+def out_of_descriptors() -> OSError:
+    """The accept failure a connection in the reserve is reported as."""
+    return OSError(
+        errno.EMFILE,
+        f"{os.strerror(errno.EMFILE)} (fewer than {DESCRIPTOR_RESERVE} descriptors left, "
+        "kept for the rest of the process)",
+    )
+
+
+def bound_buffers(sock: socket.socket, *, send_bytes: int = SEND_BUFFER_BYTES) -> None:
+    """Fix the socket's kernel buffers (it then no longer grows them by autotuning)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_bytes)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
+
+async def bind(
+    host: str, port: int, *, backlog: int, send_bytes: int = SEND_BUFFER_BYTES
+) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to (as ``create_server`` binds),
+    with bounded buffers. Raises OSError when an address cannot be bound."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    seen: set[tuple[int, object]] = set()
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Before listen: the window offered in the SYN-ACK, and every accepted socket
+            # inherits both sizes (no system call per connection).
+            bound_buffers(sock, send_bytes=send_bytes)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class AcceptErrors:
+    """One port's accept errors: each counted, logged at most once a second with a count."""
+
+    def __init__(self, name: str, errors: Counter) -> None:
+        self.name = name
+        self._errors = errors.labels(name)
+        self._loop = asyncio.get_running_loop()
+        self._unlogged = 0
+        self._last_error = ""
+        self._next_log = 0.0
+        self._flush: asyncio.TimerHandle | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        self._errors.inc()
+        self._unlogged += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._loop.time() >= self._next_log:
+            self.log()
+        elif self._flush is None:
+            self._flush = self._loop.call_at(self._next_log, self.log)
+
+    def log(self) -> None:
+        """Log what is not logged yet (``close`` calls it at once)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if not self._unlogged:
+            return
+        count, self._unlogged = self._unlogged, 0
+        self._next_log = self._loop.time() + LOG_EVERY_S
+        event(
+            "accept_failed", port=self.name, error=self._last_error, count=count,
+            level=logging.ERROR,
+        )
+
+
+class NativeListener:
+    """The plain public port's listening sockets, served by the loop's own accept loop; the
+    port's protocol calls :meth:`admit` first thing in ``connection_made``."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        open_connections: Callable[[], int],
+        max_connections: int,
+        rejected: Counter,
+        errors: Counter,
+    ) -> None:
+        self.name = name
+        self.max_connections = max_connections
+        self._factory = factory
+        self._connected = open_connections
+        self._rejected = rejected.labels(name)
+        self._errors = AcceptErrors(name, errors)
+        self._loop = asyncio.get_running_loop()
+        self._servers: list[asyncio.AbstractServer] = []
+        self.sockets: list[socket.socket] = []
+        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE)
+        self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        return self._connected()
+
+    async def start(self, host: str, port: int, *, backlog: int) -> None:
+        """Bind (see :func:`bind`), then serve through ``loop.create_server``."""
+        self.sockets = await bind(host, port, backlog=backlog)
+        try:
+            for sock in self.sockets:
+                self._servers.append(
+                    await self._loop.create_server(self._factory, sock=sock, backlog=backlog)
+                )
+        except OSError:
+            self.close()
+            raise
+
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether a connection just made may stay; if not, it is closed (it has sent
+        nothing that will be read) and counted. Called before the port counts it."""
+        if self._connected() >= self.max_connections:
+            transport.close()
+            self._rejected.inc()
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.fileno() >= self._ceiling:
+            transport.close()
+            self._errors.failed(out_of_descriptors())
+            return False
+        return True
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock in self.sockets]
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets; the connections are the port's."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        for sock in self.sockets:
+            sock.close()  # the loop's server closed it already, unless it never served
+        self._errors.log()
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: no connection is the listener's (the port drains its own)."""
+
+
+class Listener:
+    """The listening sockets of one port (``name``: ``public`` or ``admin``)."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        open_connections: Callable[[], int],
+        max_connections: int,
+        rejected: Counter,
+        errors: Counter,
+        ssl_context: ssl.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        tells_made: bool = False,
+        reserve: bool = False,
+    ) -> None:
+        self.name = name
+        self.max_connections = max_connections
+        self._factory = factory
+        self._connected = open_connections  # connections the port's protocol holds
+        self._rejected = rejected.labels(name)
+        self._ssl = ssl_context
+        self._handshake_timeout = ssl_handshake_timeout
+        self._loop = asyncio.get_running_loop()
+        self.sockets: list[socket.socket] = []
+        # connect_accepted_socket in flight, and the socket of each
+        self._tasks: dict[asyncio.Task[None], socket.socket] = {}
+        # Accepted connections the port does not count yet: no protocol made so far, or one
+        # whose connection_made has not run (with TLS: the handshake is not over); made().
+        self._accepted = 0
+        self._unmade: set[asyncio.BaseProtocol] = set()
+        self._tells_made = tells_made
+        self._retry: dict[int, asyncio.TimerHandle] = {}
+        self._errors = AcceptErrors(name, errors)
+        # with ``reserve`` (the public port), a descriptor numbered this or above is refused
+        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE) if reserve else 1 << 62
+        self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        """Connections held now: made, or accepted and still connecting (TLS handshake)."""
+        return self._connected() + self._accepted + len(self._unmade)
+
+    def made(self, protocol: asyncio.BaseProtocol) -> None:
+        """The port counts ``protocol`` from now on: its ``connection_made`` ran (with TLS,
+        the handshake is over). A port created with ``tells_made`` calls this from its
+        protocol's ``connection_made``; for any other, the listener assumes it at the turn
+        of the loop that runs ``connection_made`` (the transport schedules that call just
+        after this listener's, with no accept in between), which is exact without TLS."""
+        self._unmade.discard(protocol)
+
+    async def start(
+        self, host: str, port: int, *, backlog: int, send_bytes: int = SEND_BUFFER_BYTES
+    ) -> None:
+        """Bind (see :func:`bind`), then accept."""
+        self.sockets = await bind(host, port, backlog=backlog, send_bytes=send_bytes)
+        for sock in self.sockets:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock in self.sockets]
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets. Connections still connecting (in
+        the TLS handshake) are dropped; those made are the port's to drain."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        for handle in self._retry.values():
+            handle.cancel()
+        self._retry.clear()
+        self._errors.log()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connections dropped by ``close`` are gone."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    # -- accepting ----------------------------------------------------------------------------
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                self._failed(sock, exc)
+                return
+            if conn.fileno() >= self._ceiling:
+                conn.close()
+                self._failed(sock, out_of_descriptors())
+                return
+            if self.open_connections >= self.max_connections:
+                conn.close()
+                self._rejected.inc()
+                continue
+            # Its buffers are the listening socket's (Linux copies them); the loop makes it
+            # non-blocking.
+            self._accepted += 1
+            task = self._loop.create_task(self._connect(conn))
+            self._tasks[task] = conn
+            task.add_done_callback(self._connect_done)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        created: list[asyncio.BaseProtocol] = []
+
+        def protocol() -> asyncio.BaseProtocol:
+            self._accepted -= 1
+            made = self._factory()
+            created.append(made)
+            self._unmade.add(made)  # until made(), or the handshake fails
+            if not self._tells_made:
+                self._loop.call_soon(self.made, made)
+            return made
+
+        try:
+            await self._loop.connect_accepted_socket(
+                protocol,
+                conn,
+                ssl=self._ssl,
+                ssl_handshake_timeout=self._handshake_timeout if self._ssl else None,
+            )
+        except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+            conn.close()  # a failed or timed-out TLS handshake, a client gone already
+        finally:
+            if created:
+                self._unmade.discard(created[0])
+            else:
+                self._accepted -= 1
+
+    def _connect_done(self, task: asyncio.Task[None]) -> None:
+        conn = self._tasks.pop(task)
+        if task.cancelled():  # by close(), maybe before it began: the socket is still ours
+            conn.close()
+
+    def _failed(self, sock: socket.socket, exc: OSError) -> None:
+        """Count and (at most once a second) log an accept error, and stop accepting on
+        ``sock`` for ``RETRY_S``: out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+        ENOMEM), the listening socket stays readable and every retry would fail at once."""
+        self._errors.failed(exc)
+        if not self._closed:  # the readiness would be reported again at once: pause
+            fd = sock.fileno()
+            self._loop.remove_reader(fd)
+            self._retry[fd] = self._loop.call_later(RETRY_S, self._resume, sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        self._retry.pop(sock.fileno(), None)
+        if not self._closed:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
