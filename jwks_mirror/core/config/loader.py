@@ -1,11 +1,10 @@
-"""Configuration: YAML in, frozen and fully validated dataclasses out.
+"""The loader: a configuration file's YAML in, the frozen model (``model``) out.
 
-Everything an operator can get wrong is caught here, at load time, with the path of the
-offending field (``issuers[2].tls.cert_file: no such file``), so ``check-config`` and a SIGHUP
-reload can refuse a bad file before anything runs with it. Durations are parsed once into
-seconds; the rest of the code only sees ``*_s`` floats. This module holds the typed settings
-and walks the file section by section; ``configfields`` checks each value and ``tls`` loads the
-certificate files the configuration names.
+Everything an operator can get wrong is caught at load time with the path of the offending
+field (``issuers[2].tls.cert_file: no such file``), so ``check-config`` and a SIGHUP reload
+refuse a bad file before anything runs with it. This module walks the file section by
+section; ``fields`` checks each value (durations become ``*_s`` seconds once) and
+``core.tls`` loads the certificate files the configuration names.
 """
 
 from __future__ import annotations
@@ -37,28 +36,14 @@ CONFIG_ENV = "JWKS_MIRROR_CONFIG"
 
 # The per-issuer tunables: allowed under ``defaults:`` and in each issuer.
 LIMIT_KEYS = (
-    "refresh_interval",
-    "min_refresh_interval",
-    "timeout",
-    "max_response_bytes",
-    "max_keys",
-    "max_stale",
-    "retain_removed_keys",
+    "refresh_interval", "min_refresh_interval", "timeout", "max_response_bytes", "max_keys",
+    "max_stale", "retain_removed_keys",
 )
 # An issuer's own keys, besides the LIMIT_KEYS.
-ISSUER_KEYS = frozenset(
-    {
-        "name",
-        "jwks_uri",
-        "issuer",
-        "discovery",
-        "discovery_url",
-        "proxy",
-        "bearer_token_file",
-        "headers",
-        "tls",
-    }
-)
+ISSUER_KEYS = frozenset({
+    "name", "jwks_uri", "issuer", "discovery", "discovery_url", "proxy", "bearer_token_file",
+    "headers", "tls",
+})
 _5M = (300.0, "5m")
 
 

@@ -1,65 +1,31 @@
 """Accepting connections, for both ports: a cap on open connections, bounded socket buffers,
 accept errors (out of descriptors) counted and logged at most once a second, and descriptors
-kept for the rest of the process.
+kept for the rest of the process. docs/http1.md ("Accepting connections") gives the whole
+story; in short, one accept loop per case:
 
-One accept loop per case:
+* **The plain public port on uvloop** (istiod's, a new connection per fetch) uses libuv's own
+  accept loop through ``loop.create_server`` on sockets bound here (:class:`NativeListener`):
+  a new connection costs about a quarter less CPU than through an accept loop in Python. The
+  cap is enforced where ``connection_made`` runs (:meth:`NativeListener.admit`), right after
+  the accept, so the count of admitted connections is exact.
+* **Every other case** uses this module's loop (:class:`Listener`): the TLS public port (a
+  handshake in progress must count), the admin port (aiohttp's handler has no place to
+  refuse a connection), and the plain public port on asyncio, whose own accept loop
+  (``BaseSelectorEventLoop._accept_connection``) hands every failed accept to the exception
+  handler, up to ``backlog`` a wake-up, each with its own retry: thousands of tracebacks a
+  second while descriptors are short.
 
-* **The plain public port on uvloop** (no ``public.tls``; the port istiod reaches, a new
-  connection per fetch) uses the loop's own accept loop, libuv's, in C:
-  ``loop.create_server`` on the listening sockets bound here (:class:`NativeListener`). A
-  new connection costs about a quarter less CPU than through an accept loop in Python (a
-  socket object, a task and a future per connection). The cap is enforced where the
-  protocol's ``connection_made`` runs (:meth:`NativeListener.admit`): without TLS that
-  comes right after the accept, and the count (the connections admitted) is exact because
-  each connection is admitted or refused in turn, in one place.
-* **Every other case** uses this module's accept loop (:class:`Listener`): the TLS public
-  port (a connection must count from its accept: a handshake in progress holds a descriptor
-  and memory), the admin port (aiohttp's request handler has no place to refuse one), and
-  the plain public port on asyncio, where ``create_server`` would save little (its accept
-  loop is Python too, with a task per connection) and handles running out of descriptors
-  badly (below).
-
-Either way:
-
-* A connection accepted while the port already holds ``max_connections`` (answered or, with
-  :class:`Listener`, still in the TLS handshake) is closed at once and counted
-  (``jwks_mirror_connections_rejected_total{port}``).
-* Accepted sockets have bounded kernel buffers (``SEND_BUFFER_BYTES``,
-  ``RECEIVE_BUFFER_BYTES``, set on the listening socket before ``listen``, which they
-  inherit; Linux doubles each for its bookkeeping), so a client that pipelines requests and
-  never reads pins at most that much kernel memory until the idle sweep aborts it, instead of
-  what TCP autotuning would grow (megabytes a socket).
-* Accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) are counted
-  (``jwks_mirror_accept_errors_total{port}``) and logged at most once a second per port, as
-  one ``accept_failed`` line with the number of failures it stands for (:class:`AcceptErrors`).
-* The public port leaves the last ``DESCRIPTOR_RESERVE`` descriptors the process may open
-  to the rest of it (the admin port's probes, upstream fetches, state writes): a connection
-  accepted into one of them is closed at once and reported as an accept failure (EMFILE).
-  Linux hands out the lowest free number, so a descriptor numbered that high means that
-  fewer are free.
-
-What each accept loop does when accept fails:
-
-* :class:`Listener` stops accepting on that socket for ``RETRY_S`` (also when a public
-  connection lands in the reserve): the kernel keeps queueing connections in the backlog,
-  and the next try accepts again once descriptors are free. :class:`NativeListener` closes
-  each connection that lands in the reserve as it comes.
-* uvloop's (libuv's ``uv__server_io``) reports nothing to Python: on EMFILE or ENFILE it
-  closes a spare descriptor it keeps, accepts and closes every pending connection (their
-  clients see the connection closed at once) and opens the spare again; other errors are
-  tried again at the next wake-up. Nothing can count those, which is why the reserve
-  exists: on the plain public port, running out is seen at the reserve, before libuv's
-  accept fails. Only when the rest of the process takes the reserve too does libuv shed
-  connections, uncounted.
-* asyncio's (``BaseSelectorEventLoop._accept_connection``), which is why it is not used:
-  it tries up to ``backlog`` accepts per wake-up and hands each failure to the loop's
-  exception handler (by default a traceback in the log: about a thousand a second with a
-  backlog of 1024), each with its own retry a second later, so the failed accepts keep
-  coming thousands a second for as long as descriptors are short.
-
-The protocol factory is the port's own: ``http1.Connection`` on the public port, aiohttp's
-request handler (``web.Server``) on the admin port; a TLS handshake, when the port has one, is
-the loop's (``connect_accepted_socket``), limited to ``ssl_handshake_timeout``.
+Either way a connection past ``max_connections`` is closed at once and counted
+(``connections_rejected_total{port}``); accepted sockets inherit bounded kernel buffers from
+the listening socket (``SEND_BUFFER_BYTES``, ``ADMIN_SEND_BUFFER_BYTES``,
+``RECEIVE_BUFFER_BYTES``; Linux doubles each) instead of what TCP autotuning grows; accept
+errors are counted (``accept_errors_total{port}``) and logged as one ``accept_failed`` line a
+second at most, with a count (:class:`AcceptErrors`); and the public port leaves the last
+``DESCRIPTOR_RESERVE`` descriptors to the rest of the process (probes, fetches, state
+writes). Linux hands out the lowest free number, so a connection numbered that high is
+closed at once and reported as EMFILE. That reserve is also the only way to see running out
+on uvloop: libuv reports nothing to Python, it closes a spare descriptor, accepts and closes
+every pending connection, and opens the spare again.
 """
 
 from __future__ import annotations
