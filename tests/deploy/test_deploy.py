@@ -858,7 +858,10 @@ def test_rejected_set_alert_names_exactly_the_validators_set_level_reasons():
     ]
     match = re.search(r'reason=~"([^"]+)"', alert["expr"])
     assert match, alert["expr"]
-    source = "".join((ROOT / "jwks_mirror" / m).read_text() for m in ("keysets.py", "strictjson.py"))
+    source = "".join(
+        (ROOT / "jwks_mirror" / "core" / m).read_text()
+        for m in ("keysets.py", "keymembers.py", "strictjson.py")
+    )
     # duplicate_key: strict mode only (a state file listing a key twice), never a fetch error.
     reasons = set(re.findall(r'KeySetRejected\(\s*"(\w+)"', source)) - {"too_large", "duplicate_key"}
     assert set(match.group(1).split("|")) == reasons

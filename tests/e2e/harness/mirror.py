@@ -96,6 +96,9 @@ class Mirror:
             "public": public,
             "admin": {"host": "127.0.0.1", "port": self.admin_port},
             "shutdown_delay": self.shutdown_delay,
+            # The suite reads per-issuer series (requests by issuer, servable 1, zero failures)
+            # that the compact default leaves out while they hold their healthy value.
+            "metrics": {"per_issuer": "full"},
             "defaults": self.defaults,
             "issuers": self.issuers,
         }
