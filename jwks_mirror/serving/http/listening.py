@@ -150,7 +150,39 @@ class AcceptErrors:
         )
 
 
-class NativeListener:
+class _Port:
+    """What both accept loops share: the port's name, its cap and counters, and its listening
+    sockets. With ``reserve`` (the public port) a descriptor numbered at or above the
+    reserve's ceiling is refused."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        open_connections: Callable[[], int],
+        max_connections: int,
+        rejected: Counter,
+        errors: Counter,
+        reserve: bool,
+    ) -> None:
+        self.name = name
+        self.max_connections = max_connections
+        self._factory = factory
+        self._connected = open_connections  # connections the port's protocol holds
+        self._rejected = rejected.labels(name)
+        self._errors = AcceptErrors(name, errors)
+        self._loop = asyncio.get_running_loop()
+        self.sockets: list[socket.socket] = []
+        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE) if reserve else 1 << 62
+        self._closed = False
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock in self.sockets]
+
+
+class NativeListener(_Port):
     """The plain public port's listening sockets, served by the loop's own accept loop; the
     port's protocol calls :meth:`admit` first thing in ``connection_made``."""
 
@@ -164,17 +196,11 @@ class NativeListener:
         rejected: Counter,
         errors: Counter,
     ) -> None:
-        self.name = name
-        self.max_connections = max_connections
-        self._factory = factory
-        self._connected = open_connections
-        self._rejected = rejected.labels(name)
-        self._errors = AcceptErrors(name, errors)
-        self._loop = asyncio.get_running_loop()
+        super().__init__(
+            name, factory, open_connections=open_connections, max_connections=max_connections,
+            rejected=rejected, errors=errors, reserve=True,
+        )
         self._servers: list[asyncio.AbstractServer] = []
-        self.sockets: list[socket.socket] = []
-        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE)
-        self._closed = False
 
     @property
     def open_connections(self) -> int:
@@ -206,10 +232,6 @@ class NativeListener:
             return False
         return True
 
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        return [sock.getsockname()[:2] for sock in self.sockets]
-
     def close(self) -> None:
         """Stop accepting and close the listening sockets; the connections are the port's."""
         if self._closed:
@@ -225,7 +247,7 @@ class NativeListener:
         """Nothing to wait for: no connection is the listener's (the port drains its own)."""
 
 
-class Listener:
+class Listener(_Port):
     """The listening sockets of one port (``name``: ``public`` or ``admin``)."""
 
     def __init__(
@@ -242,15 +264,12 @@ class Listener:
         tells_made: bool = False,
         reserve: bool = False,
     ) -> None:
-        self.name = name
-        self.max_connections = max_connections
-        self._factory = factory
-        self._connected = open_connections  # connections the port's protocol holds
-        self._rejected = rejected.labels(name)
+        super().__init__(
+            name, factory, open_connections=open_connections, max_connections=max_connections,
+            rejected=rejected, errors=errors, reserve=reserve,
+        )
         self._ssl = ssl_context
         self._handshake_timeout = ssl_handshake_timeout
-        self._loop = asyncio.get_running_loop()
-        self.sockets: list[socket.socket] = []
         # connect_accepted_socket in flight, and the socket of each
         self._tasks: dict[asyncio.Task[None], socket.socket] = {}
         # Accepted connections the port does not count yet: no protocol made so far, or one
@@ -259,10 +278,6 @@ class Listener:
         self._unmade: set[asyncio.BaseProtocol] = set()
         self._tells_made = tells_made
         self._retry: dict[int, asyncio.TimerHandle] = {}
-        self._errors = AcceptErrors(name, errors)
-        # with ``reserve`` (the public port), a descriptor numbered this or above is refused
-        self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE) if reserve else 1 << 62
-        self._closed = False
 
     @property
     def open_connections(self) -> int:
@@ -284,10 +299,6 @@ class Listener:
         self.sockets = await bind(host, port, backlog=backlog, send_bytes=send_bytes)
         for sock in self.sockets:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        return [sock.getsockname()[:2] for sock in self.sockets]
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets. Connections still connecting (in
