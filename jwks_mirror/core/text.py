@@ -17,8 +17,6 @@ for error messages that quote what a library said (which may quote untrusted inp
 
 from __future__ import annotations
 
-import unicodedata
-
 __all__ = ["inert", "one_line"]
 
 
@@ -31,35 +29,18 @@ def _escaped(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-def _needs_escape(char: str) -> bool:
-    code = ord(char)
-    return (
-        code < 0x20
-        or 0x7F <= code <= 0x9F
-        or code in (0x2028, 0x2029)
-        or 0xD800 <= code <= 0xDFFF  # lone surrogates: no encoder writes them
-        or char == "\\"
-        or unicodedata.category(char) == "Cf"  # bidi overrides, zero-width, tags
-    )
-
-
-# Most strings need nothing: one scan with str.translate is cheap, and the table is built once
-# (the Basic Multilingual Plane, which holds every control, separator, surrogate and
-# bidirectional or zero-width character, and the tag block).
-_TABLE = {
-    code: _escaped(chr(code))
-    for code in (*range(0x10000), *range(0xE0000, 0xE0080))
-    if _needs_escape(chr(code))
-}
-
-
 def inert(value: object) -> str:
-    """``str(value)`` with every control character (C0, DEL, C1), U+2028/U+2029, lone
-    surrogates and the backslash escaped (``\\n``, ``\\x1b``, ``\\u2028``, ``\\ud800``,
-    ``\\\\``): one line, no terminal control, always encodable as UTF-8. The backslash is
-    escaped too, so an escape in the output always means the character, never input that
-    looked like one."""
-    return str(value).translate(_TABLE)
+    """``str(value)`` with every character that is not printable (controls, U+2028/U+2029,
+    format, private-use and unassigned characters, lone surrogates) and the backslash
+    escaped (``\\n``, ``\\x1b``, ``\\u2028``, ``\\ud800``, ``\\\\``): one line, no terminal
+    control, always encodable as UTF-8. The backslash is escaped too, so an escape in the
+    output always means the character, never input that looked like one."""
+    text = str(value)
+    if text.isprintable() and "\\" not in text:  # most strings: one C-level scan
+        return text
+    # Unicode's "other" and separator categories, space apart: controls, format characters
+    # (bidirectional overrides, zero-width), surrogates, private use, unassigned, U+2028.
+    return "".join(_escaped(c) if c == "\\" or not c.isprintable() else c for c in text)
 
 
 def one_line(exc: object, limit: int = 200) -> str:

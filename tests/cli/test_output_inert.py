@@ -64,6 +64,9 @@ def test_inert_escapes_what_reorders_or_hides_text() -> None:
     assert inert("a\u202eb\u2066c\u2069") == "a\\u202eb\\u2066c\\u2069"
     assert inert("x\u200by\u200dz\ufeff") == "x\\u200by\\u200dz\\ufeff"
     assert inert("tag\U000e0041") == "tag\\U000e0041"
+    # private use (found by fuzz/fuzz_explain_token.py in a token's iss) and unassigned
+    assert inert("https:,\ue9c3r") == "https:,\\ue9c3r"
+    assert inert("x\U0010fffd\u0378") == "x\\U0010fffd\\u0378"
     assert inert("emoji 👍🏽 and 日本") == "emoji 👍🏽 and 日本"
 
 
