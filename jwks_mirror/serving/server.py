@@ -33,9 +33,10 @@ from jwks_mirror.serving.counters import new_registry
 from jwks_mirror.serving.http import public as public_port
 from jwks_mirror.serving.http import publictls
 from jwks_mirror.serving.http.admin import create_admin_app
-from jwks_mirror.serving.http.listening import ADMIN_SEND_BUFFER_BYTES, Listener
+from jwks_mirror.serving.http.listening import Listener
 from jwks_mirror.serving.http.public import PublicServer
 from jwks_mirror.serving.http.publictls import ServingCertificate
+from jwks_mirror.serving.http.sockets import ADMIN_SEND_BUFFER_BYTES
 from jwks_mirror.serving.mirror import Mirror
 
 SHUTDOWN_TIMEOUT_S = 10.0

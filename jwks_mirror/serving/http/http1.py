@@ -137,9 +137,8 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         if not self._server.join(self, transport):  # past the cap: closed already
             self._closing = True
-            return
-        if self._connections.draining:
-            self.close()
+        # While draining, a connection made now was accepted before the port closed (the loop's
+        # last accepts, the kernel's queue): its request is answered, then it closes.
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -360,8 +359,10 @@ class Connection(asyncio.Protocol):
         self._refuse(500)
 
     def drain(self) -> None:
-        """Shutdown: close now if no request is half-received, else after its answer."""
-        if not self._pending and not self._head_bytes and not self._body_left:
+        """Shutdown: an idle keep-alive connection closes now; one with a request half-received,
+        or a new one whose first request is on its way, after that answer (the drain's timeout
+        bounds the wait). Closing a new connection unanswered would reset its client."""
+        if self.served and not self._pending and not self._head_bytes and not self._body_left:
             self.close()
 
     def close(self) -> None:

@@ -42,14 +42,9 @@ from collections.abc import Callable
 from prometheus_client import Counter
 
 from jwks_mirror.core.logs import event
+from jwks_mirror.serving.http.sockets import SEND_BUFFER_BYTES, bind, refuse_new_handshakes
 
 ACCEPT_BATCH = 64  # accepts per wake-up: a burst is taken quickly, other work still runs
-SEND_BUFFER_BYTES = 32768  # a JWKS answer is a few KB; the kernel reserves twice this
-# The admin port's answers are large (/metrics is MBs with thousands of issuers, /status and
-# /peer too): through 64 KiB, loopback's delayed ACKs made a 7.5 MB scrape take 3.6 s instead
-# of 0.44 s (bench/issuers10k.py). Its cap is small, so 64 connections reserve 32 MB at most.
-ADMIN_SEND_BUFFER_BYTES = 262144
-RECEIVE_BUFFER_BYTES = 32768  # a request head is ~200 bytes, at most 16 KiB
 RETRY_S = 0.1  # out of descriptors: stop accepting this long, then try again
 LOG_EVERY_S = 1.0  # at most one accept_failed line a second per port
 # The plain public port leaves this many descriptors to the rest of the process.
@@ -74,44 +69,6 @@ def out_of_descriptors() -> OSError:
         f"{os.strerror(errno.EMFILE)} (fewer than {DESCRIPTOR_RESERVE} descriptors left, "
         "kept for the rest of the process)",
     )
-
-
-def bound_buffers(sock: socket.socket, *, send_bytes: int = SEND_BUFFER_BYTES) -> None:
-    """Fix the socket's kernel buffers (it then no longer grows them by autotuning)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_bytes)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-
-
-async def bind(
-    host: str, port: int, *, backlog: int, send_bytes: int = SEND_BUFFER_BYTES
-) -> list[socket.socket]:
-    """Listening sockets on every address ``host`` resolves to (as ``create_server`` binds),
-    with bounded buffers. Raises OSError when an address cannot be bound."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    seen: set[tuple[int, object]] = set()
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            # Before listen: the window offered in the SYN-ACK, and every accepted socket
-            # inherits both sizes (no system call per connection).
-            bound_buffers(sock, send_bytes=send_bytes)
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 class AcceptErrors:
@@ -181,6 +138,24 @@ class _Port:
     def addresses(self) -> list[tuple[str, int]]:
         return [sock.getsockname()[:2] for sock in self.sockets]
 
+    def take_queued(self) -> list[socket.socket]:
+        """Shutdown, before the listening sockets close: the connections whose handshake the
+        kernel completed and nobody accepted yet. Closing a listening socket resets every one
+        of them, though their clients have connected and sent a request; taken, they are
+        answered like any other (the port is draining: then closed)."""
+        taken: list[socket.socket] = []
+        for sock in self.sockets:
+            if sock.fileno() < 0:
+                continue
+            refuse_new_handshakes(sock)
+            while len(taken) < self.max_connections:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:  # BlockingIOError: the queue is empty
+                    break
+                taken.append(conn)
+        return taken
+
 
 class NativeListener(_Port):
     """The plain public port's listening sockets, served by the loop's own accept loop; the
@@ -201,6 +176,7 @@ class NativeListener(_Port):
             rejected=rejected, errors=errors, reserve=True,
         )
         self._servers: list[asyncio.AbstractServer] = []
+        self._queued: list[asyncio.Task[None]] = []  # take_queued's, being made
 
     @property
     def open_connections(self) -> int:
@@ -233,18 +209,29 @@ class NativeListener(_Port):
         return True
 
     def close(self) -> None:
-        """Stop accepting and close the listening sockets; the connections are the port's."""
+        """Stop accepting and close the listening sockets, after taking the kernel's queue
+        (:meth:`take_queued`); every connection is the port's."""
         if self._closed:
             return
         self._closed = True
+        queued = self.take_queued()
         for server in self._servers:
             server.close()
         for sock in self.sockets:
             sock.close()  # the loop's server closed it already, unless it never served
+        self._queued = [self._loop.create_task(self._make(conn)) for conn in queued]
         self._errors.log()
 
+    async def _make(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn)
+        except OSError:
+            conn.close()  # the client is gone already
+
     async def wait_closed(self) -> None:
-        """Nothing to wait for: no connection is the listener's (the port drains its own)."""
+        """Wait until the connections taken from the queue are made (they are the port's)."""
+        if self._queued:
+            await asyncio.wait(self._queued)
 
 
 class Listener(_Port):
@@ -263,6 +250,7 @@ class Listener(_Port):
         ssl_handshake_timeout: float | None = None,
         tells_made: bool = False,
         reserve: bool = False,
+        serve_queued: bool = False,
     ) -> None:
         super().__init__(
             name, factory, open_connections=open_connections, max_connections=max_connections,
@@ -277,6 +265,9 @@ class Listener(_Port):
         self._accepted = 0
         self._unmade: set[asyncio.BaseProtocol] = set()
         self._tells_made = tells_made
+        # At close, take the kernel's queue and let the connections being made finish (a plain
+        # port whose protocol answers while draining), instead of dropping both.
+        self._serve_queued = serve_queued
         self._retry: dict[int, asyncio.TimerHandle] = {}
 
     @property
@@ -301,11 +292,15 @@ class Listener(_Port):
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def close(self) -> None:
-        """Stop accepting and close the listening sockets. Connections still connecting (in
-        the TLS handshake) are dropped; those made are the port's to drain."""
+        """Stop accepting and close the listening sockets. With ``serve_queued`` the kernel's
+        queue is taken first (:meth:`take_queued`) and every accepted connection is made;
+        otherwise connections still connecting (in the TLS handshake) are dropped. Those made
+        are the port's to drain."""
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
+        queued = self.take_queued() if self._serve_queued else []
+        if not self._serve_queued:
+            for task in self._tasks:
+                task.cancel()
         for sock in self.sockets:
             if sock.fileno() >= 0:
                 self._loop.remove_reader(sock.fileno())
@@ -313,10 +308,12 @@ class Listener(_Port):
         for handle in self._retry.values():
             handle.cancel()
         self._retry.clear()
+        for conn in queued:
+            self._start(conn)
         self._errors.log()
 
     async def wait_closed(self) -> None:
-        """Wait until the connections dropped by ``close`` are gone."""
+        """Wait until the connections being made at ``close`` are made, or dropped."""
         if self._tasks:
             await asyncio.wait(list(self._tasks))
 
@@ -339,12 +336,15 @@ class Listener(_Port):
                 conn.close()
                 self._rejected.inc()
                 continue
-            # Its buffers are the listening socket's (Linux copies them); the loop makes it
-            # non-blocking.
-            self._accepted += 1
-            task = self._loop.create_task(self._connect(conn))
-            self._tasks[task] = conn
-            task.add_done_callback(self._connect_done)
+            self._start(conn)
+
+    def _start(self, conn: socket.socket) -> None:
+        # Its buffers are the listening socket's (Linux copies them); the loop makes it
+        # non-blocking.
+        self._accepted += 1
+        task = self._loop.create_task(self._connect(conn))
+        self._tasks[task] = conn
+        task.add_done_callback(self._connect_done)
 
     async def _connect(self, conn: socket.socket) -> None:
         created: list[asyncio.BaseProtocol] = []

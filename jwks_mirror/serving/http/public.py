@@ -109,6 +109,7 @@ class PublicServer:
                 ssl_handshake_timeout=self.keepalive_s,
                 tells_made=True,  # join()
                 reserve=True,
+                serve_queued=ssl is None,  # a handshake in progress at shutdown is dropped
             )
         await listener.start(host, port, backlog=backlog)
         self._listener = listener
@@ -125,10 +126,9 @@ class PublicServer:
         ones at once, busy ones after their answer); abort what is left after ``timeout_s``."""
         self.connections.draining = True  # before the listener closes: no keep-alive promised
         if self._listener is not None:
-            self._listener.close()
+            self._listener.close()  # the kernel's queue is taken first, not reset
+            await self._listener.wait_closed()  # those connections are made, and drained next
         await self.connections.close(timeout_s=timeout_s)
-        if self._listener is not None:
-            await self._listener.wait_closed()
 
     def join(self, connection: Connection, transport: asyncio.BaseTransport) -> bool:
         """A connection is made (over TLS: its handshake is over). Without TLS the cap is

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -13,7 +15,7 @@ from jwks_mirror.serving.http import connections as connections_module
 from jwks_mirror.serving.http import public
 from jwks_mirror.serving.http.connections import Connections, Liveness
 
-from ...conftest import config_text, jwks, until
+from ...conftest import BOTH_LOOPS, config_text, jwks, until
 from ...rawhttp import closed, read_response
 
 REQUEST = b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\n\r\n"
@@ -146,6 +148,29 @@ async def test_shutdown_closes_idle_connections_and_stops_accepting(served, conn
     assert await closed(reader)
     with pytest.raises(OSError):
         await connect(served)
+
+
+@pytest.mark.asyncio(loop_factories=BOTH_LOOPS)
+async def test_shutdown_answers_the_connections_still_in_the_kernels_queue(served):
+    """Clients whose handshake the kernel completed, request sent, that the loop has not
+    accepted yet: closing a listening socket resets every one of them, so the port takes its
+    queue first and answers them (200, then closed). The clients connect with blocking calls
+    from the loop's own thread, so nothing accepts them before ``stop`` runs; ``stop`` closes
+    the listener before its first suspension."""
+    url = urlsplit(served.public_url)
+    clients = []
+    for _ in range(8):
+        client = socket.create_connection((url.hostname, url.port), timeout=5)
+        client.sendall(REQUEST)
+        clients.append(client)
+    await asyncio.wait_for(served.stop(), 10)
+    for client in clients:
+        with client:
+            answer = b""
+            while chunk := client.recv(65536):  # the answer, then the server's FIN
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+            assert b"\r\nConnection: close\r\n" in answer
 
 
 async def test_idle_and_dribbling_connections_are_closed(fake_issuer, mirror_factory, connect, monkeypatch):

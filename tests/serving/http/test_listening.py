@@ -17,7 +17,7 @@ import pytest
 from jwks_mirror.core.config.loader import parse_settings
 from jwks_mirror.serving.counters import new_registry
 from jwks_mirror.serving.http import connections as connections_module
-from jwks_mirror.serving.http import listening
+from jwks_mirror.serving.http import listening, sockets
 from jwks_mirror.serving.mirror import Mirror
 from jwks_mirror.serving.server import start
 
@@ -291,8 +291,8 @@ async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer,
             lambda: len(connections) == 10 and all(c._paused for c in connections),
             what="the server to stop reading every non-reader",
         )
-        doubled_send = 2 * listening.SEND_BUFFER_BYTES  # Linux doubles what is set
-        doubled_receive = 2 * listening.RECEIVE_BUFFER_BYTES
+        doubled_send = 2 * sockets.SEND_BUFFER_BYTES  # Linux doubles what is set
+        doubled_receive = 2 * sockets.RECEIVE_BUFFER_BYTES
         # Linux takes a write while the send queue is under the buffer, and that write may add
         # up to one segment's worth (64 KiB on loopback) past it: uvloop, under load, writes
         # several queued answers at once. Bounded either way, against megabytes autotuned.
@@ -394,8 +394,8 @@ async def test_the_admin_port_sends_through_a_larger_bounded_buffer(served):
     listening socket's sizes; Linux reports twice what was set."""
     for sock in served._admin_listener.sockets:
         sent = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        assert sent == 2 * listening.ADMIN_SEND_BUFFER_BYTES
+        assert sent == 2 * sockets.ADMIN_SEND_BUFFER_BYTES
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == (
-            2 * listening.RECEIVE_BUFFER_BYTES
+            2 * sockets.RECEIVE_BUFFER_BYTES
         )
-    assert listening.SEND_BUFFER_BYTES < listening.ADMIN_SEND_BUFFER_BYTES <= 1 << 20
+    assert sockets.SEND_BUFFER_BYTES < sockets.ADMIN_SEND_BUFFER_BYTES <= 1 << 20
