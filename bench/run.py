@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write raw results here")
     parser.add_argument("--issuers", type=int, help="override the scale benchmark's issuers")
     parser.add_argument("--many", type=int, help="override the issuers10k benchmark's issuers")
+    parser.add_argument("--scale-rounds", type=int, help="override the scale benchmark's rounds")
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop", "both"),
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="also measure the package in DIR (git archive REV | tar -x -C DIR) in the same "
-        "serving rounds",
+        "rounds: serving (against nginx) and scale (ready and refresh-cycle CPU)",
     )
     parser.add_argument(
         "--baseline-label", default="baseline", help="how the baseline's rows are tagged"
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             common.record("serving-rows", serving.rows(result, label))
     if "scale" in which:
         result = scale.run(
-            issuers=args.issuers or int(profile["issuers"]), rounds=int(profile["scale_rounds"])
+            issuers=args.issuers or int(profile["issuers"]),
+            rounds=args.scale_rounds or int(profile["scale_rounds"]),
         )
         results["scale"] = result
         if not args.no_record:

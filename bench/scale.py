@@ -62,17 +62,19 @@ def ready_and_cycled(
     ready_timeout_s: float = 120,
     settle_s: float = 0.5,
     tolerate: bool = False,
+    package_dir: Path | None = None,
 ) -> Iterator[tuple[dict[str, Any], int, dict[str, Any]]]:
     """Spawn a mirror over ``issuers`` fake issuers, time it to ready (every issuer servable),
     then run an unchanged and a changed refresh cycle. Yields ``(listening, pid, figures)``
     while the mirror still runs, so a caller can measure more before it stops.
 
     ``poll_s``: each ``/readyz`` lists every issuer not yet ready, so with many issuers the
-    polling itself costs the mirror CPU (3.3 ms a poll at 10,000) and should be slower."""
+    polling itself costs the mirror CPU (3.3 ms a poll at 10,000) and should be slower.
+    ``package_dir``: run the package found there (a baseline) instead of this tree's."""
     names = [issuer_name(i) for i in range(issuers)]
     config = common.mirror_config(directory, upstream_url, names)
     started = time.monotonic()
-    mirror = common.start_mirror(config)
+    mirror = common.start_mirror(config, package_dir=package_dir)
     with common.running(mirror):
         listening = mirror.wait_json("listening", timeout_s=ready_timeout_s)
         admin = listening["admin"]
@@ -103,37 +105,77 @@ def ready_and_cycled(
         figures["rss_end_mb"], figures["rss_peak_mb"] = common.rss_mb(pid)
 
 
-def one_run(directory: Path, upstream_url: str, issuers: int) -> dict[str, Any]:
-    with ready_and_cycled(directory, upstream_url, issuers) as (_, _, figures):
+def one_run(
+    directory: Path, upstream_url: str, issuers: int, package_dir: Path | None = None
+) -> dict[str, Any]:
+    # /readyz polled every 100 ms above 1,000 issuers (a poll lists every issuer not ready)
+    poll_s = 0.1 if issuers > 1000 else 0.02
+    with ready_and_cycled(
+        directory, upstream_url, issuers, poll_s=poll_s, ready_timeout_s=300,
+        package_dir=package_dir,
+    ) as (_, _, figures):
         pass
     return figures
 
 
 def run(*, issuers: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` fresh mirrors; with ``common.BASELINE`` each round also runs the baseline
+    package right after this tree's, on the same upstream, so both see the same machine."""
     common.raise_fd_limit()
     info = common.banner(f"scale: {issuers} issuers against a local fake upstream")
-    runs = []
+    sides: dict[str, Path | None] = {"mirror": None}
+    if common.BASELINE is not None:
+        sides["baseline"] = common.BASELINE
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         upstream, url = common.start_upstream(issuers)
         with common.running(upstream):
             for r in range(rounds):
-                result = one_run(Path(tmp), url, issuers)
-                runs.append(result)
-                print(
-                    f"   run {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()),
-                    flush=True,
-                )
-    summary = {k: common.median([run[k] for run in runs]) for k in runs[0]}
-    print("   median: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()))
-    return {"info": info, "issuers": issuers, "rounds": rounds, "median": summary, "runs": runs}
+                for side, package in sides.items():
+                    directory = Path(tmp) / f"{side}-{r}"
+                    directory.mkdir()
+                    result = one_run(directory, url, issuers, package)
+                    runs[side].append(result)
+                    print(
+                        f"   run {r + 1} {side}: "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in result.items()),
+                        flush=True,
+                    )
+    medians = {
+        side: {k: common.median([x[k] for x in rs]) for k in rs[0]} for side, rs in runs.items()
+    }
+    for side, m in medians.items():
+        print(f"   median {side}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+    out = {"info": info, "issuers": issuers, "rounds": rounds, "median": medians["mirror"],
+           "runs": runs["mirror"]}
+    if "baseline" in medians:
+        base = medians["baseline"]
+        out["baseline"] = {"median": base, "runs": runs["baseline"]}
+        out["ratio"] = {k: v / base[k] for k, v in medians["mirror"].items() if base[k]}
+        compared = ("ready_cpu_s", "unchanged_cpu_s", "changed_cpu_s")
+        ratios = ", ".join(f"{k} {out['ratio'][k]:.2f}" for k in compared)
+        print(f"   this tree / baseline: {ratios}")
+    return out
 
 
 def rows(result: dict[str, Any], label: str) -> list[str]:
-    info, m = result["info"], result["median"]
+    """One row of medians; with a baseline, its row too (tagged with its own label), and the
+    ratios this tree / baseline in this tree's label."""
+    info = result["info"]
+    sides = [(label, f"`{info['commit']}`", result["median"])]
+    if "baseline" in result:
+        ratio = result["ratio"]
+        sides[0] = (
+            f"{label} (this / baseline: ready CPU {ratio['ready_cpu_s']:.2f}, unchanged "
+            f"{ratio['unchanged_cpu_s']:.2f}, changed {ratio['changed_cpu_s']:.2f})",
+            sides[0][1], sides[0][2],
+        )
+        sides.append((common.BASELINE_LABEL, "baseline", result["baseline"]["median"]))
     return [
-        f"| {info['date']} | {label} | `{info['commit']}` | {result['issuers']} "
+        f"| {info['date']} | {tag} | {commit} | {result['issuers']} "
         f"| {m['ready_s']:.2f} ({m['ready_cpu_s']:.2f} CPU) | {m['rss_ready_mb']:.0f} "
         f"/ {m['rss_peak_mb']:.0f} | **{m['unchanged_cpu_s']:.2f}** ({m['unchanged_wall_s']:.2f}) "
         f"| {m['changed_cpu_s']:.2f} ({m['changed_wall_s']:.2f}) | {result['rounds']} "
         f"| {common.setup_text(info)} | `{info['command']}` |"
+        for tag, commit, m in sides
     ]

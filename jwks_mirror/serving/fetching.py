@@ -40,7 +40,7 @@ from jwks_mirror.core.errors import UpstreamError
 from jwks_mirror.core.tls import build_ssl_context
 from jwks_mirror.serving.admission import Admission
 from jwks_mirror.serving.discovery import DiscoveryCache, discovery_key, jwks_uri_from, max_age_s
-from jwks_mirror.serving.httpclient import Sessions, client_errors, file_stamps, read_body
+from jwks_mirror.serving.httpclient import ClientErrors, Sessions, file_stamps, read_body
 
 __all__ = ["FetchResult", "Fetcher"]
 
@@ -154,6 +154,9 @@ class Fetcher:
         )
         assert result.body is not None
         jwks_uri = jwks_uri_from(result.body, issuer)
+        why = _url_refused(jwks_uri)
+        if why is not None:  # a literal address in the document: never asked, never cached
+            raise UpstreamError("address", f"{jwks_uri}: refused: {why}")
         self._discovery.put(key, jwks_uri, max_age_s(result.cache_control, result.age))
         return jwks_uri
 
@@ -178,10 +181,10 @@ class Fetcher:
         limits = issuer.limits
         timeout = aiohttp.ClientTimeout(total=limits.timeout_s, sock_connect=limits.timeout_s)
         server_name = issuer.tls.server_name if issuer.tls else None
-        why = _url_refused(url)
-        if why is not None:  # a literal address (a discovered jwks_uri, say): never asked
-            raise UpstreamError("address", f"{url}: refused: {why}")
-        with client_errors(url, timeout_s=limits.timeout_s):
+        # A literal link-local or metadata host is refused before this: a configured URL when
+        # the config is loaded (fields.url), a discovered one when discovered (_discover); a
+        # name that resolves to one, by the sessions' resolver (httpclient.GuardedResolver).
+        with ClientErrors(url, timeout_s=limits.timeout_s):
             async with session.get(
                 url,
                 headers=headers,

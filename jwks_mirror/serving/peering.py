@@ -52,7 +52,7 @@ from jwks_mirror.core.errors import PeerError, UpstreamError
 from jwks_mirror.core.logs import event
 from jwks_mirror.core.tls import build_peer_ssl_context
 from jwks_mirror.serving.counters import Metrics
-from jwks_mirror.serving.httpclient import Sessions, client_errors, file_stamps, read_body
+from jwks_mirror.serving.httpclient import ClientErrors, Sessions, file_stamps, read_body
 from jwks_mirror.serving.offers import Offer, PeerFillReport, parse_offer
 from jwks_mirror.serving.peerfinder import PeerFinder
 from jwks_mirror.serving.state import IssuerState
@@ -218,7 +218,7 @@ class PeerFiller:
         limit = 2 * issuer.limits.max_response_bytes + _ENVELOPE_BYTES
         timeout_s = issuer.limits.timeout_s
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
-        with client_errors(url, timeout_s=timeout_s):
+        with ClientErrors(url, timeout_s=timeout_s):
             async with client.get(url, timeout=timeout, allow_redirects=False) as resp:
                 return resp.status, await read_body(resp, limit)
 

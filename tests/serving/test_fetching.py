@@ -287,6 +287,29 @@ async def test_discovery_url_leaves_a_jwks_uri_on_another_origin_alone(fake_issu
     assert len(keys.requests) == 1
 
 
+async def test_a_discovered_metadata_address_is_refused_and_never_cached(fake_issuer, fetcher):
+    """A discovery document naming a literal metadata address as its ``jwks_uri``: the fetch
+    fails with reason ``address`` without a request there, and the next attempt reads the
+    document again instead of trusting a cached answer. (Configured URLs are refused when the
+    config is loaded; a discovered one is checked when it is discovered.)"""
+
+    async def discovery(request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"issuer": issuer_url, "jwks_uri": "http://169.254.169.254/latest/meta-data/"},
+            headers={"Cache-Control": "max-age=3600"},
+        )
+
+    idp = await fake_issuer(behaviour=discovery)
+    issuer_url = idp.base
+    settings = issuer_settings(f"    issuer: {issuer_url}\n    discovery: true\n")
+    for attempt in (1, 2):
+        with pytest.raises(UpstreamError) as info:
+            await fetcher.fetch(settings)
+        assert info.value.reason == "address"
+        assert "169.254.169.254" in str(info.value) and "link-local" in str(info.value)
+        assert len(idp.requests) == attempt  # the document each time, nothing else
+
+
 class CachingIdp:
     """An IdP on loopback whose discovery document carries ``cache_control``; it serves its
     keys at ``keys_path`` (which a test may move) and counts each kind of request."""

@@ -14,9 +14,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from jwks_mirror.core.errors import UpstreamError
 from jwks_mirror.serving.httpclient import (
     CLIENT_ERRORS,
+    ClientErrors,
     Sessions,
     client_error,
-    client_errors,
     new_session,
     read_body,
 )
@@ -53,7 +53,7 @@ async def get(
 ) -> bytes:
     session = new_session(context, headers={}, resolver=resolver)
     try:
-        with client_errors(url, timeout_s=timeout_s):
+        with ClientErrors(url, timeout_s=timeout_s):
             async with session.get(
                 url, timeout=aiohttp.ClientTimeout(total=timeout_s), proxy=proxy
             ) as response:
@@ -173,10 +173,10 @@ def test_errors_raised_outside_aiohttp_map_too(exc: BaseException, reason: str) 
 
 def test_an_unmapped_error_passes_unchanged() -> None:
     assert client_error(KeyError("x"), "http://idp/", timeout_s=5) is None
-    with pytest.raises(KeyError), client_errors("http://idp/", timeout_s=5):
+    with pytest.raises(KeyError), ClientErrors("http://idp/", timeout_s=5):
         raise KeyError("x")
     own = UpstreamError("status", "http://idp/ answered 500")
-    with pytest.raises(UpstreamError) as info, client_errors("http://idp/", timeout_s=5):
+    with pytest.raises(UpstreamError) as info, ClientErrors("http://idp/", timeout_s=5):
         raise own
     assert info.value is own
 
