@@ -55,9 +55,9 @@ class Running:
     mirror: Mirror
     public_url: str
     admin_url: str
-    _public: PublicServer
+    public: PublicServer  # the public port: its connections and request counts
     _admin: web.BaseRunner
-    _admin_listener: Listener
+    admin_listener: Listener  # the admin port's listening sockets and connection cap
     certificate: ServingCertificate | None = None
     _certificate_watch: asyncio.Task[None] | None = None
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,10 +72,10 @@ class Running:
             self._certificate_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._certificate_watch
-        await self._public.close(timeout_s=DRAIN_TIMEOUT_S)
+        await self.public.close(timeout_s=DRAIN_TIMEOUT_S)
         await self.mirror.stop()
-        self._admin_listener.close()
-        await self._admin_listener.wait_closed()
+        self.admin_listener.close()
+        await self.admin_listener.wait_closed()
         await self._admin.cleanup()
 
     def hurry(self) -> None:
@@ -124,9 +124,9 @@ async def start(
         mirror=mirror,
         public_url=_url(public, scheme="https" if certificate is not None else "http"),
         admin_url=_url(admin_listener),
-        _public=public,
+        public=public,
         _admin=admin,
-        _admin_listener=admin_listener,
+        admin_listener=admin_listener,
         certificate=certificate,
         _certificate_watch=watch,
     )

@@ -226,9 +226,9 @@ def corpus_verifier_config(port: int) -> dict[str, Any]:
     listener = {
         "name": "corpus",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [envoy_config._hcm("corpus", virtual_hosts, [jwt_authn])]}],
+        "filter_chains": [{"filters": [envoy_config.http_connection_manager("corpus", virtual_hosts, [jwt_authn])]}],
     }
-    return envoy_config._bootstrap([listener], [])
+    return envoy_config.bootstrap([listener], [])
 
 
 @pytest.fixture(scope="module")

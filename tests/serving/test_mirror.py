@@ -390,7 +390,7 @@ async def test_unchanged_sets_are_written_only_as_often_as_max_stale_needs(fake_
     async def persisted_success() -> float | None:
         # The write runs in a thread after the refresh returns: wait for it (and any write
         # queued before it) to finish, as shutdown does.
-        await running.mirror._refreshers["a"].drain()
+        await running.mirror.issuers["a"].refresher.drain()
         return json.loads(path.read_text())["last_success"] if path.exists() else None
 
     await running.mirror.refresh()

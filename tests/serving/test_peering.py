@@ -601,7 +601,7 @@ async def test_the_first_own_upstream_success_replaces_a_peer_copy_whole(
     # Written to state_dir: the same.
     path = state_dir / "idp.json"
     await poll(lambda: asyncio.to_thread(path.exists), what="the own set to be persisted")
-    await running.mirror._refreshers["idp"].drain()
+    await running.mirror.issuers["idp"].refresher.drain()
     written = json.loads(path.read_bytes())
     assert [k["kid"] for k in written["keys"]] == ["k1"] and written["retained"] == []
 

@@ -146,6 +146,11 @@ class Connection(asyncio.Protocol):
         self._head_parts = []
         self._server.forget(self)
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The connection's transport; None once the connection is lost."""
+        return self._transport
+
     def pause_writing(self) -> None:
         self._paused = True
         if self._transport is not None:

@@ -127,7 +127,7 @@ def _cluster(name: str, port: int, *, transport_socket: dict[str, Any] | None = 
     return cluster
 
 
-def _hcm(stat_prefix: str, virtual_hosts: list[dict[str, Any]],
+def http_connection_manager(stat_prefix: str, virtual_hosts: list[dict[str, Any]],
          http_filters: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
@@ -142,7 +142,7 @@ def _hcm(stat_prefix: str, virtual_hosts: list[dict[str, Any]],
     }
 
 
-def _bootstrap(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
+def bootstrap(listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "admin": {"address": _socket(0)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
@@ -179,14 +179,14 @@ def issuer_sidecar(*, port: int, app_port: int, identity: Identity, ca_file: Pat
         "address": _socket(port),
         "filter_chains": [{
             "transport_socket": tls,
-            "filters": [_hcm(
+            "filters": [http_connection_manager(
                 "inbound", [{"name": "inbound", "domains": ["*"], "routes": routes}],
                 forward_client_cert_details="SANITIZE_SET",
                 set_current_client_cert_details={"uri": True},
             )],
         }],
     }
-    return _bootstrap([listener], [_cluster("inbound-app", app_port)])
+    return bootstrap([listener], [_cluster("inbound-app", app_port)])
 
 
 def mirror_sidecar(*, port: int, identity: Identity, ca_file: Path,
@@ -223,9 +223,9 @@ def mirror_sidecar(*, port: int, identity: Identity, ca_file: Path,
     listener = {
         "name": "outbound",
         "address": _socket(port),
-        "filter_chains": [{"filters": [_hcm("outbound", virtual_hosts)]}],
+        "filter_chains": [{"filters": [http_connection_manager("outbound", virtual_hosts)]}],
     }
-    return _bootstrap([listener], clusters)
+    return bootstrap([listener], clusters)
 
 
 # Readiness as endpoints see it: a replica whose /readyz fails one check gets no new
@@ -323,11 +323,11 @@ def verifier(*, port: int, providers: list[Provider], cache_duration: str = "1s"
     listener = {
         "name": "workload-inbound",
         "address": _socket(port),
-        "filter_chains": [{"filters": [_hcm(
+        "filter_chains": [{"filters": [http_connection_manager(
             "workload", [{"name": "workload", "domains": ["*"], "routes": routes}], [jwt_authn],
         )]}],
     }
-    return _bootstrap([listener], clusters)
+    return bootstrap([listener], clusters)
 
 
 @dataclass

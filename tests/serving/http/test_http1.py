@@ -180,10 +180,10 @@ async def test_a_client_that_does_not_read_is_not_read_either(served, connect):
     writer.transport.set_write_buffer_limits(high=1 << 30)
     count = 60000  # ~30 MB of answers, far more than loopback socket buffers hold
     writer.write(REQUEST * count)
-    (connection,) = served._public.connections
+    (connection,) = served.public.connections
     # The server stops reading once its answers back up in the socket.
-    await until(lambda: connection._paused, what="the server to pause reading")
+    await until(lambda: not connection.transport.is_reading(), what="the server to pause reading")
     assert connection.served < count / 2
-    assert connection._transport.get_write_buffer_size() < 1 << 20
+    assert connection.transport.get_write_buffer_size() < 1 << 20
     for _ in range(count):
         assert (await read_response(reader))[0] == 200

@@ -332,7 +332,7 @@ async def test_a_client_that_never_reads_is_aborted_and_counted(short_timeouts, 
     writer.transport.set_write_buffer_limits(high=1 << 30)
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     writer.write(PROBE * 60000)
-    connections = running._public.connections
+    connections = running.public.connections
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while connections and loop.time() < deadline:
@@ -367,7 +367,7 @@ async def test_the_protocol_is_the_same_over_tls(served, pki):
     transport's interface, so pipelining, refusals and half-close behave the same there."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: http1.Connection(served._public), "127.0.0.1", 0, ssl=pki.server_context(require_client=False)
+        lambda: http1.Connection(served.public), "127.0.0.1", 0, ssl=pki.server_context(require_client=False)
     )
     try:
         port = server.sockets[0].getsockname()[1]
@@ -409,7 +409,7 @@ async def test_a_repeated_request_is_answered_afresh_and_anything_else_is_parsed
     writer.write(PROBE)
     status, headers, body = await read_response(reader)
     assert status == 200 and b'"k2"' in body and headers["etag"] != answers[0][1]["etag"]
-    assert running._public.requests("keys-myns")[200] == 4
+    assert running.public.requests("keys-myns")[200] == 4
     writer.write(GET + b"Host: mirror\nContent-Length: 5\r\n\r\nhello")
     assert (await read_response(reader))[0] == 400
     assert await closed(reader)

@@ -286,9 +286,9 @@ async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer,
             writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             writer.write(b"GET /a/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n" * 60000)
             clients.append((reader, writer))
-        connections = running._public.connections
+        connections = running.public.connections
         await until(
-            lambda: len(connections) == 10 and all(c._paused for c in connections),
+            lambda: len(connections) == 10 and all(c.transport and not c.transport.is_reading() for c in connections),
             what="the server to stop reading every non-reader",
         )
         doubled_send = 2 * sockets.SEND_BUFFER_BYTES  # Linux doubles what is set
@@ -298,7 +298,7 @@ async def test_pipeliners_that_never_read_pin_bounded_kernel_memory(fake_issuer,
         # several queued answers at once. Bounded either way, against megabytes autotuned.
         one_segment = 65536
         for connection in list(connections):
-            sock = connection._transport.get_extra_info("socket")
+            sock = connection.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == doubled_send
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == doubled_receive
             assert _queued(sock, termios.TIOCOUTQ) <= doubled_send + one_segment
@@ -374,8 +374,8 @@ async def test_the_public_port_leaves_the_last_descriptors_to_the_rest(fake_issu
         assert _sample(running, "jwks_mirror_accept_errors_total", "public") == refused
         assert _sample(running, "jwks_mirror_connections_rejected_total", "public") == 0
         assert _sample(running, "jwks_mirror_open_connections", "public") == answered
-        for connection in running._public.connections:
-            assert connection._transport.get_extra_info("socket").fileno() < ceiling
+        for connection in running.public.connections:
+            assert connection.transport.get_extra_info("socket").fileno() < ceiling
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"{running.admin_url}/healthz") as response,
@@ -392,7 +392,7 @@ async def test_the_admin_port_sends_through_a_larger_bounded_buffer(served):
     send buffer is bounded like the public port's, but larger, since through 64 KiB a 7.5 MB
     scrape took 3.6 s instead of 0.44 s (bench/issuers10k.py). Accepted sockets inherit the
     listening socket's sizes; Linux reports twice what was set."""
-    for sock in served._admin_listener.sockets:
+    for sock in served.admin_listener.sockets:
         sent = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         assert sent == 2 * sockets.ADMIN_SEND_BUFFER_BYTES
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == (

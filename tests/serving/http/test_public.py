@@ -158,6 +158,6 @@ async def test_request_counts_are_read_from_the_public_server(served):
     await get(url, "HEAD")
     await get(url, "DELETE")
     await get(f"{running.public_url}/nope/jwks.json")
-    assert running._public.requests("keys-myns") == {200: 2, 405: 1}
-    assert running._public.requests(None) == {404: 1}
-    assert running._public.requests("nope") == {}
+    assert running.public.requests("keys-myns") == {200: 2, 405: 1}
+    assert running.public.requests(None) == {404: 1}
+    assert running.public.requests("nope") == {}
