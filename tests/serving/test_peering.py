@@ -29,7 +29,7 @@ from jwks_mirror.serving.offers import parse_offer, share
 from jwks_mirror.serving.peerfinder import PeerFinder
 from jwks_mirror.serving.state import IssuerState
 
-from ..conftest import Clock, answer, config_text, hang, jwks, signing_key
+from ..conftest import Clock, answer, config_text, hang, jwks, signing_key, until
 
 DEADLINE_S = 30.0
 
@@ -65,17 +65,6 @@ async def metric(running, sample: str, **labels: str) -> float | None:
             if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
-
-
-async def poll(probe: Callable[[], Awaitable[Any]], *, what: str) -> Any:
-    """Poll an async condition with a generous deadline (the machine is shared and loaded)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = await probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def ready(running) -> bool:
@@ -145,7 +134,7 @@ async def test_a_fresh_replica_serves_its_peers_set_while_the_upstream_is_down(
             extra=f"state_dir: {state_dir}\n",
         )
     )
-    await poll(lambda: ready(second), what="the fresh replica to become ready")
+    await until(lambda: ready(second), what="the fresh replica to become ready")
 
     code2, headers2, body2 = await get(f"{second.public_url}/idp/jwks.json")
     assert code2 == 200, body2
@@ -185,7 +174,7 @@ async def test_a_fresh_replica_serves_its_peers_set_while_the_upstream_is_down(
     assert status["stale"] is False
     assert status["last_success"] > first_status["last_success"]
     assert await metric(second, "jwks_mirror_filled_from_peer", issuer="idp") is None
-    await poll(
+    await until(
         lambda: asyncio.to_thread(lambda: any(state_dir.iterdir())),
         what="the replica's own set to be persisted",
     )
@@ -244,7 +233,7 @@ async def test_no_peer_traffic_while_the_replica_has_its_own_servable_set(
 
     # The control: a replica with no set of its own asks the same peer at once.
     other = await mirror_factory(config(upstream.url, peers=f"{{urls: [{peer.base}]}}"))
-    await poll(lambda: ready(other), what="the empty replica to become ready")
+    await until(lambda: ready(other), what="the empty replica to become ready")
     assert [r.path for r in peer.requests] == ["/peer/idp"]
     assert (await status_of(other))["source"] == "peer"
 
@@ -260,13 +249,13 @@ async def test_readiness_waits_for_the_peer_fill(fake_issuer, mirror_factory, re
     running = await mirror_factory(
         config(refused_url, peers=f"{{urls: [{peer.base}]}}", timeout="30s")
     )
-    await poll(lambda: asyncio.sleep(0, bool(peer.requests)), what="the peer to be asked")
+    await until(lambda: asyncio.sleep(0, bool(peer.requests)), what="the peer to be asked")
     code, _, body = await get(f"{running.admin_url}/readyz")
     assert code == 503 and json.loads(body)["pending"] == ["idp"]
     assert running.mirror.issuers["idp"].health.consecutive_failures == 1  # the fetch is over
 
     gate.set()
-    await poll(lambda: ready(running), what="readiness after the peer answered")
+    await until(lambda: ready(running), what="readiness after the peer answered")
     code, _, _ = await get(f"{running.public_url}/idp/jwks.json")
     assert code == 200
 
@@ -285,7 +274,7 @@ async def test_two_empty_replicas_do_not_wait_on_each_other(mirror_factory, refu
     first = await mirror_factory(replica(ports[0], ports[1]))
     second = await mirror_factory(replica(ports[1], ports[0]))
     for running in (first, second):
-        await poll(lambda r=running: ready(r), what="both empty replicas to become ready")
+        await until(lambda r=running: ready(r), what="both empty replicas to become ready")
         code, _, _ = await get(f"{running.public_url}/idp/jwks.json")
         assert code == 503
     report = (await status_of(second))["peer_fill"]
@@ -344,7 +333,7 @@ async def test_a_hostile_peer_is_counted_and_nothing_is_published(
     running = await mirror_factory(
         config(refused_url, peers=f"{{urls: [{peer.base}]}}", max_stale="1h")
     )
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     assert peer.requests, "the peer was never asked"
     code, _, _ = await get(f"{running.public_url}/idp/jwks.json")
     assert code == 503
@@ -368,7 +357,7 @@ async def test_the_hostile_cases_control_a_well_formed_answer_is_adopted(
     running = await mirror_factory(
         config(refused_url, peers=f"{{urls: [{peer.base}]}}", max_stale="1h")
     )
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     code, _, body = await get(f"{running.public_url}/idp/jwks.json")
     assert code == 200 and [k["kid"] for k in json.loads(body)["keys"]] == ["k1"]
 
@@ -386,7 +375,7 @@ async def test_a_hanging_peer_is_cut_off_at_the_fetch_timeout_and_a_good_one_sti
             timeout="1s",
         )
     )
-    await poll(lambda: ready(running), what="readiness despite a hanging peer")
+    await until(lambda: ready(running), what="readiness despite a hanging peer")
     status = await status_of(running)
     results = {r["peer"]: r["result"] for r in status["peer_fill"]["peers"]}
     assert results == {stuck.base: "timeout", good.base: "offered"}
@@ -405,7 +394,7 @@ async def test_a_hanging_peer_alone_leaves_the_issuer_failing_closed(
     running = await mirror_factory(
         config(refused_url, peers=f"{{urls: [{stuck.base}]}}", timeout="1s")
     )
-    await poll(lambda: ready(running), what="readiness despite a hanging peer")
+    await until(lambda: ready(running), what="readiness despite a hanging peer")
     status = await status_of(running)
     assert status["peer_fill"]["outcome"] == "unreachable"
     assert status["peer_fill"]["peers"][0]["result"] == "timeout"
@@ -426,7 +415,7 @@ async def test_of_two_valid_answers_the_newest_upstream_success_wins(
     running = await mirror_factory(
         config(refused_url, peers=f"{{urls: [{older.base}, {newer.base}]}}")
     )
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     state = running.mirror.states["idp"]
     assert state.filled_from == newer.base
     assert state.last_success == newer_doc["last_success"]
@@ -460,7 +449,7 @@ async def test_fill_through_dns_reaches_the_peer_and_skips_itself(fake_issuer, m
         config(upstream.url, peers=f"{{dns: jwks-mirror-peers, port: {admin_port}}}"),
         peer_finder=finder,
     )
-    await poll(lambda: ready(second), what="the fresh replica to become ready")
+    await until(lambda: ready(second), what="the fresh replica to become ready")
     status = await status_of(second)
     assert status["filled_from_peer"] == f"http://127.0.0.1:{admin_port}"
     assert [p["peer"] for p in status["peer_fill"]["peers"]] == [status["filled_from_peer"]]
@@ -471,7 +460,7 @@ async def test_a_dns_name_that_does_not_resolve_is_reported(mirror_factory, refu
     running = await mirror_factory(
         config(refused_url, peers="{dns: jwks-mirror-peers}"), peer_finder=finder
     )
-    await poll(lambda: ready(running), what="readiness")
+    await until(lambda: ready(running), what="readiness")
     report = (await status_of(running))["peer_fill"]
     assert report["outcome"] == "no_peers"
     assert report["peers"][0]["result"] == "dns" and "not known" in report["peers"][0]["error"]
@@ -543,7 +532,7 @@ async def test_without_peers_settings_there_is_no_peer_fill(fake_issuer, mirror_
     upstream.behaviour = answer(503)
     peer = await fake_issuer(behaviour=serve_json(offer(upstream.url)))
     running = await mirror_factory(config(upstream.url))
-    await poll(lambda: ready(running), what="readiness")
+    await until(lambda: ready(running), what="readiness")
     status = await status_of(running)
     assert status["peer_fill"] is None and status["source"] is None
     assert status["servable"] is False
@@ -579,7 +568,7 @@ async def test_the_first_own_upstream_success_replaces_a_peer_copy_whole(
             retain_removed_keys="1h",
         )
     )
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     status = await status_of(running)
     assert status["source"] == "peer"
     assert status["kids"] == ["k1", "planted", "planted-old"]
@@ -600,7 +589,7 @@ async def test_the_first_own_upstream_success_replaces_a_peer_copy_whole(
     assert [k["kid"] for k in json.loads(shared["jwks"])["keys"]] == ["k1"]
     # Written to state_dir: the same.
     path = state_dir / "idp.json"
-    await poll(lambda: asyncio.to_thread(path.exists), what="the own set to be persisted")
+    await until(lambda: asyncio.to_thread(path.exists), what="the own set to be persisted")
     await running.mirror.issuers["idp"].refresher.drain()
     written = json.loads(path.read_bytes())
     assert [k["kid"] for k in written["keys"]] == ["k1"] and written["retained"] == []
@@ -633,7 +622,7 @@ async def test_a_tls_peer_presenting_the_mirrors_identity_is_adopted(
     peer = await fake_issuer(context, behaviour=serve_json(offer(refused_url)))
     assert peer.base.startswith("https://")
     running = await mirror_factory(config(refused_url, peers=tls_peers(peer.base, pki)))
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     status = await status_of(running)
     assert status["peer_fill"]["outcome"] == "filled", status["peer_fill"]
     assert status["filled_from_peer"] == peer.base and status["kids"] == ["k1"]
@@ -649,7 +638,7 @@ async def test_a_tls_peer_by_dns_name_identity(fake_issuer, mirror_factory, refu
     running = await mirror_factory(
         config(refused_url, peers=tls_peers(peer.base, pki, identity="peers.example"))
     )
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     assert (await status_of(running))["peer_fill"]["outcome"] == "filled"
 
 
@@ -700,7 +689,7 @@ async def test_a_tls_peer_without_the_mirrors_identity_is_refused(
     running = await mirror_factory(
         config(refused_url, peers=tls_peers(peer.base, pki, identity=identity))
     )
-    await poll(lambda: ready(running), what="readiness after the peer fill")
+    await until(lambda: ready(running), what="readiness after the peer fill")
     status = await status_of(running)
     assert status["servable"] is False and status["source"] is None
     (result,) = status["peer_fill"]["peers"]

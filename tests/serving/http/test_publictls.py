@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from jwks_mirror.serving.counters import new_registry
 from jwks_mirror.serving.mirror import Mirror
 from jwks_mirror.serving.server import Running, start
 
-from ...conftest import config_text, jwks
+from ...conftest import config_text, jwks, until
 
 MIRROR_HOST = "jwks-mirror.jwks-mirror.svc.cluster.local"
 
@@ -215,16 +214,14 @@ async def test_plain_http_on_the_tls_port_gets_no_key_set(tls_mirror):
 
 
 async def _until_new_connections_see(running, context, wanted: int, *, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def new_connection_sees_it() -> bool:
         client = await TLSClient.connect(running, context)
         seen = client.serial
         await client.close()
-        if seen == wanted:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"new connections still get serial {seen:x}, not {wanted:x}")
-        await asyncio.sleep(0.1)
+        return seen == wanted
+
+    await until(new_connection_sees_it, what=f"new connections to get serial {wanted:x}",
+                timeout_s=timeout_s)
 
 
 async def test_rotation_on_disk_reaches_new_connections_and_keeps_open_ones(
@@ -292,10 +289,8 @@ async def test_a_bad_pair_at_run_time_keeps_the_old_one_and_is_counted(
     other = issue(mesh_ca)
     volume.publish(other.cert_pem, first.key_pem)  # certificate and key do not match
     running.certificate.trigger()
-    deadline = time.monotonic() + 30
-    while not await scrape(running, "jwks_mirror_public_tls_reloads_total"):
-        assert time.monotonic() < deadline, "the bad pair was never looked at"
-        await asyncio.sleep(0.05)
+    await until(lambda: scrape(running, "jwks_mirror_public_tls_reloads_total"),
+                what="the bad pair to be looked at")
     assert await scrape(running, "jwks_mirror_public_tls_reloads_total") == {
         (("outcome", "failure"),): 1.0
     }
@@ -310,11 +305,12 @@ async def test_a_bad_pair_at_run_time_keeps_the_old_one_and_is_counted(
 
     volume.publish(b"-----BEGIN CERTIFICATE-----\ngarbage\n", b"not a key\n")
     running.certificate.trigger()
-    while (await scrape(running, "jwks_mirror_public_tls_reloads_total")).get(
-        (("outcome", "failure"),)
-    ) != 2.0:
-        assert time.monotonic() < deadline, "the garbage pair was never looked at"
-        await asyncio.sleep(0.05)
+
+    async def two_failures() -> bool:
+        reloads = await scrape(running, "jwks_mirror_public_tls_reloads_total")
+        return reloads.get((("outcome", "failure"),)) == 2.0
+
+    await until(two_failures, what="the garbage pair to be looked at")
 
     good = issue(mesh_ca)
     volume.publish(good.cert_pem, good.key_pem)
