@@ -81,7 +81,6 @@ class Admin:
         mirror = Mirror(settings, registry=new_registry(), clock=lambda: NOW)
         state = IssuerState(settings.issuers[0])
         state.apply(validate(KEY, max_bytes=1 << 16, max_keys=10), now=NOW - 10)
-        mirror.states = {"idp": state}
         mirror.issuers = {"idp": Issuer(state, Health())}
         self.runner = web.AppRunner(create_admin_app(mirror), access_log=None,
                                     keepalive_timeout=READ_TIMEOUT_S)

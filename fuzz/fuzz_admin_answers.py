@@ -86,7 +86,6 @@ def _real_answers() -> dict[str, Any]:
     state = IssuerState(served)
     state.apply(validate(body, max_bytes=1 << 20, max_keys=100), now=NOW)
     down = IssuerState(empty)
-    mirror.states = {"idp": state, "down": down}
     mirror.issuers = {
         "idp": Issuer(state, Health(next_refresh=NOW + 300)),
         "down": Issuer(down, Health(next_refresh=NOW + 5)),

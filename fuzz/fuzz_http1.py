@@ -58,7 +58,6 @@ def _server() -> public.PublicServer:
     state = IssuerState(served, last_success=NOW)
     state.published = Published(body=b'{"keys":[]}', version="v1", etag='"v1"', kids=())
     down = IssuerState(empty)
-    mirror.states = {"a": state, "b": down}
     mirror.issuers = {
         "a": Issuer(state, Health(next_refresh=NOW + 300)),
         "b": Issuer(down, Health(next_refresh=NOW + 5)),

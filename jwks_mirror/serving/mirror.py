@@ -41,12 +41,11 @@ class ReloadSummary:
 @dataclass
 class Issuer:
     """One mirrored issuer, for readers (``/status``, the metrics, the public port): its key
-    policy (:class:`IssuerState`), its fetch health and schedule (:class:`Health`) and the
-    refresher that writes both."""
+    policy (:class:`IssuerState`) and its fetch health and schedule (:class:`Health`), both
+    written by its refresher, which is the mirror's own."""
 
     state: IssuerState
     health: Health
-    refresher: IssuerRefresher | None = None  # None only for a reader built in a test
 
     @property
     def name(self) -> str:
@@ -73,8 +72,7 @@ class Mirror:
         peer_finder: PeerFinder | None = None,
     ) -> None:
         self.settings = settings
-        self.states: dict[str, IssuerState] = {}
-        self.issuers: dict[str, Issuer] = {}  # the same issuers, bundled for readers
+        self.issuers: dict[str, Issuer] = {}  # by name: what every reader reads
         self.draining = False
         self._was_ready = False
         self.clock = clock
@@ -90,6 +88,7 @@ class Mirror:
         self.peers = PeerFiller(
             lambda: self.settings.peers, metrics=self.metrics, clock=clock, finder=peer_finder
         )
+        # The same issuers' refreshers and their background tasks: the mirror's, to run them.
         self._refreshers: dict[str, IssuerRefresher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -124,7 +123,7 @@ class Mirror:
         for fetch in late:
             fetch.cancel()
         await asyncio.gather(*late, return_exceptions=True)
-        await asyncio.gather(*(r.drain() for r in self._refreshers.values()))
+        await self.writes_done()
         self._tasks.clear()
         self._refreshers.clear()
         await self._fetcher.close()
@@ -148,15 +147,15 @@ class Mirror:
         )
         self.settings = new
         wanted = {i.name: i for i in new.issuers}
-        removed = tuple(sorted(n for n in self.states if n not in wanted))
+        removed = tuple(sorted(n for n in self.issuers if n not in wanted))
         for name in removed:
             await self._stop_issuer(name)
-            del self.states[name]
             del self.issuers[name]
             self.metrics.forget(name)
         added, changed, unchanged = [], [], []
         for issuer in new.issuers:
-            state = self.states.get(issuer.name)
+            known = self.issuers.get(issuer.name)
+            state = known.state if known is not None else None
             if state is None:
                 added.append(issuer.name)
                 ((fresh, validators),) = await self._new_states([issuer])
@@ -165,10 +164,10 @@ class Mirror:
                 unchanged.append(issuer.name)
             else:
                 changed.append(issuer.name)
+                kept = self._refreshers.get(issuer.name)
                 await self._stop_issuer(issuer.name)
                 if state.settings.upstream == issuer.upstream:
                     state.settings = issuer
-                    kept = self.issuers[issuer.name].refresher
                     self._start_issuer(state, kept.validators if kept else NO_VALIDATORS)
                 else:
                     ((state, validators),) = await self._new_states([issuer])
@@ -230,8 +229,7 @@ class Mirror:
             health=health,
             validators=validators,
         )
-        self.states[state.name] = state
-        self.issuers[state.name] = Issuer(state, health, refresher)
+        self.issuers[state.name] = Issuer(state, health)
         self._refreshers[state.name] = refresher
         task = asyncio.get_running_loop().create_task(
             self._guarded(refresher), name=f"refresh:{state.name}"
@@ -279,10 +277,14 @@ class Mirror:
             await asyncio.gather(*(r.refresh(purge_retained=purge_retained) for r in refreshers))
         )
 
+    async def writes_done(self) -> None:
+        """Wait for every state write queued so far (each runs in a thread after its fetch)."""
+        await asyncio.gather(*(r.drain() for r in self._refreshers.values()))
+
     def not_servable(self) -> list[str]:
         """Issuers without a servable set: each fails closed on its own path (503)."""
         now = self.clock()
-        return [name for name, state in self.states.items() if not state.servable(now)]
+        return [name for name, i in self.issuers.items() if not i.state.servable(now)]
 
     def pending(self) -> list[str]:
         """Issuers whose first fetch attempt has not completed (nor a set been restored)."""

@@ -275,7 +275,7 @@ async def test_hostile_upstream_publishes_nothing_new(mirrored, case: Case):
     running, issuer = mirrored
     _, before = await _get(f"{running.public_url}/a/jwks.json")
     if case.timeout_s is not None:
-        state = running.mirror.states["a"]
+        state = running.mirror.issuers["a"].state
         limits = dataclasses.replace(state.settings.limits, timeout_s=case.timeout_s)
         state.settings = dataclasses.replace(state.settings, limits=limits)
     if case.behaviour is not None:

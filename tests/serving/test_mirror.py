@@ -51,7 +51,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(fake_issuer, 
     gate.set()
     (outcome,) = await running.mirror.refresh(["a"])
     assert outcome.outcome in {"changed", "unchanged"}
-    assert running.mirror.states["a"].published is not None
+    assert running.mirror.issuers["a"].state.published is not None
 
 
 async def test_backoff_grows_exponentially_with_jitter_and_caps(mirror_factory, refused_url):
@@ -101,7 +101,7 @@ async def test_a_hanging_issuer_never_delays_another(fake_issuer, mirror_factory
             f"  - name: healthy\n    jwks_uri: {healthy.url}\n"
         )
     )
-    stuck_state = running.mirror.states["stuck"]
+    stuck_state = running.mirror.issuers["stuck"].state
     stuck_fetch = asyncio.create_task(running.mirror.refresh(["stuck"]))
     await until(lambda: stuck.requests, what="the stuck fetch to reach its upstream")
     (outcome,) = await running.mirror.refresh(["healthy"])
@@ -128,7 +128,7 @@ async def test_retained_keys_expire_on_schedule_without_a_fetch(fake_issuer, mir
     (outcome,) = await running.mirror.refresh()
     assert outcome.kids == ("new", "old")
     requests_before = len(issuer.requests)
-    await until(lambda: not running.mirror.states["a"].retained, what="the retention to end")
+    await until(lambda: not running.mirror.issuers["a"].state.retained, what="the retention to end")
     _, body = await fetch_public(running, "a")
     assert [k["kid"] for k in json.loads(body)["keys"]] == ["new"]
     assert len(issuer.requests) == requests_before
@@ -206,15 +206,15 @@ async def test_reload_adds_removes_and_keeps_unchanged_issuers(fake_issuer, mirr
 
     running = await mirror_factory(load_settings(path))
     await running.mirror.refresh()
-    kept_state = running.mirror.states["one"]
+    kept_state = running.mirror.issuers["one"].state
     requests_to_one = len(one.requests)
     watcher = ConfigWatcher(running.mirror, str(path))
 
     three = await fake_issuer(document=jwks("k3"))
     path.write_text(config_text(f"  - name: one\n    jwks_uri: {one.url}\n  - name: three\n    jwks_uri: {three.url}\n"))
     await watcher.reload()
-    assert set(running.mirror.states) == {"one", "three"}
-    assert running.mirror.states["one"] is kept_state
+    assert set(running.mirror.issuers) == {"one", "three"}
+    assert running.mirror.issuers["one"].state is kept_state
     assert (await fetch_public(running, "one"))[0] == 200
     assert (await fetch_public(running, "two"))[0] == 404
     await running.mirror.refresh(["three"])
@@ -223,7 +223,7 @@ async def test_reload_adds_removes_and_keeps_unchanged_issuers(fake_issuer, mirr
 
     path.write_text("issuers: [{name: Bad_Name, jwks_uri: x}]\n")
     await watcher.reload()
-    assert set(running.mirror.states) == {"one", "three"}
+    assert set(running.mirror.issuers) == {"one", "three"}
     _, _, metrics = await _admin(running, "/metrics")
     assert 'jwks_mirror_config_reloads_total{outcome="failure"} 1.0' in metrics.decode()
     assert 'jwks_mirror_config_reloads_total{outcome="success"} 1.0' in metrics.decode()
@@ -240,8 +240,8 @@ async def test_config_file_change_is_noticed_by_polling(fake_issuer, mirror_fact
     task = asyncio.create_task(watcher.run(0.05))
     try:
         path.write_text(config_text(f"  - name: renamed\n    jwks_uri: {one.url}\n"))
-        await until(lambda: "renamed" in running.mirror.states, what="the reload")
-        assert set(running.mirror.states) == {"renamed"}
+        await until(lambda: "renamed" in running.mirror.issuers, what="the reload")
+        assert set(running.mirror.issuers) == {"renamed"}
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -307,7 +307,7 @@ async def test_a_flapping_issuer_backs_off_without_growing_tasks(fake_issuer, mi
     # most one failure: never a hot loop. A loaded machine only makes the count smaller.
     fetched = len(issuer.requests) - first
     assert fetched <= 2 * (elapsed / 0.9 + 1) + 1, (fetched, elapsed)
-    state = running.mirror.states["a"]
+    state = running.mirror.issuers["a"].state
     assert state.published is not None and state.servable(time.time())
     _, _, metrics = await _admin(running, "/metrics")
     text = metrics.decode()
@@ -390,7 +390,7 @@ async def test_unchanged_sets_are_written_only_as_often_as_max_stale_needs(fake_
     async def persisted_success() -> float | None:
         # The write runs in a thread after the refresh returns: wait for it (and any write
         # queued before it) to finish, as shutdown does.
-        await running.mirror.issuers["a"].refresher.drain()
+        await running.mirror.writes_done()
         return json.loads(path.read_text())["last_success"] if path.exists() else None
 
     await running.mirror.refresh()

@@ -197,8 +197,8 @@ async def test_peer_copies_fail_closed_at_the_peers_deadline(fake_issuer, mirror
     # The settable clock does not move by itself, so the first fetch is triggered here.
     (outcome,) = await second.mirror.refresh(["idp"])
     assert outcome.outcome == "failed"
-    assert second.mirror.states["idp"].last_success == succeeded_at
-    assert second.mirror.states["idp"].source == "peer"
+    assert second.mirror.issuers["idp"].state.last_success == succeeded_at
+    assert second.mirror.issuers["idp"].state.source == "peer"
 
     clock.advance(1800 - 1)  # one second before max_stale from the first replica's success
     for replica in (first, second):
@@ -416,7 +416,7 @@ async def test_of_two_valid_answers_the_newest_upstream_success_wins(
         config(refused_url, peers=f"{{urls: [{older.base}, {newer.base}]}}")
     )
     await until(lambda: ready(running), what="readiness after the peer fill")
-    state = running.mirror.states["idp"]
+    state = running.mirror.issuers["idp"].state
     assert state.filled_from == newer.base
     assert state.last_success == newer_doc["last_success"]
     assert state.published is not None and state.published.kids == ("k2",)
@@ -590,7 +590,7 @@ async def test_the_first_own_upstream_success_replaces_a_peer_copy_whole(
     # Written to state_dir: the same.
     path = state_dir / "idp.json"
     await until(lambda: asyncio.to_thread(path.exists), what="the own set to be persisted")
-    await running.mirror.issuers["idp"].refresher.drain()
+    await running.mirror.writes_done()
     written = json.loads(path.read_bytes())
     assert [k["kid"] for k in written["keys"]] == ["k1"] and written["retained"] == []
 

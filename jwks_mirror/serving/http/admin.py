@@ -138,9 +138,10 @@ async def status(request: web.Request) -> web.Response:
 async def status_one(request: web.Request) -> web.Response:
     """One issuer in detail: the summary, the published key set, and each key's history."""
     mirror = request.app[MIRROR]
-    state = mirror.states.get(request.match_info["name"])
-    if state is None:
+    issuer = mirror.issuers.get(request.match_info["name"])
+    if issuer is None:
         return _json({"error": f"unknown issuer: {request.match_info['name']}"}, status=404)
+    state = issuer.state
     now = mirror.clock()
     keep = state.settings.limits.retain_removed_keys_s
     keys = [
@@ -161,7 +162,7 @@ async def status_one(request: web.Request) -> web.Response:
         }
         for r in state.retained.values()
     ]
-    detail = _summary(mirror.issuers[state.name], now)
+    detail = _summary(issuer, now)
     detail["now"] = now
     detail["key_history"] = keys
     detail["jwks"] = json.loads(state.published.body) if state.published else None
@@ -171,10 +172,10 @@ async def status_one(request: web.Request) -> web.Response:
 async def peer(request: web.Request) -> web.Response:
     """What a replica with no set copies while its upstream is down (see peering.py)."""
     mirror = request.app[MIRROR]
-    state = mirror.states.get(request.match_info["name"])
-    if state is None:
+    issuer = mirror.issuers.get(request.match_info["name"])
+    if issuer is None:
         return _json({"error": f"unknown issuer: {request.match_info['name']}"}, status=404)
-    code, document = share(state, mirror.clock())
+    code, document = share(issuer.state, mirror.clock())
     # Compact: the asking replica caps the answer's size (see peering.py).
     return web.Response(
         body=json.dumps(document, separators=(",", ":")).encode(),

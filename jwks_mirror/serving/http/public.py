@@ -61,7 +61,7 @@ class PublicServer:
         self.mirror = mirror
         self.max_connections = max_connections
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
-        self.states = mirror.states
+        self.issuers = mirror.issuers
         self.counts = RequestCounts()
         mirror.metrics.requests = self.requests
         self.issuers = mirror.issuers  # the schedule (Retry-After, max-age) is the refresher's
@@ -158,15 +158,16 @@ class PublicServer:
             # absolute-form (RFC 9112 3.2.2): the path starts after the authority
             slash = path.find(b"/", path.find(b"//") + 2)
             path = path[slash:] if slash >= 0 else b"/"
-        state = None
+        issuer = None
         if path.endswith(_SUFFIX) and path[:1] == b"/":
-            state = self.states.get(path[1 : -len(_SUFFIX)].decode("latin-1"))
-        if state is None:
+            issuer = self.issuers.get(path[1 : -len(_SUFFIX)].decode("latin-1"))
+        if issuer is None:
             unknown = self.counts[None]
             unknown[404] = unknown.get(404, 0) + 1
             return self.simple(
                 404, b"not found\n", keep_alive=keep_alive, method=method, http11=http11
             )
+        state = issuer.state
         counts = self.counts[state.name]
         if method != b"GET" and method != b"HEAD":
             counts[405] = counts.get(405, 0) + 1
@@ -179,7 +180,7 @@ class PublicServer:
         published = state.published
         if published is None or now > state.stale_deadline():
             counts[503] = counts.get(503, 0) + 1
-            retry = max(1, math.ceil(self.issuers[state.name].health.next_refresh - now))
+            retry = max(1, math.ceil(issuer.health.next_refresh - now))
             extra = f"Retry-After: {retry}\r\nCache-Control: no-store\r\n".encode()
             body = b"no servable key set\n"
             return self.simple(
@@ -212,10 +213,10 @@ class PublicServer:
         ):
             cached = Responses(published, max_age, date, self.clock.line)
             self.cache[state.name] = cached
-            if len(self.cache) > 2 * len(self.states) + 16:  # issuers removed by a reload
-                for name in [n for n in self.cache if n not in self.states]:
+            if len(self.cache) > 2 * len(self.issuers) + 16:  # issuers removed by a reload
+                for name in [n for n in self.cache if n not in self.issuers]:
                     del self.cache[name]
-                self.counts.keep_only(self.states)
+                self.counts.keep_only(self.issuers)
         return cached
 
     def refusal(self, status: int) -> bytes:
