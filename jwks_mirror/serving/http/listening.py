@@ -25,7 +25,9 @@ second at most, with a count (:class:`AcceptErrors`); and the public port leaves
 writes). Linux hands out the lowest free number, so a connection numbered that high is
 closed at once and reported as EMFILE. That reserve is also the only way to see running out
 on uvloop: libuv reports nothing to Python, it closes a spare descriptor, accepts and closes
-every pending connection, and opens the spare again.
+every pending connection, and opens the spare again. At shutdown the plain public port takes
+the kernel's accept queue before its sockets close (:meth:`_Port.take_queued`): closing them
+would reset connections whose clients have already sent a request.
 """
 
 from __future__ import annotations
