@@ -33,7 +33,7 @@ from jwks_mirror.serving.counters import new_registry
 from jwks_mirror.serving.http import public as public_port
 from jwks_mirror.serving.http import publictls
 from jwks_mirror.serving.http.admin import create_admin_app
-from jwks_mirror.serving.http.listening import Listener
+from jwks_mirror.serving.http.listening import Listener, PortSpec
 from jwks_mirror.serving.http.public import PublicServer
 from jwks_mirror.serving.http.publictls import ServingCertificate
 from jwks_mirror.serving.http.sockets import ADMIN_SEND_BUFFER_BYTES
@@ -174,12 +174,14 @@ def _admin_listener(runner: web.AppRunner, mirror: Mirror, max_connections: int)
     assert server is not None  # after setup()
     metrics = mirror.metrics
     listener = Listener(
-        "admin",
-        server,
-        open_connections=lambda: len(server.connections),
-        max_connections=max_connections,
-        rejected=metrics.connections_rejected_total,
-        errors=metrics.accept_errors_total,
+        PortSpec(
+            "admin",
+            server,
+            open_connections=lambda: len(server.connections),
+            max_connections=max_connections,
+            rejected=metrics.connections_rejected_total,
+            errors=metrics.accept_errors_total,
+        )
     )
     metrics.open_connections.labels("admin").set_function(lambda: listener.open_connections)
     return listener

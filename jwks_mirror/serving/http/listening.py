@@ -40,6 +40,7 @@ import resource
 import socket
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 
@@ -109,28 +110,33 @@ class AcceptErrors:
         )
 
 
-class _Port:
-    """What both accept loops share: the port's name, its cap and counters, and its listening
-    sockets. With ``reserve`` (the public port) a descriptor numbered at or above the
-    reserve's ceiling is refused."""
+@dataclass(frozen=True)
+class PortSpec:
+    """What an accept loop is given about its port: the name (``public`` or ``admin``, the
+    metrics' ``port`` label), the protocol factory, how many connections the port's protocol
+    holds now, the cap, and the two counters (by port) of refused connections and of failed
+    accepts."""
 
-    def __init__(
-        self,
-        name: str,
-        factory: Callable[[], asyncio.BaseProtocol],
-        *,
-        open_connections: Callable[[], int],
-        max_connections: int,
-        rejected: Counter,
-        errors: Counter,
-        reserve: bool,
-    ) -> None:
-        self.name = name
-        self.max_connections = max_connections
-        self._factory = factory
-        self._connected = open_connections  # connections the port's protocol holds
-        self._rejected = rejected.labels(name)
-        self._errors = AcceptErrors(name, errors)
+    name: str
+    factory: Callable[[], asyncio.BaseProtocol]
+    open_connections: Callable[[], int]
+    max_connections: int
+    rejected: Counter
+    errors: Counter
+
+
+class _Port:
+    """What both accept loops share: the port (:class:`PortSpec`), its counters, and its
+    listening sockets. With ``reserve`` (the public port) a descriptor numbered at or above
+    the reserve's ceiling is refused."""
+
+    def __init__(self, port: PortSpec, *, reserve: bool) -> None:
+        self.name = port.name
+        self.max_connections = port.max_connections
+        self._factory = port.factory
+        self._connected = port.open_connections  # connections the port's protocol holds
+        self._rejected = port.rejected.labels(port.name)
+        self._errors = AcceptErrors(port.name, port.errors)
         self._loop = asyncio.get_running_loop()
         self.sockets: list[socket.socket] = []
         self._ceiling = descriptor_ceiling(DESCRIPTOR_RESERVE) if reserve else 1 << 62
@@ -163,20 +169,8 @@ class NativeListener(_Port):
     """The plain public port's listening sockets, served by the loop's own accept loop; the
     port's protocol calls :meth:`admit` first thing in ``connection_made``."""
 
-    def __init__(
-        self,
-        name: str,
-        factory: Callable[[], asyncio.BaseProtocol],
-        *,
-        open_connections: Callable[[], int],
-        max_connections: int,
-        rejected: Counter,
-        errors: Counter,
-    ) -> None:
-        super().__init__(
-            name, factory, open_connections=open_connections, max_connections=max_connections,
-            rejected=rejected, errors=errors, reserve=True,
-        )
+    def __init__(self, port: PortSpec) -> None:
+        super().__init__(port, reserve=True)
         self._servers: list[asyncio.AbstractServer] = []
         self._queued: list[asyncio.Task[None]] = []  # take_queued's, being made
 
@@ -237,27 +231,19 @@ class NativeListener(_Port):
 
 
 class Listener(_Port):
-    """The listening sockets of one port (``name``: ``public`` or ``admin``)."""
+    """The listening sockets of one port, accepted by this module's loop."""
 
     def __init__(
         self,
-        name: str,
-        factory: Callable[[], asyncio.BaseProtocol],
+        port: PortSpec,
         *,
-        open_connections: Callable[[], int],
-        max_connections: int,
-        rejected: Counter,
-        errors: Counter,
         ssl_context: ssl.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
         tells_made: bool = False,
         reserve: bool = False,
         serve_queued: bool = False,
     ) -> None:
-        super().__init__(
-            name, factory, open_connections=open_connections, max_connections=max_connections,
-            rejected=rejected, errors=errors, reserve=reserve,
-        )
+        super().__init__(port, reserve=reserve)
         self._ssl = ssl_context
         self._handshake_timeout = ssl_handshake_timeout
         # connect_accepted_socket in flight, and the socket of each

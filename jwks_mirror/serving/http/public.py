@@ -32,7 +32,7 @@ from ssl import SSLContext
 
 from jwks_mirror.serving.http.connections import Connections
 from jwks_mirror.serving.http.http1 import Connection
-from jwks_mirror.serving.http.listening import Listener, NativeListener, native_accept
+from jwks_mirror.serving.http.listening import Listener, NativeListener, PortSpec, native_accept
 from jwks_mirror.serving.http.requestcounts import RequestCounts
 from jwks_mirror.serving.http.responses import (
     REASONS,
@@ -87,24 +87,20 @@ class PublicServer:
         else this package's (see :mod:`jwks_mirror.serving.http.listening`)."""
         loop = asyncio.get_running_loop()
         metrics = self.mirror.metrics
+        spec = PortSpec(
+            "public",
+            lambda: Connection(self),
+            open_connections=self.connections.__len__,
+            max_connections=self.max_connections,
+            rejected=metrics.connections_rejected_total,
+            errors=metrics.accept_errors_total,
+        )
         listener: Listener | NativeListener
         if ssl is None and native_accept(loop):
-            listener = NativeListener(
-                "public",
-                lambda: Connection(self),
-                open_connections=self.connections.__len__,
-                max_connections=self.max_connections,
-                rejected=metrics.connections_rejected_total,
-                errors=metrics.accept_errors_total,
-            )
+            listener = NativeListener(spec)
         else:
             listener = Listener(
-                "public",
-                lambda: Connection(self),
-                open_connections=self.connections.__len__,
-                max_connections=self.max_connections,
-                rejected=metrics.connections_rejected_total,
-                errors=metrics.accept_errors_total,
+                spec,
                 ssl_context=ssl,
                 ssl_handshake_timeout=self.keepalive_s,
                 tells_made=True,  # join()
