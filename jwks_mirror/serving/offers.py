@@ -15,7 +15,7 @@ from jwks_mirror.core.config.model import IssuerSettings
 from jwks_mirror.core.errors import KeySetRejected, PeerError
 from jwks_mirror.core.keysets import Key, Validated, render, validate
 from jwks_mirror.core.strictjson import parse_json
-from jwks_mirror.serving.persistence import decode_retained
+from jwks_mirror.serving.persistence import decode_retained, encode_retained
 from jwks_mirror.serving.state import IssuerState
 
 SHAREABLE_SOURCES = frozenset({"upstream", "state"})
@@ -41,9 +41,7 @@ def share(state: IssuerState, now: float) -> tuple[int, dict[str, Any]]:
         "source": state.source,
         "last_success": state.last_success,
         "jwks": render(state.current).decode(),
-        "retained": [
-            {"jwk": dict(r.key.jwk), "removed_at": r.removed_at} for r in state.retained.values()
-        ],
+        "retained": encode_retained((r.key, r.removed_at) for r in state.retained.values()),
     }
 
 

@@ -143,9 +143,9 @@ class PeerFiller:
             )
         outcome = self._outcome(state, best, urls, results)
         self._metrics.peer_fills_total.labels(state.name, outcome).inc()
-        for result in results:
-            if result.offer is None and result.result not in _NOTHING_TO_SHARE:
-                self._metrics.peer_errors_total.labels(state.name, result.result).inc()
+        refused = [r for r in results if r.offer is None and r.result not in _NOTHING_TO_SHARE]
+        for result in refused:
+            self._metrics.peer_errors_total.labels(state.name, result.result).inc()
         duration = loop.time() - started
         report = PeerFillReport(
             at=now,
@@ -154,7 +154,6 @@ class PeerFiller:
             duration_s=round(duration, 4),
             peers=tuple(r.as_json() for r in results),
         )
-        rejected = any(r.offer is None and r.result not in _NOTHING_TO_SHARE for r in results)
         event(
             "peer_fill",
             issuer=state.name,
@@ -164,7 +163,7 @@ class PeerFiller:
             kids=list(state.published.kids) if outcome == "filled" and state.published else [],
             duration_s=round(duration, 4),
             peers=[r.as_json() for r in results],
-            level=logging.WARNING if rejected else logging.INFO,
+            level=logging.WARNING if refused else logging.INFO,
         )
         return report
 

@@ -26,7 +26,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ def encode(snapshot: Snapshot, *, name: str, upstream: str) -> dict[str, Any]:
         "upstream_last_modified": snapshot.upstream_last_modified,
         "upstream_digest": snapshot.upstream_digest,
         "keys": [dict(k.jwk) for k in snapshot.current],
-        "retained": [{"jwk": dict(k.jwk), "removed_at": at} for k, at in snapshot.retained],
+        "retained": encode_retained(snapshot.retained),
         "first_seen": [[kid, ident, ts] for (kid, ident), ts in snapshot.first_seen.items()],
     }
 
@@ -139,6 +139,12 @@ def _decode(
         ),
         **validators,
     )
+
+
+def encode_retained(retained: Iterable[tuple[Key, float]]) -> list[dict[str, Any]]:
+    """A ``retained: [{jwk, removed_at}]`` list, in a state file or a peer's offer
+    (:func:`decode_retained` reads both)."""
+    return [{"jwk": dict(key.jwk), "removed_at": at} for key, at in retained]
 
 
 def decode_retained(value: object, *, max_keys: int, now: float) -> tuple[tuple[Key, float], ...]:
