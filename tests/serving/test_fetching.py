@@ -41,6 +41,15 @@ def issuer_settings(body: str, *, timeout: str = "2s") -> IssuerSettings:
     return parse_settings(text).issuers[0]
 
 
+def mtls_settings(url: str, pki: Pki) -> IssuerSettings:
+    """An issuer fetched over mTLS with the mirror's certificate from ``pki``."""
+    return issuer_settings(
+        f"    jwks_uri: {url}\n"
+        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
+        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
+    )
+
+
 @pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
     instance = Fetcher()
@@ -131,11 +140,7 @@ async def test_explicit_proxy_carries_the_request(fake_issuer, fetcher):
 async def test_direct_mtls_with_private_ca_and_server_name(fake_issuer, fetcher, pki: Pki):
     """Connect to an address, verify the certificate for the mesh name, present ours."""
     issuer = await fake_issuer(ssl_context=pki.server_context())
-    settings = issuer_settings(
-        f"    jwks_uri: {issuer.url}\n"
-        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
-        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
-    )
+    settings = mtls_settings(issuer.url, pki)
     result = await fetcher.fetch(settings)
     assert json.loads(result.body) == issuer.document
     peer = issuer.requests[0].transport.get_extra_info("peercert")
@@ -601,11 +606,7 @@ async def test_truncated_body_is_a_connection_error(fake_issuer, fetcher):
 async def test_rotated_client_certificate_is_picked_up(fake_issuer, fetcher, pki: Pki):
     """Mesh certificates rotate on disk; the next fetch presents the new one."""
     issuer = await fake_issuer(ssl_context=pki.server_context())
-    settings = issuer_settings(
-        f"    jwks_uri: {issuer.url}\n"
-        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
-        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
-    )
+    settings = mtls_settings(issuer.url, pki)
     await fetcher.fetch(settings)
     rotated = pki.ca.issue(namespace="jwks-mirror", service_account="rotated")
     pki.mirror_cert.write_bytes(rotated.cert_pem)
@@ -627,11 +628,7 @@ async def test_a_rotated_key_file_that_is_unusable_fails_the_fetch_cleanly(fake_
     from cryptography.hazmat.primitives.asymmetric import ec
 
     issuer = await fake_issuer(ssl_context=pki.server_context())
-    settings = issuer_settings(
-        f"    jwks_uri: {issuer.url}\n"
-        f"    tls: {{ca_file: {pki.ca_file}, cert_file: {pki.mirror_cert}, "
-        f"key_file: {pki.mirror_key}, server_name: {ISSUER_HOST}}}\n"
-    )
+    settings = mtls_settings(issuer.url, pki)
     await fetcher.fetch(settings)
     pki.mirror_key.write_bytes(
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
