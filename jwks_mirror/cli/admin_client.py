@@ -19,9 +19,10 @@ from typing import Any
 
 import aiohttp
 
-from jwks_mirror.core.errors import AdminError, KeySetRejected, UsageError
+from jwks_mirror.core.errors import AdminError, KeySetRejected, UpstreamError, UsageError
 from jwks_mirror.core.strictjson import parse_json
 from jwks_mirror.core.text import inert, one_line
+from jwks_mirror.serving.httpclient import read_body
 
 DEADLINE_S = 10.0  # status, explain, pin: the whole command, every request included
 REFRESH_DEADLINE_S = 120.0  # refresh and rotate wait for the upstream fetches
@@ -129,20 +130,13 @@ class AdminClient:
                     f"{url} answered {response.status} (to {location!r}); redirects are not "
                     "followed"
                 )
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                raise AdminError(f"{url}: answer in an unrequested encoding {encoding[:40]!r}")
-            declared = response.content_length
-            if declared is not None and declared > MAX_ANSWER_BYTES:
-                raise AdminError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
-            parts: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise AdminError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
-                parts.append(chunk)
-            return response.status, decode_answer(b"".join(parts))
+            try:  # the capped read every outgoing request of the package uses
+                body = await read_body(response, MAX_ANSWER_BYTES)
+            except UpstreamError as exc:
+                if exc.reason == "too_large":
+                    raise AdminError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes") from exc
+                raise AdminError(f"{url}: {exc}") from exc
+            return response.status, decode_answer(body)
 
 
 def decode_answer(body: bytes) -> Any:
