@@ -25,9 +25,8 @@ with atheris.instrument_imports():
 
 
 def check(data: bytes) -> None:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    text = harness.text(data)
+    if text is None:
         return
     try:
         parse_settings(text, source="fuzz.yaml", base_dir=ROOT, offline=True)

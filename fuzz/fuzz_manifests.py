@@ -27,9 +27,8 @@ with atheris.instrument_imports():
 
 
 def check(data: bytes) -> None:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    text = harness.text(data)
+    if text is None:
         return
     try:
         stream = parse_stream(text, source="fuzz.yaml")

@@ -32,9 +32,8 @@ DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "manifests"
 def check(data: bytes) -> None:
     if len(data) > MAX_BYTES:
         return
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    text = harness.text(data)
+    if text is None:
         return
     try:
         stream = parse_stream(text, source="fuzz.yaml")

@@ -19,3 +19,11 @@ def run(check: Callable[[bytes], None], seed: Callable[[Path], None], *, name: s
         args = [*args, str(corpus)]
     atheris.Setup(args, check)
     atheris.Fuzz()
+
+
+def text(data: bytes) -> str | None:
+    """The input as UTF-8 text, or None when it is not (a target that reads YAML skips it)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
