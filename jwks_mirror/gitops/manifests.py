@@ -91,8 +91,10 @@ def iter_request_authentications(data: Any) -> Iterator[CommentedMap]:
             if id(items) not in seen:
                 seen.add(id(items))
                 pending.extend(reversed(items))  # popped in file order
-        elif kind == "RequestAuthentication" and node.get("apiVersion") in API_VERSIONS:
-            yield node
+        elif kind == "RequestAuthentication":
+            version = node.get("apiVersion")  # a list or mapping cannot be looked up in a set
+            if isinstance(version, str) and version in API_VERSIONS:
+                yield node
 
 
 def namespace_of(resource: CommentedMap) -> str | None:

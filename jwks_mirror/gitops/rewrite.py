@@ -191,6 +191,7 @@ def original_upstream(
     if original is None or (
         isinstance(original, dict)
         and set(original) == {"null"}
+        and isinstance(original["null"], str)
         and original["null"] in _NULL_SPELLINGS
     ):
         issuer = rule.get("issuer")

@@ -76,7 +76,7 @@ def parse_offer(body: bytes, *, issuer: IssuerSettings, peer: str, now: float) -
             f"peer fetches {_short(document.get('upstream'))}, this replica {issuer.upstream!r}",
         )
     source = document.get("source")
-    if source not in SHAREABLE_SOURCES:
+    if not isinstance(source, str) or source not in SHAREABLE_SOURCES:
         raise PeerError("malformed", f"set of source {_short(source)} is not shareable")
     last_success = _time(document.get("last_success"), "last_success")
     # A peer clock ahead of ours (or a lie) must not extend how long the copy is served.

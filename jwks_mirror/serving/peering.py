@@ -239,7 +239,7 @@ def _refusal(status: int, body: bytes) -> tuple[str, str]:
             reason = document.get("reason")
     except (ValueError, RecursionError):
         pass
-    if status == 503 and reason in _NOTHING_TO_SHARE:
+    if status == 503 and isinstance(reason, str) and reason in _NOTHING_TO_SHARE:
         return str(reason), f"peer has nothing to share ({reason})"
     return "status", f"peer answered {status}"
 

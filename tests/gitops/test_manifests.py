@@ -323,6 +323,22 @@ def test_typed_lists_are_walked(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"    jwksUri: {MIRROR}/k-b/jwks.json\n" in out
 
 
+@pytest.mark.parametrize("api_version", ["[security.istio.io/v1]", "{security.istio.io: v1}"])
+def test_an_api_version_that_is_not_a_string_is_not_a_request_authentication(
+    api_version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sequence or mapping is unhashable: the walker's set lookup raised TypeError, and
+    ``rewrite --check`` and ``analyze`` ended in a traceback on a 7-line pull request."""
+    item = IN_MESH.format(name="a", namespace="b", issuer="x", uri="http://k.b.svc/j")
+    source = tmp_path / "ra.yaml"
+    source.write_text(item.replace("security.istio.io/v1", api_version, 1))
+    code, out, err = run(capsys, "--check", str(source))
+    assert code == 0, (out, err)
+    assert "0 in-mesh rules not mirrored, 0 mirrored" in err
+    assert main(["analyze", str(source)]) == 0
+    capsys.readouterr()
+
+
 def test_restore_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "ra.yaml"
     shutil.copy(DATA / "basic" / "expected.yaml", source)

@@ -318,6 +318,11 @@ HOSTILE: dict[str, tuple[Callable[[str], Any], str]] = {
         "upstream_mismatch",
     ),
     "re-shared-copy": (lambda u: serve_json(offer(u, source="peer")), "malformed"),
+    # JSON arrays and objects are unhashable: a set membership test on them raised TypeError
+    "source-not-a-string": (lambda u: serve_json(offer(u, source=["upstream"])), "malformed"),
+    "refusal-reason-not-a-string": (
+        lambda u: serve_json({"reason": ["no_set"]}, status=503), "status"
+    ),
     "no-last-success": (lambda u: serve_json(offer(u, last_success=None)), "malformed"),
     "too-large": (lambda u: answer(200, b" " * 700_000), "too_large"),
     "server-error": (lambda u: answer(500, b"boom"), "status"),
@@ -509,6 +514,8 @@ def test_a_peer_clock_ahead_of_ours_does_not_extend_max_stale():
         ({"last_success": True}, "malformed"),
         ({"retained": {"not": "a list"}}, "malformed"),
         ({"retained": [{"removed_at": 1.0}]}, "malformed"),
+        ({"source": ["upstream"]}, "malformed"),  # found by fuzz/fuzz_peer_offer.py
+        ({"source": {"upstream": 1}}, "malformed"),
     ],
 )
 def test_parse_offer_rejects(spoil, reason):
