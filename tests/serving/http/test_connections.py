@@ -129,17 +129,6 @@ async def test_the_sweeper_runs_until_close(monkeypatch):
 # -- over real sockets -----------------------------------------------------------------------
 
 
-@pytest.fixture
-async def served(fake_issuer, mirror_factory):
-    issuer = await fake_issuer(document=jwks("k1"))
-    running = await mirror_factory(
-        config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n    refresh_interval: 300s\n")
-    )
-    (outcome,) = await running.mirror.refresh()
-    assert outcome.outcome == "changed"
-    return running
-
-
 async def test_shutdown_closes_idle_connections_and_stops_accepting(served, connect):
     reader, writer = await connect(served)
     writer.write(REQUEST)

@@ -16,20 +16,8 @@ import pytest
 
 from jwks_mirror.serving.http import http1
 
-from ...conftest import config_text, jwks, until
+from ...conftest import until
 from ...rawhttp import closed, read_response
-
-
-@pytest.fixture
-async def served(fake_issuer, mirror_factory):
-    issuer = await fake_issuer(document=jwks("k1"))
-    running = await mirror_factory(
-        config_text(f"  - name: keys-myns\n    jwks_uri: {issuer.url}\n    refresh_interval: 300s\n")
-    )
-    (outcome,) = await running.mirror.refresh()
-    assert outcome.outcome == "changed"
-    return running
-
 
 REQUEST = b"GET /keys-myns/jwks.json HTTP/1.1\r\nHost: mirror\r\n\r\n"
 
